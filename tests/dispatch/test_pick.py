@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from vllm_rdna_w8a8 import dispatch
+from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
+from vllm_rdna_w8a8.dispatch import tables
+
+SHAPES = [(m, n, k) for m in (1, 3, 16, 17, 64, 300, 2048, 5000) for n, k in ((4096, 4096), (6144, 4096), (4096, 14336), (28672, 8192), (96, 32))]
+
+
+@pytest.mark.parametrize("target", sorted(GFX11_TARGETS))
+def test_picker_returns_only_table_configs(
+    fixture_kernel_table: Path, fixture_tags: tuple[str, ...], target: str
+) -> None:
+    for m, n, k in SHAPES:
+        for kind in ("i8", "f8"):
+            config = dispatch.pick_gemm_config(target, m, n, k, kind)
+            assert config.tag in fixture_tags
+
+
+def test_model_prefers_decode_tiles_for_decode_and_big_tiles_for_prefill(fixture_kernel_table: Path) -> None:
+    decode = dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096)
+    prefill = dispatch.pick_gemm_config("gfx1100", 4096, 14336, 4096)
+    assert decode.block_m == 16
+    assert prefill.tag == "m128n128k64_w2x2x1"
+
+
+def test_feature_suffix_and_cache(fixture_kernel_table: Path) -> None:
+    assert dispatch.pick_gemm_config("gfx1100:xnack-", 1, 4096, 4096) == dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096)
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        (("gfx90a", 1, 16, 16), ValueError, "unknown gfx11 target"),
+        (("gfx1100", 0, 16, 16), ValueError, "M must be >= 1"),
+        (("gfx1100", 1, 16.0, 16), TypeError, "N must be an int"),
+        (("gfx1100", 1, 16, 16, "int8"), ValueError, "kind must be one of"),
+    ],
+)
+def test_bad_arguments(fixture_kernel_table: Path, args: tuple, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        dispatch.pick_gemm_config(*args)
+
+
+def test_shipped_table_overrides_model_and_user_table_overrides_shipped(
+    fixture_kernel_table: Path, fixture_tags: tuple[str, ...], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, write_table: Callable[..., Path],
+) -> None:
+    model_tag = dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096).tag
+    shipped_tag = next(tag for tag in fixture_tags if tag != model_tag)
+    write_table(fixture_kernel_table, "gfx1100", {("i8", 4096, 4096, 1): shipped_tag}, source="model")
+    dispatch.clear_dispatch_caches()
+    assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096).tag == shipped_tag
+    # other kinds, shapes and buckets are not in the table: the model decides
+    assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096, "f8").tag == dispatch.model_choice("gfx1100", 1, 4096, 4096, "f8").tag
+    assert dispatch.pick_gemm_config("gfx1100", 2, 4096, 4096).tag == dispatch.model_choice("gfx1100", 2, 4096, 4096).tag
+
+    user_dir = tmp_path / "user"
+    user_dir.mkdir()
+    user_tag = "m64n64k64_w2x2x1" if shipped_tag != "m64n64k64_w2x2x1" else "m16n16k512_w1x1x8"
+    write_table(user_dir, "gfx1100", {("i8", 4096, 4096, 1): user_tag})
+    monkeypatch.setenv(tables.TUNING_DIR_ENV, str(user_dir))
+    dispatch.clear_dispatch_caches()
+    assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096).tag == user_tag
+    # a user table for another target does not apply here
+    assert dispatch.pick_gemm_config("gfx1101", 1, 4096, 4096).tag == dispatch.model_choice("gfx1101", 1, 4096, 4096).tag
+
+
+def test_m_bucket_lookup(fixture_kernel_table: Path, write_table: Callable[..., Path]) -> None:
+    write_table(fixture_kernel_table, "gfx1100", {("i8", 4096, 4096, 64): "m16n16k512_w1x1x8"})
+    dispatch.clear_dispatch_caches()
+    for m in (33, 50, 64):
+        assert dispatch.pick_gemm_config("gfx1100", m, 4096, 4096).tag == "m16n16k512_w1x1x8"
+    assert tables.m_bucket(1) == 1
+    assert tables.m_bucket(3) == 4
+    assert tables.m_bucket(4096) == 4096
+    assert tables.m_bucket(4097) == 8192
+    assert tables.m_bucket(10**6) == 8192
+    with pytest.raises(ValueError, match="positive int"):
+        tables.m_bucket(0)
+
+
+CORRUPT_TABLES = {
+    "bad json": "{not json",
+    "wrong target": {"format_version": 1, "target": "gfx1101", "configs": {}},
+    "old format": {"format_version": 0, "target": "gfx1100", "configs": {}},
+    "unknown kind": {"format_version": 1, "target": "gfx1100", "configs": {"i4": {}}},
+    "bad shape key": {"format_version": 1, "target": "gfx1100", "configs": {"i8": {"N=4096;K=4096": {}}}},
+    "bad bucket": {"format_version": 1, "target": "gfx1100",
+                   "configs": {"i8": {"N=4096,K=4096": {"3": {"tag": "m64n64k64_w2x2x1", "source": "model"}}}}},
+    "unknown tag": {"format_version": 1, "target": "gfx1100",
+                    "configs": {"i8": {"N=4096,K=4096": {"1": {"tag": "m999", "source": "model"}}}}},
+    "measured without date": {"format_version": 1, "target": "gfx1100",
+                              "configs": {"i8": {"N=4096,K=4096": {"1": {
+                                  "tag": "m64n64k64_w2x2x1", "source": "measured", "device_name": "x"}}}}},
+}
+
+
+@pytest.mark.parametrize("problem", sorted(CORRUPT_TABLES))
+def test_corrupt_user_table_is_reported_once_and_ignored(
+    fixture_kernel_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, problem: str,
+) -> None:
+    content = CORRUPT_TABLES[problem]
+    path = tmp_path / "gfx1100.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    monkeypatch.setenv(tables.TUNING_DIR_ENV, str(tmp_path))
+    expected = dispatch.model_choice("gfx1100", 1, 4096, 4096)
+    with caplog.at_level(logging.WARNING, logger="vllm_rdna_w8a8.dispatch.tables"):
+        for m in (1, 2, 5, 1000):
+            dispatch.pick_gemm_config("gfx1100", m, 4096, 4096)
+        assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096) == expected
+    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(path) in warnings[0].getMessage() and "built-in choice" in warnings[0].getMessage()
+
+
+def test_selection_cost_per_call_is_negligible(fixture_kernel_table: Path) -> None:
+    dispatch.pick_gemm_config("gfx1100", 7, 4096, 4096)  # first call: tables and model
+    calls = 100_000
+    start = time.perf_counter()
+    for _ in range(calls):
+        dispatch.pick_gemm_config("gfx1100", 7, 4096, 4096)
+    per_call_us = (time.perf_counter() - start) / calls * 1e6
+    print(f"cached pick_gemm_config: {per_call_us:.3f} us per call")
+    assert per_call_us < 5.0  # a decode GEMM takes >= ~10 us even on the fastest target

@@ -1,0 +1,83 @@
+"""Shape-tuned choice of the GEMM tile config for each gfx11 target.
+
+`pick_gemm_config(target, m, n, k, kind)` is a pure function of the shape and the
+device facts, cached by shape, and only returns rows of the kernel table (so only
+compiled kernels). Where the choice comes from, first match wins:
+  1. the user's table `$VLLM_RDNA_W8A8_TUNING_DIR/<target>.json` (`python -m vllm_rdna_w8a8.tune`),
+  2. the table shipped for the target (`vllm_rdna_w8a8/tables/<target>.json`),
+  3. the analytic performance model (`dispatch/perf_model.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from vllm_rdna_w8a8.build.targets import get_target
+from vllm_rdna_w8a8.dispatch import perf_model, tables
+from vllm_rdna_w8a8.dispatch.tile_configs import (
+    KERNEL_KINDS,
+    TileConfig,
+    TileConfigError,
+    configs_by_tag,
+    load_tile_configs,
+)
+
+__all__ = [
+    "TileConfig",
+    "TileConfigError",
+    "clear_dispatch_caches",
+    "load_tile_configs",
+    "model_choice",
+    "pick_gemm_config",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def pick_gemm_config(target: str, m: int, n: int, k: int, kind: str = "i8") -> TileConfig:
+    """The tile config for C[M, N] = A[M, K] x B[N, K]^T on `target` (e.g. "gfx1100")."""
+    return _pick_cached(target, m, n, k, kind)
+
+
+@functools.lru_cache(maxsize=4096)
+def _pick_cached(target: str, m: int, n: int, k: int, kind: str) -> TileConfig:
+    target_name = get_target(target).name
+    for name, value in (("M", m), ("N", n), ("K", k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"pick_gemm_config: {name} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"pick_gemm_config: {name} must be >= 1, got {value}")
+    if kind not in KERNEL_KINDS:
+        raise ValueError(f"pick_gemm_config: kind must be one of {KERNEL_KINDS}, got {kind!r}")
+
+    configs = load_tile_configs()
+    by_tag = configs_by_tag(configs)
+    known_tags = frozenset(by_tag)
+    for path in (tables.user_table_path(target_name), tables.shipped_table_path(target_name)):
+        table = tables.load_table(path, target_name, known_tags) if path is not None else None
+        entry = table.lookup(kind, n, k, m) if table is not None else None
+        if entry is not None:
+            return by_tag[entry.tag]
+    return model_choice(target_name, m, n, k, kind)
+
+
+def model_choice(target: str, m: int, n: int, k: int, kind: str = "i8") -> TileConfig:
+    """The analytic model's fastest config for the exact shape (a prediction)."""
+    target_name = get_target(target).name
+    ranked = perf_model.rank_configs(
+        target_name, load_tile_configs(), m, n, k, kind, _occupancies(target_name))
+    return ranked[0].config
+
+
+@functools.lru_cache(maxsize=None)
+def _occupancies(target_name: str) -> dict[str, perf_model.Occupancy]:
+    return perf_model.load_occupancies(target_name)
+
+
+def clear_dispatch_caches() -> None:
+    """Forget cached choices and tables (after writing a new table, and in tests)."""
+    _pick_cached.cache_clear()
+    _occupancies.cache_clear()
+    tables.load_table.cache_clear()
+    load_tile_configs.cache_clear()

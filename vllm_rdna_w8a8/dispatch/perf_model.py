@@ -1,0 +1,318 @@
+"""Analytic performance model of the GEMM tile configs on each gfx11 target.
+
+Everything this module returns is a PREDICTION from paper peaks and stated model
+assumptions, never a measurement. It serves two purposes: the dispatcher's choice
+where no table entry matches a shape, and the shipped per-target tables until
+hardware measurements replace them.
+
+For one config and one shape (M, N, K) the predicted time is the largest of
+  compute: output tiles on the busiest CU x ops per tile (padding included) at
+           512 ops/clk/CU, scaled by the SIMD use the resident waves allow and by
+           the wave's WMMA share of its issue slots (operand fragment loads cost);
+  DRAM:    bytes that must cross the DRAM interface (A, B, output, scales, each
+           once), at the target's DRAM bandwidth, scaled down when the bytes the
+           resident waves keep in flight cannot cover the DRAM latency;
+  L2:      bytes the busiest CU pulls from L2 (its tiles' A and B panels).
+Wave quantization enters through the tiles on the busiest CU, tile padding through
+the padded ops, occupancy through resident workgroups per CU (from the ISA report
+of the compiled code object when there is one, otherwise estimated: see
+`assumed_occupancy`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from vllm_rdna_w8a8.build.targets import GFX11_TARGETS, MAX_WAVES_PER_SIMD, GfxTarget, get_target
+from vllm_rdna_w8a8.dispatch.tile_configs import (
+    KERNEL_KINDS,
+    LDS_BYTES_PER_WORKGROUP,
+    WAVE_SIZE,
+    WMMA_TILE,
+    TileConfig,
+)
+
+logger = logging.getLogger(__name__)
+
+# Peak WMMA rate per CU per clock, identical for v_wmma_i32_16x16x16_iu8 and
+# v_wmma_f32_16x16x16_f16 on RDNA3 (AMD RDNA3 ISA guide; rdna3-wmma.md): one
+# 16x16x16 WMMA (8192 ops) per 32 clocks on each of the CU's two SIMDs.
+PEAK_OPS_PER_CLK_PER_CU = 512
+SIMDS_PER_CU = 2
+WMMA_ISSUE_CLK = 32
+
+
+@dataclass(frozen=True)
+class DevicePeaks:
+    """Paper figures of the largest product of a target (AMD product spec pages)."""
+
+    product: str
+    boost_clock_ghz: float
+    dram_gb_per_s: float
+    infinity_cache_mib: int  # 0: none (the APUs' memory-side cache is not modelled)
+
+
+# Sources: AMD's product specification pages (amd.com/en/products/graphics/desktops/radeon
+# and .../processors/laptop): boost clock; DRAM bandwidth = memory data rate x bus width
+# (7900 XTX: 20 Gbps x 384 bit; 7800 XT: 19.5 Gbps x 256 bit; 7600: 18 Gbps x 128 bit;
+# APUs: LPDDR5X-7500 x 128 bit for 780M and 890M systems, LPDDR5X-8000 x 256 bit for Strix Halo).
+DEVICE_PEAKS: dict[str, DevicePeaks] = {
+    "gfx1100": DevicePeaks("Radeon RX 7900 XTX", 2.5, 960.0, 96),
+    "gfx1101": DevicePeaks("Radeon RX 7800 XT", 2.43, 624.0, 64),
+    "gfx1102": DevicePeaks("Radeon RX 7600", 2.655, 288.0, 32),
+    "gfx1103": DevicePeaks("Radeon 780M", 2.7, 120.0, 0),
+    "gfx1150": DevicePeaks("Radeon 890M", 2.9, 120.0, 0),
+    "gfx1151": DevicePeaks("Radeon 8060S", 2.9, 256.0, 32),
+}
+
+# Model assumptions (not specs, not measured here; change them when hardware says otherwise):
+ASSUMED_DRAM_LATENCY_NS = 500.0  # bytes in flight needed = bandwidth x latency (Little's law)
+ASSUMED_L2_BYTES_PER_CLK_PER_CU = 64.0
+ASSUMED_FRAGMENT_LOAD_CLK = 8  # issue cost of one 16x16 operand fragment (16 B per lane) per wave
+ASSUMED_F8_CONVERT_CLK = 16  # VALU cost of widening one e4m3 fragment to f16 (no co-issue with WMMA)
+ASSUMED_OVERHEAD_VGPRS = 32  # addresses, loop counters, epilogue temporaries
+OUTPUT_BYTES = 2  # fp16 / bf16
+SCALE_BYTES = 4
+
+PREDICTION_LABEL = "predicted by the analytic model, not measured"
+
+
+@dataclass(frozen=True)
+class Occupancy:
+    """What the model needs to know about one compiled kernel."""
+
+    waves_per_simd: int
+    lds_bytes: int
+    global_bytes_per_wave_iteration: int  # bytes one wave loads per main-loop iteration
+    source: str  # "isa_report" or "assumed"
+
+
+def assumed_occupancy(target: GfxTarget, config: TileConfig) -> Occupancy:
+    """Occupancy estimated from the tile geometry when no code object is at hand.
+
+    VGPRs per lane: 8 per 16x16 int32 accumulator, 4 per operand fragment double
+    buffered, plus ASSUMED_OVERHEAD_VGPRS; allocated in the target's granule from its
+    VGPR file, capped at 16 waves per SIMD. LDS: the tile config's upper estimate.
+    Bytes per wave per iteration: the workgroup's A and B slices shared by its waves.
+    """
+    fragments_m = config.wave_tile_m // WMMA_TILE
+    fragments_n = config.wave_tile_n // WMMA_TILE
+    vgprs = 8 * fragments_m * fragments_n + 2 * 4 * (fragments_m + fragments_n) + ASSUMED_OVERHEAD_VGPRS
+    granule = target.vgpr_alloc_granule
+    allocated = -(-vgprs // granule) * granule
+    waves_per_simd = min(MAX_WAVES_PER_SIMD, target.vgprs_per_simd // allocated)
+    global_bytes = (config.block_m + config.block_n) * config.block_k // config.waves
+    return Occupancy(waves_per_simd, config.lds_bytes_estimate, global_bytes, "assumed")
+
+
+def resident_workgroups_per_cu(occupancy: Occupancy, config: TileConfig) -> int:
+    """Workgroups one CU holds at once: limited by waves per SIMD and by LDS
+    (two CUs of a WGP share 128 KiB, so 64 KiB per CU)."""
+    by_waves = occupancy.waves_per_simd * SIMDS_PER_CU // config.waves
+    by_lds = LDS_BYTES_PER_WORKGROUP // max(occupancy.lds_bytes, 1)
+    return min(by_waves, by_lds)
+
+
+def wmma_issue_share(config: TileConfig, kind: str) -> float:
+    """Fraction of a wave's issue time spent in WMMA per 16-deep k step: each step
+    issues (wave_tile_m/16) x (wave_tile_n/16) WMMAs and loads one fragment per
+    16 rows of A and per 16 columns of B (widened on the VALU for fp8)."""
+    fragments_m = config.wave_tile_m // WMMA_TILE
+    fragments_n = config.wave_tile_n // WMMA_TILE
+    wmma_clk = fragments_m * fragments_n * WMMA_ISSUE_CLK
+    fragment_clk = ASSUMED_FRAGMENT_LOAD_CLK + (ASSUMED_F8_CONVERT_CLK if kind == "f8" else 0)
+    return wmma_clk / (wmma_clk + (fragments_m + fragments_n) * fragment_clk)
+
+
+@dataclass(frozen=True)
+class Floors:
+    """The two lower bounds of a shape on a target, from paper peaks."""
+
+    compute_us: float  # useful ops / peak WMMA rate
+    memory_us: float  # bytes read and written once / DRAM bandwidth
+    ops: int
+    bytes: int
+
+    @property
+    def binding(self) -> str:
+        return "compute" if self.compute_us >= self.memory_us else "memory"
+
+
+def peak_ops_per_s(target_name: str) -> float:
+    target = get_target(target_name)
+    return target.cu_count * PEAK_OPS_PER_CLK_PER_CU * DEVICE_PEAKS[target.name].boost_clock_ghz * 1e9
+
+
+def dram_bytes_per_s(target_name: str) -> float:
+    return DEVICE_PEAKS[get_target(target_name).name].dram_gb_per_s * 1e9
+
+
+def gemm_ops(m: int, n: int, k: int) -> int:
+    return 2 * m * n * k
+
+
+def gemm_bytes(m: int, n: int, k: int) -> int:
+    """Bytes a W8A8 GEMM must move at least: int8 A and B, fp16/bf16 C, fp32 scales."""
+    return m * k + n * k + OUTPUT_BYTES * m * n + SCALE_BYTES * (m + n)
+
+
+def floors(target_name: str, m: int, n: int, k: int) -> Floors:
+    ops, moved = gemm_ops(m, n, k), gemm_bytes(m, n, k)
+    return Floors(ops / peak_ops_per_s(target_name) * 1e6, moved / dram_bytes_per_s(target_name) * 1e6, ops, moved)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted time of one config on one shape (a prediction, never a measurement)."""
+
+    config: TileConfig
+    time_us: float
+    bound: str  # "compute", "dram" or "l2"
+    compute_us: float
+    dram_us: float
+    l2_us: float
+    tiles: int
+    padding_waste: float  # fraction of executed WMMA ops that are zero padding
+    resident_workgroups: int
+    occupancy_source: str
+
+
+def _check_shape(m: int, n: int, k: int) -> None:
+    for name, value in (("M", m), ("N", n), ("K", k)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def predict(
+    target_name: str, config: TileConfig, m: int, n: int, k: int, kind: str = "i8",
+    occupancy: Occupancy | None = None,
+) -> Prediction | None:
+    """Predicted time of `config` on (M, N, K); None when the config cannot be resident."""
+    _check_shape(m, n, k)
+    if kind not in KERNEL_KINDS:
+        raise ValueError(f"kernel kind must be one of {KERNEL_KINDS}, got {kind!r}")
+    target = get_target(target_name)
+    peaks = DEVICE_PEAKS[target.name]
+    occupancy = occupancy or assumed_occupancy(target, config)
+    resident = resident_workgroups_per_cu(occupancy, config)
+    if resident < 1:
+        return None
+    clock_hz = peaks.boost_clock_ghz * 1e9
+
+    k_padded = -(-k // config.block_k) * config.block_k
+    tiles = config.tiles(m, n)
+    tile_ops = 2 * config.block_m * config.block_n * k_padded
+    tiles_on_busiest_cu = -(-tiles // target.cu_count)
+    concurrent_workgroups = min(tiles_on_busiest_cu, resident)
+    simd_use = min(1.0, concurrent_workgroups * config.waves / SIMDS_PER_CU)
+    compute_rate = PEAK_OPS_PER_CLK_PER_CU * clock_hz * simd_use * wmma_issue_share(config, kind)
+    compute_s = tiles_on_busiest_cu * tile_ops / compute_rate
+
+    active_cus = min(tiles, target.cu_count)
+    bytes_in_flight = active_cus * concurrent_workgroups * config.waves * occupancy.global_bytes_per_wave_iteration
+    bytes_needed_in_flight = peaks.dram_gb_per_s * ASSUMED_DRAM_LATENCY_NS  # GB/s x ns = bytes
+    latency_cover = min(1.0, bytes_in_flight / bytes_needed_in_flight)
+    dram_s = gemm_bytes(m, n, k) / (peaks.dram_gb_per_s * 1e9 * latency_cover)
+
+    l2_bytes_busiest_cu = tiles_on_busiest_cu * (config.block_m + config.block_n) * k_padded
+    l2_s = l2_bytes_busiest_cu / (ASSUMED_L2_BYTES_PER_CLK_PER_CU * clock_hz)
+
+    bound, time_s = max((("compute", compute_s), ("dram", dram_s), ("l2", l2_s)), key=lambda item: item[1])
+    executed_ops = tiles * tile_ops
+    return Prediction(
+        config=config, time_us=time_s * 1e6, bound=bound,
+        compute_us=compute_s * 1e6, dram_us=dram_s * 1e6, l2_us=l2_s * 1e6,
+        tiles=tiles, padding_waste=1.0 - gemm_ops(m, n, k) / executed_ops,
+        resident_workgroups=resident, occupancy_source=occupancy.source,
+    )
+
+
+# Configs within this fraction of the fastest prediction count as tied: the model is
+# not that precise, so the tie goes to less padding, then to the table order.
+TIE_TOLERANCE = 0.02
+
+
+def rank_configs(
+    target_name: str, configs: Iterable[TileConfig], m: int, n: int, k: int, kind: str = "i8",
+    occupancies: Mapping[str, Occupancy] | None = None,
+) -> list[Prediction]:
+    """Predictions for every residentable config, best first."""
+    ordered = list(configs)
+    predictions = [
+        prediction for config in ordered
+        if (prediction := predict(target_name, config, m, n, k, kind,
+                                  (occupancies or {}).get(config.kernel_name(kind)))) is not None
+    ]
+    if not predictions:
+        raise ValueError(f"no tile config can be resident on {target_name}: check the kernel table")
+    best_time = min(prediction.time_us for prediction in predictions)
+    order = {config.tag: index for index, config in enumerate(ordered)}
+
+    def rank_key(prediction: Prediction) -> tuple[bool, float, float, int]:
+        tied = prediction.time_us <= best_time * (1 + TIE_TOLERANCE)
+        if tied:
+            return (False, 0.0, prediction.padding_waste, order[prediction.config.tag])
+        return (True, prediction.time_us, prediction.padding_waste, order[prediction.config.tag])
+
+    return sorted(predictions, key=rank_key)
+
+
+def occupancies_from_isa_report(reports: Iterable[object], target_name: str) -> dict[str, Occupancy]:
+    """Occupancy per kernel name from `vllm_rdna_w8a8.tools.isa_report` rows of one target."""
+    result: dict[str, Occupancy] = {}
+    for report in reports:
+        if getattr(report, "target", None) != target_name:
+            continue
+        loads = getattr(report, "main_loop_loads", None) or {}
+        global_bytes = sum(
+            count * _load_width_bytes(op) * WAVE_SIZE for op, count in loads.items() if op.startswith(("global_load", "buffer_load"))
+        )
+        if global_bytes == 0:
+            continue  # no main-loop load figures: the estimate is better than zero
+        result[report.kernel] = Occupancy(
+            waves_per_simd=int(report.waves_per_simd),
+            lds_bytes=int(report.lds_bytes),
+            global_bytes_per_wave_iteration=global_bytes,
+            source="isa_report",
+        )
+    return result
+
+
+def _load_width_bytes(opcode: str) -> int:
+    """`global_load_b128` -> 16; `buffer_load_dwordx4`-style names -> 16; unknown -> 4."""
+    suffix = opcode.rsplit("_", 1)[-1]
+    if suffix.startswith("b") and suffix[1:].isdigit():
+        return int(suffix[1:]) // 8
+    if suffix.startswith("dwordx") and suffix[6:].isdigit():
+        return 4 * int(suffix[6:])
+    if suffix in ("u8", "i8"):
+        return 1
+    if suffix in ("u16", "i16", "d16"):
+        return 2
+    return 4
+
+
+def load_occupancies(target_name: str, objects_dir: Path | None = None) -> dict[str, Occupancy]:
+    """Occupancies from the ISA report of the compiled objects; empty (the estimate is
+    used, and said so once) when there are no objects or no report tool."""
+    try:
+        from vllm_rdna_w8a8.tools.isa_report import isa_report
+    except ImportError as error:
+        logger.info("rdna_w8a8 perf model: occupancy assumed from tile geometry (no ISA report: %s)", error)
+        return {}
+    objects_dir = objects_dir or Path(__file__).resolve().parent.parent / "_objects"
+    if not (objects_dir / target_name).is_dir():
+        logger.info("rdna_w8a8 perf model: occupancy assumed from tile geometry (no code objects in %s)",
+                    objects_dir / target_name)
+        return {}
+    try:
+        return occupancies_from_isa_report(isa_report(objects_dir), target_name)
+    except Exception as error:  # the report shells out to llvm-objdump; any failure means "no report"
+        logger.warning("rdna_w8a8 perf model: ISA report failed (%s); occupancy assumed from tile geometry", error)
+        return {}
+

@@ -1,0 +1,172 @@
+"""Per-target tile tables: `<target>.json`, keyed by kernel kind, N, K and an M bucket.
+
+Format (docs/performance.md has the full description):
+
+    {
+      "format_version": 1,
+      "target": "gfx1100",
+      "occupancy": "assumed",                 # how the model knew occupancy (model entries)
+      "configs": {
+        "i8": {
+          "N=6144,K=4096": {
+            "1":  {"tag": "m16n32k256_w1x1x4", "source": "model", "predicted_us": 13.652},
+            "16": {"tag": "...", "source": "measured", "device_name": "AMD Radeon RX 7900 XTX",
+                   "date": "2026-11-27", "measured_us": 14.1}
+          }
+        },
+        "f8": { ... }
+      }
+    }
+
+The M bucket of M is the smallest power of two >= M, up to 4096; "8192" holds every
+M > 4096. A table is validated whole when loaded: any problem (bad JSON, wrong
+target, unknown kind, key or tag, missing provenance) is logged in one line and the
+table is ignored, so the next source (shipped table, then the model) decides.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from vllm_rdna_w8a8.dispatch.tile_configs import KERNEL_KINDS
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+TUNING_DIR_ENV = "VLLM_RDNA_W8A8_TUNING_DIR"
+SHIPPED_TABLES_DIR = Path(__file__).resolve().parent.parent / "tables"
+M_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+SOURCES = ("model", "measured")
+_SHAPE_KEY = re.compile(r"N=([1-9]\d*),K=([1-9]\d*)")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def m_bucket(m: int) -> int:
+    """The table bucket holding M: smallest power of two >= M; 8192 for every M > 4096."""
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"M must be a positive int, got {m!r}")
+    for bucket in M_BUCKETS:
+        if m <= bucket:
+            return bucket
+    return M_BUCKETS[-1]
+
+
+def shape_key(n: int, k: int) -> str:
+    return f"N={n},K={k}"
+
+
+class TableError(ValueError):
+    """A tile table file is unreadable or does not match the format."""
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    tag: str
+    source: str  # "model" or "measured"
+
+
+@dataclass(frozen=True)
+class TileTable:
+    path: str
+    target: str
+    entries: Mapping[tuple[str, int, int, int], TableEntry]  # (kind, N, K, M bucket) -> entry
+
+    def lookup(self, kind: str, n: int, k: int, m: int) -> TableEntry | None:
+        return self.entries.get((kind, n, k, m_bucket(m)))
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise TableError(message)
+
+
+def _validate_entry(where: str, entry: Any, known_tags: frozenset[str]) -> TableEntry:
+    _require(isinstance(entry, dict), f"{where}: entry must be an object")
+    tag = entry.get("tag")
+    _require(isinstance(tag, str), f"{where}: missing string 'tag'")
+    _require(tag in known_tags, f"{where}: tag {tag!r} is not in the kernel table gemm_configs.def")
+    source = entry.get("source")
+    _require(source in SOURCES, f"{where}: 'source' must be one of {SOURCES}, got {source!r}")
+    if source == "measured":
+        _require(isinstance(entry.get("device_name"), str) and entry["device_name"],
+                 f"{where}: a measured entry needs 'device_name'")
+        _require(isinstance(entry.get("date"), str) and bool(_DATE.fullmatch(entry["date"])),
+                 f"{where}: a measured entry needs 'date' as YYYY-MM-DD")
+    return TableEntry(tag, source)
+
+
+def parse_table(data: Any, target: str, known_tags: frozenset[str], path: str) -> TileTable:
+    """Validate a decoded table; raise TableError naming the first problem."""
+    _require(isinstance(data, dict), "top level must be a JSON object")
+    _require(data.get("format_version") == FORMAT_VERSION,
+             f"format_version must be {FORMAT_VERSION}, got {data.get('format_version')!r}")
+    _require(data.get("target") == target, f"table is for target {data.get('target')!r}, not {target!r}")
+    configs = data.get("configs")
+    _require(isinstance(configs, dict), "missing 'configs' object")
+    entries: dict[tuple[str, int, int, int], TableEntry] = {}
+    for kind, shapes in configs.items():
+        _require(kind in KERNEL_KINDS, f"unknown kernel kind {kind!r} (known: {', '.join(KERNEL_KINDS)})")
+        _require(isinstance(shapes, dict), f"configs.{kind} must be an object")
+        for key, buckets in shapes.items():
+            shape = _SHAPE_KEY.fullmatch(key)
+            _require(shape is not None, f"configs.{kind}: bad shape key {key!r} (expected 'N=<int>,K=<int>')")
+            _require(isinstance(buckets, dict), f"configs.{kind}.{key} must be an object")
+            n, k = int(shape.group(1)), int(shape.group(2))
+            for bucket_key, entry in buckets.items():
+                where = f"configs.{kind}.{key}.{bucket_key}"
+                _require(bucket_key.isdigit() and int(bucket_key) in M_BUCKETS,
+                         f"{where}: M bucket must be one of {', '.join(map(str, M_BUCKETS))}")
+                entries[(kind, n, k, int(bucket_key))] = _validate_entry(where, entry, known_tags)
+    return TileTable(path, target, entries)
+
+
+@functools.lru_cache(maxsize=64)
+def load_table(path: Path, target: str, known_tags: frozenset[str]) -> TileTable | None:
+    """The table at `path`, or None when it is absent or invalid (invalid: one log line)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return parse_table(data, target, known_tags, str(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TableError) as error:
+        logger.warning("rdna_w8a8: ignoring tile table %s (%s); using the built-in choice", path, error)
+        return None
+
+
+def user_table_path(target: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    directory = (os.environ if environ is None else environ).get(TUNING_DIR_ENV, "").strip()
+    return Path(directory) / f"{target}.json" if directory else None
+
+
+def shipped_table_path(target: str) -> Path:
+    return SHIPPED_TABLES_DIR / f"{target}.json"
+
+
+def dump_table(target: str, configs: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
+               occupancy: str | None = None) -> str:
+    """Serialize a table in the canonical layout (sorted, stable: tables are diffed and tested)."""
+    document: dict[str, Any] = {"format_version": FORMAT_VERSION, "target": target}
+    if occupancy is not None:
+        document["occupancy"] = occupancy
+    document["configs"] = {
+        kind: {
+            key: {str(bucket): dict(entry) for bucket, entry in sorted(buckets.items(), key=lambda item: int(item[0]))}
+            for key, buckets in sorted(shapes.items(), key=lambda item: _shape_sort_key(item[0]))
+        }
+        for kind, shapes in sorted(configs.items())
+    }
+    return json.dumps(document, indent=1) + "\n"
+
+
+def _shape_sort_key(key: str) -> tuple[int, int]:
+    shape = _SHAPE_KEY.fullmatch(key)
+    if shape is None:
+        raise TableError(f"bad shape key {key!r} (expected 'N=<int>,K=<int>')")
+    return int(shape.group(1)), int(shape.group(2))

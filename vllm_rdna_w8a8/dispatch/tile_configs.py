@@ -1,0 +1,202 @@
+"""Tile configurations of the GEMM kernels, read from the kernel table `gemm_configs.def`.
+
+The kernels are one template instantiated once per X-macro row of
+`gemm_configs.def` (format fixed in docs/architecture.md):
+
+    // W8A8_GEMM_CONFIG(tag, BLOCK_M, BLOCK_N, BLOCK_K, WAVES_M, WAVES_N, WAVES_K)
+    W8A8_GEMM_CONFIG(m128n128k64_w2x2x1, 128, 128, 64, 2, 2, 1)
+
+Host and device read the same rows, so the picker can only ever return a config
+that was compiled. Configs change speed, never results.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+WAVE_SIZE = 32
+WMMA_TILE = 16  # v_wmma_*_16x16x16: every wave sub-tile is a multiple of 16 in M, N and K
+MAX_WORKGROUP_THREADS = 1024
+LDS_BYTES_PER_WORKGROUP = 64 * 1024  # every gfx11 target (rdna3-wmma.md)
+LDS_ROW_PADDING_BYTES = 16  # the kernels pad LDS rows against bank conflicts
+KERNEL_KINDS = ("i8", "f8")
+
+DEF_FILE_NAME = "gemm_configs.def"
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+# The build copies the table beside the code objects; a source checkout has it in kernels/.
+DEFAULT_DEF_PATHS = (
+    _PACKAGE_DIR / "_objects" / DEF_FILE_NAME,
+    _PACKAGE_DIR.parent / "kernels" / DEF_FILE_NAME,
+)
+
+_ROW_PATTERN = re.compile(r"W8A8_GEMM_CONFIG\s*\(([^()]*)\)")
+_TAG_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Tags named by geometry must state the row's own numbers (catches copy-paste rows).
+_GEOMETRY_TAG_PATTERN = re.compile(r"m(\d+)n(\d+)k(\d+)_w(\d+)x(\d+)x(\d+)")
+
+
+class TileConfigError(ValueError):
+    """A row of the kernel table is malformed or violates a hardware limit."""
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One row of gemm_configs.def: a workgroup tile and how its waves split it."""
+
+    tag: str
+    block_m: int
+    block_n: int
+    block_k: int
+    waves_m: int
+    waves_n: int
+    waves_k: int  # > 1: K split across the waves of a workgroup, reduced in LDS
+
+    @property
+    def waves(self) -> int:
+        return self.waves_m * self.waves_n * self.waves_k
+
+    @property
+    def threads(self) -> int:
+        return WAVE_SIZE * self.waves
+
+    @property
+    def wave_tile_m(self) -> int:
+        return self.block_m // self.waves_m
+
+    @property
+    def wave_tile_n(self) -> int:
+        return self.block_n // self.waves_n
+
+    @property
+    def lds_bytes_estimate(self) -> int:
+        """Upper estimate of LDS use: double-buffered A and B tiles with padded rows,
+        plus the int32 partial tiles of a K split reduced in LDS. The ISA report
+        gives the compiled figure."""
+        staging = 2 * (self.block_m + self.block_n) * (self.block_k + LDS_ROW_PADDING_BYTES)
+        reduction = self.waves_k * self.block_m * self.block_n * 4 if self.waves_k > 1 else 0
+        return staging + reduction
+
+    def tiles(self, m: int, n: int) -> int:
+        return -(-m // self.block_m) * -(-n // self.block_n)
+
+    def grid(self, m: int, n: int) -> tuple[int, int, int]:
+        """Launch grid: one workgroup per output tile; the kernel orders the tiles itself."""
+        if m < 1 or n < 1:
+            raise ValueError(f"grid needs M >= 1 and N >= 1, got M={m}, N={n}")
+        return (self.tiles(m, n), 1, 1)
+
+    def block(self) -> tuple[int, int, int]:
+        return (self.threads, 1, 1)
+
+    def kernel_name(self, kind: str) -> str:
+        """`w8a8_i8_gemm_<tag>` (int8 WMMA) or `w8a8_f8_gemm_<tag>` (fp8 widened to f16)."""
+        if kind not in KERNEL_KINDS:
+            raise ValueError(f"kernel kind must be one of {KERNEL_KINDS}, got {kind!r}")
+        return f"w8a8_{kind}_gemm_{self.tag}"
+
+
+def validate_tile_config(config: TileConfig) -> None:
+    """Raise TileConfigError naming the row, the limit broken and how to fix it."""
+    where = f"tile config {config.tag!r}"
+    if not _TAG_PATTERN.fullmatch(config.tag):
+        raise TileConfigError(f"{where}: tag must be a C identifier (it becomes part of the kernel name)")
+    fields = {
+        "BLOCK_M": config.block_m, "BLOCK_N": config.block_n, "BLOCK_K": config.block_k,
+        "WAVES_M": config.waves_m, "WAVES_N": config.waves_n, "WAVES_K": config.waves_k,
+    }
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TileConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
+    if config.threads > MAX_WORKGROUP_THREADS:
+        raise TileConfigError(
+            f"{where}: {config.waves} waves x {WAVE_SIZE} lanes = {config.threads} threads exceeds "
+            f"the {MAX_WORKGROUP_THREADS}-thread workgroup limit; use fewer waves")
+    for block_name, block, waves_name, waves in (
+        ("BLOCK_M", config.block_m, "WAVES_M", config.waves_m),
+        ("BLOCK_N", config.block_n, "WAVES_N", config.waves_n),
+        ("BLOCK_K", config.block_k, "WAVES_K", config.waves_k),
+    ):
+        if block % (WMMA_TILE * waves):
+            raise TileConfigError(
+                f"{where}: {block_name}={block} must be a multiple of {WMMA_TILE} x {waves_name} "
+                f"= {WMMA_TILE * waves} so that each wave works on whole 16x16x16 WMMA tiles")
+    if config.lds_bytes_estimate > LDS_BYTES_PER_WORKGROUP:
+        raise TileConfigError(
+            f"{where}: estimated LDS {config.lds_bytes_estimate} bytes exceeds the "
+            f"{LDS_BYTES_PER_WORKGROUP}-byte workgroup limit; shrink BLOCK_K or the tile")
+    geometry = _GEOMETRY_TAG_PATTERN.fullmatch(config.tag)
+    if geometry:
+        stated = tuple(int(g) for g in geometry.groups())
+        actual = tuple(fields.values())
+        if stated != actual:
+            raise TileConfigError(
+                f"{where}: the tag states {stated} but the row has {actual}; fix the tag or the numbers")
+
+
+def _strip_comments(text: str) -> str:
+    # Keep newlines inside block comments so line numbers stay right.
+    text = re.sub(r"/\*.*?\*/", lambda match: "\n" * match.group(0).count("\n"), text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def parse_tile_configs(text: str, source: str = DEF_FILE_NAME) -> tuple[TileConfig, ...]:
+    """Parse and validate the X-macro rows of a gemm_configs.def text."""
+    configs: list[TileConfig] = []
+    seen: dict[str, int] = {}
+    for line_number, line in enumerate(_strip_comments(text).splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):  # blank or preprocessor guard
+            continue
+        rows = list(_ROW_PATTERN.finditer(stripped))
+        leftover = _ROW_PATTERN.sub("", stripped).strip()
+        if not rows or leftover:
+            raise TileConfigError(
+                f"{source}:{line_number}: expected W8A8_GEMM_CONFIG(tag, BLOCK_M, BLOCK_N, BLOCK_K, "
+                f"WAVES_M, WAVES_N, WAVES_K), got {stripped!r}")
+        for row in rows:
+            values = [value.strip() for value in row.group(1).split(",")]
+            if len(values) != 7:
+                raise TileConfigError(
+                    f"{source}:{line_number}: W8A8_GEMM_CONFIG takes 7 values "
+                    f"(tag, BLOCK_M, BLOCK_N, BLOCK_K, WAVES_M, WAVES_N, WAVES_K), got {len(values)}")
+            tag, numbers = values[0], values[1:]
+            if not all(re.fullmatch(r"\d+", number) for number in numbers):
+                raise TileConfigError(
+                    f"{source}:{line_number}: row {tag!r} needs plain decimal integers, got {numbers}")
+            config = TileConfig(tag, *(int(number) for number in numbers))
+            try:
+                validate_tile_config(config)
+            except TileConfigError as error:
+                raise TileConfigError(f"{source}:{line_number}: {error}") from None
+            if tag in seen:
+                raise TileConfigError(
+                    f"{source}:{line_number}: tag {tag!r} already defined on line {seen[tag]}; tags must be unique")
+            seen[tag] = line_number
+            configs.append(config)
+    if not configs:
+        raise TileConfigError(f"{source}: no W8A8_GEMM_CONFIG rows found")
+    return tuple(configs)
+
+
+def find_def_file() -> Path:
+    for path in DEFAULT_DEF_PATHS:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"kernel table {DEF_FILE_NAME} not found; looked in "
+        + ", ".join(str(path) for path in DEFAULT_DEF_PATHS)
+        + " (build the package with `python -m vllm_rdna_w8a8.build` or run from a source checkout)")
+
+
+@functools.lru_cache(maxsize=8)
+def load_tile_configs(path: Path | None = None) -> tuple[TileConfig, ...]:
+    """The validated rows of the kernel table (the shipped one unless `path` is given)."""
+    path = find_def_file() if path is None else Path(path)
+    return parse_tile_configs(path.read_text(), source=str(path))
+
+
+def configs_by_tag(configs: tuple[TileConfig, ...]) -> dict[str, TileConfig]:
+    return {config.tag: config for config in configs}
