@@ -41,11 +41,17 @@ def test_kernel_names() -> None:
         config.kernel_name("int8")
 
 
-def test_lds_estimate_hand_checked() -> None:
-    # double-buffered (128 + 128) rows of (64 + 16) bytes; no K split
-    assert TileConfig("a", 128, 128, 64, 2, 2, 1).lds_bytes_estimate == 2 * 256 * 80
-    # staging 2 * 48 * 272 plus 4 int32 partial 16x32 tiles
-    assert TileConfig("b", 16, 32, 256, 1, 1, 4).lds_bytes_estimate == 2 * 48 * 272 + 4 * 16 * 32 * 4
+def test_lds_bytes_hand_checked() -> None:
+    # prefill: double-buffered (128 + 128) rows of (64 + 16) bytes
+    assert TileConfig("a", 128, 128, 64, 2, 2, 1).lds_bytes == 2 * 256 * 80
+    # decode: 4 int32 partial 16x32 tiles, one per K-split wave
+    assert TileConfig("b", 16, 32, 256, 1, 1, 4).lds_bytes == 4 * 16 * 32 * 4
+    assert TileConfig("b", 16, 32, 256, 1, 1, 4).is_decode
+
+
+def test_accumulator_vgprs_hand_checked() -> None:
+    assert TileConfig("a", 128, 128, 64, 2, 2, 1).accumulator_vgprs == 16 * 8  # 64x64 per wave
+    assert TileConfig("b", 16, 64, 256, 1, 1, 8).accumulator_vgprs == 4 * 8
 
 
 @pytest.mark.parametrize(
@@ -57,14 +63,21 @@ def test_lds_estimate_hand_checked() -> None:
         ("W8A8_GEMM_CONFIG(t, 48, 128, 64, 2, 2, 1)", r"BLOCK_M=48 must be a multiple of 16 x WAVES_M = 32"),
         ("W8A8_GEMM_CONFIG(t, 16, 16, 64, 1, 1, 8)", r"BLOCK_K=64 must be a multiple of 16 x WAVES_K = 128"),
         ("W8A8_GEMM_CONFIG(t, 256, 256, 64, 4, 4, 4)", "exceeds the 1024-thread workgroup limit"),
-        ("W8A8_GEMM_CONFIG(t, 256, 256, 128, 2, 2, 1)", "exceeds the 65536-byte workgroup limit"),
+        ("W8A8_GEMM_CONFIG(t, 128, 128, 256, 2, 2, 1)", "LDS 139264 bytes exceeds the 65536-byte workgroup limit"),
+        ("W8A8_GEMM_CONFIG(t, 256, 256, 64, 2, 2, 1)", "needs 512 accumulator VGPRs, more than 128"),
+        ("W8A8_GEMM_CONFIG(t, 16, 32, 256, 1, 1, 1)", None),
+        ("W8A8_GEMM_CONFIG(t, 32, 32, 256, 2, 1, 1)", None),
+        ("W8A8_GEMM_CONFIG(t, 64, 64, 128, 2, 2, 2)", "WAVES_K > 1.*decode tiles"),
         ("W8A8_GEMM_CONFIG(9bad, 128, 128, 64, 2, 2, 1)", "C identifier"),
         ("W8A8_GEMM_CONFIG(m64n64k64_w2x2x1, 128, 128, 64, 2, 2, 1)", "the tag states"),
         ("GEMM(t, 128, 128, 64, 2, 2, 1)", "expected W8A8_GEMM_CONFIG"),
     ],
 )
-def test_bad_rows_are_rejected_with_the_line(row: str, message: str) -> None:
+def test_bad_rows_are_rejected_with_the_line(row: str, message: str | None) -> None:
     text = "// header\nW8A8_GEMM_CONFIG(ok, 64, 64, 64, 2, 2, 1)\n" + row + "\n"
+    if message is None:  # a valid neighbour of the bad rows: accepted
+        assert parse_tile_configs(text)[-1].tag == "t"
+        return
     with pytest.raises(TileConfigError, match=message) as error:
         parse_tile_configs(text, source="x.def")
     assert "x.def:3" in str(error.value)

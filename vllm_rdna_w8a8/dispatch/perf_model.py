@@ -95,17 +95,17 @@ def assumed_occupancy(target: GfxTarget, config: TileConfig) -> Occupancy:
 
     VGPRs per lane: 8 per 16x16 int32 accumulator, 4 per operand fragment double
     buffered, plus ASSUMED_OVERHEAD_VGPRS; allocated in the target's granule from its
-    VGPR file, capped at 16 waves per SIMD. LDS: the tile config's upper estimate.
+    VGPR file, capped at 16 waves per SIMD. LDS: the kernel's own formula.
     Bytes per wave per iteration: the workgroup's A and B slices shared by its waves.
     """
     fragments_m = config.wave_tile_m // WMMA_TILE
     fragments_n = config.wave_tile_n // WMMA_TILE
-    vgprs = 8 * fragments_m * fragments_n + 2 * 4 * (fragments_m + fragments_n) + ASSUMED_OVERHEAD_VGPRS
+    vgprs = config.accumulator_vgprs + 2 * 4 * (fragments_m + fragments_n) + ASSUMED_OVERHEAD_VGPRS
     granule = target.vgpr_alloc_granule
     allocated = -(-vgprs // granule) * granule
     waves_per_simd = min(MAX_WAVES_PER_SIMD, target.vgprs_per_simd // allocated)
     global_bytes = (config.block_m + config.block_n) * config.block_k // config.waves
-    return Occupancy(waves_per_simd, config.lds_bytes_estimate, global_bytes, "assumed")
+    return Occupancy(waves_per_simd, config.lds_bytes, global_bytes, "assumed")
 
 
 def resident_workgroups_per_cu(occupancy: Occupancy, config: TileConfig) -> int:

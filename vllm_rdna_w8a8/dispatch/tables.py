@@ -151,18 +151,24 @@ def shipped_table_path(target: str) -> Path:
 
 def dump_table(target: str, configs: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
                occupancy: str | None = None) -> str:
-    """Serialize a table in the canonical layout (sorted, stable: tables are diffed and tested)."""
-    document: dict[str, Any] = {"format_version": FORMAT_VERSION, "target": target}
+    """Serialize a table in the canonical layout: sorted, one line per (kind, N, K), so
+    tables diff line by line and regenerate byte for byte."""
+    header: dict[str, Any] = {"format_version": FORMAT_VERSION, "target": target}
     if occupancy is not None:
-        document["occupancy"] = occupancy
-    document["configs"] = {
-        kind: {
-            key: {str(bucket): dict(entry) for bucket, entry in sorted(buckets.items(), key=lambda item: int(item[0]))}
-            for key, buckets in sorted(shapes.items(), key=lambda item: _shape_sort_key(item[0]))
-        }
-        for kind, shapes in sorted(configs.items())
-    }
-    return json.dumps(document, indent=1) + "\n"
+        header["occupancy"] = occupancy
+    lines = ["{"] + [f" {json.dumps(key)}: {json.dumps(value)}," for key, value in header.items()]
+    lines.append(' "configs": {')
+    kinds = sorted(configs.items())
+    for kind_index, (kind, shapes) in enumerate(kinds):
+        lines.append(f"  {json.dumps(kind)}: {{")
+        rows = sorted(shapes.items(), key=lambda item: _shape_sort_key(item[0]))
+        for row_index, (key, buckets) in enumerate(rows):
+            ordered = {str(bucket): dict(entry) for bucket, entry in sorted(buckets.items(), key=lambda item: int(item[0]))}
+            comma = "," if row_index < len(rows) - 1 else ""
+            lines.append(f"   {json.dumps(key)}: {json.dumps(ordered)}{comma}")
+        lines.append("  }" + ("," if kind_index < len(kinds) - 1 else ""))
+    lines += [" }", "}"]
+    return "\n".join(lines) + "\n"
 
 
 def _shape_sort_key(key: str) -> tuple[int, int]:

@@ -22,6 +22,8 @@ WMMA_TILE = 16  # v_wmma_*_16x16x16: every wave sub-tile is a multiple of 16 in 
 MAX_WORKGROUP_THREADS = 1024
 LDS_BYTES_PER_WORKGROUP = 64 * 1024  # every gfx11 target (rdna3-wmma.md)
 LDS_ROW_PADDING_BYTES = 16  # the kernels pad LDS rows against bank conflicts
+ACCUMULATOR_VGPRS_PER_WMMA_TILE = 8  # a 16x16 int32/fp32 accumulator: 8 values per lane
+MAX_ACCUMULATOR_VGPRS = 128  # kernels/common/gemm.h: half of a wave's 256 VGPRs
 KERNEL_KINDS = ("i8", "f8")
 
 DEF_FILE_NAME = "gemm_configs.def"
@@ -71,13 +73,23 @@ class TileConfig:
         return self.block_n // self.waves_n
 
     @property
-    def lds_bytes_estimate(self) -> int:
-        """Upper estimate of LDS use: double-buffered A and B tiles with padded rows,
-        plus the int32 partial tiles of a K split reduced in LDS. The ISA report
-        gives the compiled figure."""
-        staging = 2 * (self.block_m + self.block_n) * (self.block_k + LDS_ROW_PADDING_BYTES)
-        reduction = self.waves_k * self.block_m * self.block_n * 4 if self.waves_k > 1 else 0
-        return staging + reduction
+    def is_decode(self) -> bool:
+        """BLOCK_M == 16 selects the decode main loop: weights streamed to registers,
+        K split across WAVES_K waves (kernels/common/gemm.h)."""
+        return self.block_m == WMMA_TILE
+
+    @property
+    def accumulator_vgprs(self) -> int:
+        return (self.wave_tile_m // WMMA_TILE) * (self.wave_tile_n // WMMA_TILE) * ACCUMULATOR_VGPRS_PER_WMMA_TILE
+
+    @property
+    def lds_bytes(self) -> int:
+        """LDS the kernel allocates, the same formula as GemmConfig::kLdsBytes in
+        kernels/common/gemm.h: decode, one int32 partial tile per K-split wave; prefill,
+        double-buffered A and B tiles with padded rows."""
+        if self.is_decode:
+            return self.waves_k * self.block_m * self.block_n * 4
+        return 2 * (self.block_m + self.block_n) * (self.block_k + LDS_ROW_PADDING_BYTES)
 
     def tiles(self, m: int, n: int) -> int:
         return -(-m // self.block_m) * -(-n // self.block_n)
@@ -123,10 +135,17 @@ def validate_tile_config(config: TileConfig) -> None:
             raise TileConfigError(
                 f"{where}: {block_name}={block} must be a multiple of {WMMA_TILE} x {waves_name} "
                 f"= {WMMA_TILE * waves} so that each wave works on whole 16x16x16 WMMA tiles")
-    if config.lds_bytes_estimate > LDS_BYTES_PER_WORKGROUP:
+    if config.accumulator_vgprs > MAX_ACCUMULATOR_VGPRS:
         raise TileConfigError(
-            f"{where}: estimated LDS {config.lds_bytes_estimate} bytes exceeds the "
-            f"{LDS_BYTES_PER_WORKGROUP}-byte workgroup limit; shrink BLOCK_K or the tile")
+            f"{where}: a wave's {config.wave_tile_m}x{config.wave_tile_n} tile needs {config.accumulator_vgprs} "
+            f"accumulator VGPRs, more than {MAX_ACCUMULATOR_VGPRS}; at most 16 WMMA tiles (e.g. 64x64) per wave")
+    if config.lds_bytes > LDS_BYTES_PER_WORKGROUP:
+        raise TileConfigError(
+            f"{where}: LDS {config.lds_bytes} bytes exceeds the {LDS_BYTES_PER_WORKGROUP}-byte "
+            f"workgroup limit; shrink the tile, BLOCK_K or WAVES_K")
+    if not config.is_decode and config.waves_k != 1:
+        raise TileConfigError(
+            f"{where}: split-K across waves (WAVES_K > 1) exists for decode tiles (BLOCK_M == 16) only")
     geometry = _GEOMETRY_TAG_PATTERN.fullmatch(config.tag)
     if geometry:
         stated = tuple(int(g) for g in geometry.groups())

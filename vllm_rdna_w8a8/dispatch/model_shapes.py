@@ -1,0 +1,124 @@
+"""The linear-layer GEMM shapes of decoder models under tensor parallelism.
+
+A W8A8 linear computes out[M, N] = x[M, K] @ W[N, K]^T. Per decoder layer vLLM has
+four: qkv_proj and gate_up_proj (fused, column-parallel: N is sharded) and o_proj and
+down_proj (row-parallel: K is sharded). Sharding follows vLLM's QKVParallelLinear:
+query heads split over the ranks; KV heads split too, or are replicated (one per
+rank) when there are fewer KV heads than ranks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The config.json values that fix a decoder's linear shapes."""
+
+    name: str
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    layer: str  # qkv_proj, o_proj, gate_up_proj, down_proj
+    n: int
+    k: int
+
+
+# From each model's public config.json on the Hugging Face hub (hidden_size,
+# intermediate_size, num_attention_heads, num_key_value_heads, head_dim or
+# hidden_size / num_attention_heads).
+KNOWN_MODELS: dict[str, ModelDims] = {
+    dims.name: dims
+    for dims in (
+        ModelDims("meta-llama/Meta-Llama-3-8B", 4096, 14336, 32, 8, 128),
+        ModelDims("meta-llama/Meta-Llama-3-70B", 8192, 28672, 64, 8, 128),
+        ModelDims("Qwen/Qwen2.5-7B", 3584, 18944, 28, 4, 128),
+        ModelDims("Qwen/Qwen2.5-14B", 5120, 13824, 40, 8, 128),
+        ModelDims("Qwen/Qwen2.5-32B", 5120, 27648, 40, 8, 128),
+        ModelDims("mistralai/Mistral-7B-v0.3", 4096, 14336, 32, 8, 128),
+        ModelDims("google/gemma-2-9b", 3584, 14336, 16, 8, 256),
+        ModelDims("microsoft/Phi-3-mini-4k-instruct", 3072, 8192, 32, 32, 96),
+    )
+}
+TABLE_TP_SIZES = (1, 2, 4)
+
+
+def _short_name(name: str) -> str:
+    return name.rsplit("/", 1)[-1].lower()
+
+
+def dims_from_config(config: Mapping[str, Any], name: str) -> ModelDims:
+    """ModelDims from a Hugging Face config.json mapping (text_config for multimodal models)."""
+    if isinstance(config.get("text_config"), Mapping) and "hidden_size" not in config:
+        config = config["text_config"]
+    missing = [key for key in ("hidden_size", "intermediate_size", "num_attention_heads") if key not in config]
+    if missing:
+        raise ValueError(f"{name}: config has no {', '.join(missing)}; is it a decoder model's config.json?")
+    heads = config["num_attention_heads"]
+    kv_heads = config.get("num_key_value_heads") or heads
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    values = {"hidden_size": config["hidden_size"], "intermediate_size": config["intermediate_size"],
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
+    return ModelDims(name, **values)
+
+
+def resolve_model(spec: str) -> ModelDims:
+    """A known model (full or short name, e.g. 'Meta-Llama-3-8B'), a config.json, or a
+    directory holding one."""
+    for dims in KNOWN_MODELS.values():
+        if spec.lower() in (dims.name.lower(), _short_name(dims.name)):
+            return dims
+    path = Path(spec)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read model config {path}: {error}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: a config.json must hold a JSON object")
+        return dims_from_config(config, str(path))
+    known = ", ".join(_short_name(name) for name in KNOWN_MODELS)
+    raise ValueError(f"model {spec!r} is neither a known model ({known}) nor a config.json or a directory with one")
+
+
+def linear_shapes(dims: ModelDims, tp: int) -> list[LinearShape]:
+    """The four linear GEMM shapes of one rank at tensor-parallel size `tp`."""
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise ValueError(f"tensor-parallel size must be a positive int, got {tp!r}")
+    for what, count in (("num_attention_heads", dims.num_attention_heads),
+                        ("intermediate_size", dims.intermediate_size)):
+        if count % tp:
+            raise ValueError(f"{dims.name}: {what}={count} is not divisible by tp={tp}")
+    kv = dims.num_key_value_heads
+    if (kv >= tp and kv % tp) or (kv < tp and tp % kv):
+        raise ValueError(f"{dims.name}: num_key_value_heads={kv} can be neither split nor replicated over tp={tp}")
+    q_heads = dims.num_attention_heads // tp
+    kv_heads = max(1, kv // tp)
+    return [
+        LinearShape("qkv_proj", (q_heads + 2 * kv_heads) * dims.head_dim, dims.hidden_size),
+        LinearShape("o_proj", dims.hidden_size, q_heads * dims.head_dim),
+        LinearShape("gate_up_proj", 2 * dims.intermediate_size // tp, dims.hidden_size),
+        LinearShape("down_proj", dims.hidden_size, dims.intermediate_size // tp),
+    ]
+
+
+def table_shapes() -> list[tuple[int, int]]:
+    """Every distinct (N, K) of the known models at TP 1, 2 and 4: the shipped tables' keys."""
+    shapes = {(shape.n, shape.k) for dims in KNOWN_MODELS.values()
+              for tp in TABLE_TP_SIZES for shape in linear_shapes(dims, tp)}
+    return sorted(shapes)
