@@ -1,0 +1,102 @@
+// The fused GEMM epilogue: zero-point correction, scales, bias, fp32 -> fp16/bf16 and the
+// masked store of one output element. Formula and order follow vLLM's CUTLASS scaled-mm
+// epilogues (ScaledEpilogueBias / ...BiasAzp / ...BiasAzpToken):
+//   out[m][n] = a_scale[m] * (b_scale[n] * float(acc - azp[m] * azp_adj[n])) + bias[n]
+// with the zero-point term in wrapping int32 and the last step one fused multiply-add.
+// The row and column factors are loaded once per row / column, not per element.
+#pragma once
+
+#include "common/hip_compat.h"
+
+namespace rdna_w8a8 {
+
+// `flags` bits of the GEMM kernels (docs/architecture.md).
+constexpr uint32_t kFlagPerTokenAScale = 1;    // a_scale has M entries, else 1
+constexpr uint32_t kFlagPerChannelBScale = 2;  // b_scale has N entries, else 1
+constexpr uint32_t kFlagOutputBf16 = 4;        // c and bias are bf16, else fp16
+
+struct Epilogue {
+  void* c;                 // [M, N] fp16 or bf16, row stride ldc
+  const float* a_scale;    // [M] or [1]
+  const float* b_scale;    // [N] or [1]
+  const int32_t* azp;      // [M] or null
+  const int32_t* azp_adj;  // [N] or null
+  const void* bias;        // [N] in the output dtype, or null
+  int32_t M, N, ldc;
+  uint32_t flags;
+};
+
+// Round to nearest even, like torch's float -> Half conversion (v_cvt_f16_f32 on the GPU).
+__device__ __forceinline__ uint16_t fp32_to_fp16_bits(float v) {
+  return __builtin_bit_cast(uint16_t, static_cast<_Float16>(v));
+}
+
+// Round to nearest even, NaN -> 0x7fc0: torch's c10::BFloat16 conversion bit for bit.
+__device__ __forceinline__ uint16_t fp32_to_bf16_bits(float v) {
+  const uint32_t bits = __builtin_bit_cast(uint32_t, v);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+__device__ __forceinline__ float bf16_bits_to_fp32(uint16_t bits) {
+  return __builtin_bit_cast(float, static_cast<uint32_t>(bits) << 16);
+}
+
+// The per-column and per-row factors of the epilogue, loaded once per column / row.
+// Absent terms take neutral values so every element runs the same arithmetic:
+// azp_adj 0 (nothing to subtract), azp 1 (per-tensor zero point folded into azp_adj),
+// bias -0.0 (x + -0.0 == x for every x, including +0.0 and -0.0).
+struct ColumnTerms {
+  float b_scale;
+  float bias;
+  int32_t azp_adj;
+};
+
+struct RowTerms {
+  float a_scale;
+  int32_t azp;
+};
+
+__device__ __forceinline__ ColumnTerms column_terms(const Epilogue& e, int n) {
+  ColumnTerms t{1.f, -0.f, 0};
+  if (n >= e.N) return t;  // a padding column: never stored
+  t.b_scale = e.b_scale[(e.flags & kFlagPerChannelBScale) ? n : 0];
+  if (e.azp_adj != nullptr) t.azp_adj = e.azp_adj[n];
+  if (e.bias != nullptr) {
+    const uint16_t bits = static_cast<const uint16_t*>(e.bias)[n];
+    t.bias = (e.flags & kFlagOutputBf16) ? bf16_bits_to_fp32(bits)
+                                         : static_cast<float>(__builtin_bit_cast(_Float16, bits));
+  }
+  return t;
+}
+
+__device__ __forceinline__ RowTerms row_terms(const Epilogue& e, int m) {
+  RowTerms t{1.f, 1};
+  if (m >= e.M) return t;  // a padding row: never stored
+  t.a_scale = e.a_scale[(e.flags & kFlagPerTokenAScale) ? m : 0];
+  if (e.azp != nullptr) t.azp = e.azp[m];
+  return t;
+}
+
+// int8 GEMM: a_scale * (b_scale * float(acc - azp * azp_adj)) + bias. The zero-point term
+// wraps like int32 on the GPU; its true value fits whenever the GEMM itself is sane.
+__device__ __forceinline__ float finish(int32_t acc, RowTerms row, ColumnTerms col) {
+  const int32_t corrected = static_cast<int32_t>(
+      static_cast<uint32_t>(acc) - static_cast<uint32_t>(row.azp) * static_cast<uint32_t>(col.azp_adj));
+  return __builtin_fmaf(row.a_scale, col.b_scale * static_cast<float>(corrected), col.bias);
+}
+
+// fp8 GEMM: a_scale * (b_scale * acc) + bias (fp8 has no zero point).
+__device__ __forceinline__ float finish(float acc, RowTerms row, ColumnTerms col) {
+  return __builtin_fmaf(row.a_scale, col.b_scale * acc, col.bias);
+}
+
+// Converts and stores one output element; elements outside [M, N) are dropped (ragged edges).
+__device__ __forceinline__ void store_output(const Epilogue& e, int m, int n, float value) {
+  if (m >= e.M || n >= e.N) return;
+  const uint16_t bits =
+      (e.flags & kFlagOutputBf16) ? fp32_to_bf16_bits(value) : fp32_to_fp16_bits(value);
+  static_cast<uint16_t*>(e.c)[static_cast<int64_t>(m) * e.ldc + n] = bits;
+}
+
+}  // namespace rdna_w8a8

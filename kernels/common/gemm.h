@@ -1,0 +1,346 @@
+// The W8A8 GEMM template family shared by the int8 and fp8 kernels:
+//   C[M, N] = epilogue(A[M, K] * B[N, K]^T), A and B 8-bit, K contiguous in both.
+// One kernel body per tile configuration (rows of kernels/gemm_configs.def), two main loops:
+//   prefill (BLOCK_M > 16): A and B tiles double-buffered in LDS, every wave reads its
+//     WMMA operands from there; accumulators stay in registers through the epilogue.
+//   decode (BLOCK_M == 16): weights streamed once from global memory straight into
+//     registers (no wave shares a weight row, LDS staging would only add traffic), K split
+//     across the WAVES_K waves of the workgroup, partial sums reduced in LDS, then the same
+//     fused epilogue.
+// Configs change speed, never results: an int8 tile sums the same int32 products in any order.
+// The element type enters through a `Math` policy (int8: identity operands, int32 sums;
+// fp8: e4m3 widened to f16 in registers, fp32 sums).
+#pragma once
+
+#include "common/epilogue.h"
+#include "common/wmma.h"
+
+namespace rdna_w8a8 {
+
+constexpr int kMaxLdsBytesPerWorkgroup = 64 * 1024;  // gfx11 limit per workgroup
+constexpr int kMaxThreadsPerWorkgroup = 1024;
+// Pads each LDS tile row by 16 bytes (4 banks) so the 16 rows a WMMA operand load touches
+// start in different banks.
+constexpr int kLdsRowPadBytes = 16;
+// Tiles are visited in groups of 8 M tiles sweeping N together, so concurrently running
+// workgroups share A rows and B rows in L2.
+constexpr int kTileGroupM = 8;
+// A wave's accumulators may take at most half of its 256 VGPRs; operands, prefetch
+// registers and addresses need the rest (a spill would cost more than a smaller tile).
+constexpr int kMaxAccumulatorVgprs = 128;
+
+template <int BlockM, int BlockN, int BlockK, int WavesM, int WavesN, int WavesK>
+struct GemmConfig {
+  static constexpr int kBlockM = BlockM;  // output rows per workgroup
+  static constexpr int kBlockN = BlockN;  // output columns per workgroup
+  static constexpr int kBlockK = BlockK;  // K depth the workgroup consumes per loop iteration
+  static constexpr int kWavesM = WavesM;  // waves along M, each owning BlockM / WavesM rows
+  static constexpr int kWavesN = WavesN;  // waves along N, each owning BlockN / WavesN columns
+  static constexpr int kWavesK = WavesK;  // waves splitting each BlockK slice (decode only)
+  static constexpr int kWaves = WavesM * WavesN * WavesK;
+  static constexpr int kThreads = kWaves * kWaveSize;
+  static constexpr int kWaveTileM = BlockM / WavesM;
+  static constexpr int kWaveTileN = BlockN / WavesN;
+  static constexpr int kWaveTileK = BlockK / WavesK;
+  static constexpr int kFragsM = kWaveTileM / kWmmaDim;  // WMMA tiles per wave along M
+  static constexpr int kFragsN = kWaveTileN / kWmmaDim;  // WMMA tiles per wave along N
+  static constexpr int kStepsK = kWaveTileK / kWmmaDim;  // WMMA steps per wave per iteration
+  static constexpr bool kStreamsWeights = BlockM == kWmmaDim;
+  static constexpr int kLdsRowBytes = BlockK + kLdsRowPadBytes;
+  static constexpr int kLdsBytes =
+      kStreamsWeights ? WavesK * BlockM * BlockN * 4  // int32/fp32 partial sums per wave
+                      : 2 * (BlockM + BlockN) * kLdsRowBytes;  // double-buffered A and B tiles
+
+  static_assert(WavesM >= 1 && WavesN >= 1 && WavesK >= 1, "WAVES_M/N/K must be at least 1");
+  static_assert(kThreads <= kMaxThreadsPerWorkgroup,
+                "WAVES_M * WAVES_N * WAVES_K must be at most 32 (1024 threads of wave32)");
+  static_assert(BlockM % (WavesM * kWmmaDim) == 0,
+                "BLOCK_M must be a multiple of 16 * WAVES_M: each wave owns whole 16-row WMMA tiles");
+  static_assert(BlockN % (WavesN * kWmmaDim) == 0,
+                "BLOCK_N must be a multiple of 16 * WAVES_N: each wave owns whole 16-column WMMA tiles");
+  static_assert(BlockK % (WavesK * kWmmaDim) == 0,
+                "BLOCK_K must be a multiple of 16 * WAVES_K: each wave consumes whole 16-deep WMMA steps");
+  static_assert(kFragsM * kFragsN * kAccValues <= kMaxAccumulatorVgprs,
+                "a wave's tile (BLOCK_M/WAVES_M x BLOCK_N/WAVES_N) needs more than 128 accumulator "
+                "VGPRs: at most 16 WMMA tiles (e.g. 64x64) per wave");
+  static_assert(kLdsBytes <= kMaxLdsBytesPerWorkgroup,
+                "LDS use exceeds the 64 KiB a gfx11 workgroup may allocate: shrink the tile or WAVES_K");
+  static_assert(!kStreamsWeights || WavesM == 1,
+                "decode tiles (BLOCK_M == 16) have one 16-row WMMA tile: WAVES_M must be 1");
+  static_assert(kStreamsWeights || WavesK == 1,
+                "split-K across waves (WAVES_K > 1) is implemented for decode tiles (BLOCK_M == 16) only");
+};
+
+struct GemmOperands {
+  const int8_t* a;  // [M, K], row stride lda
+  const int8_t* b;  // [N, K], row stride ldb
+  int32_t M, N, K, lda, ldb;
+};
+
+__device__ __forceinline__ int ceil_div(int x, int y) { return (x + y - 1) / y; }
+
+struct TileIndex {
+  int m;
+  int n;
+};
+
+// Grouped order: workgroup ids sweep N within a group of kTileGroupM M tiles.
+__device__ __forceinline__ TileIndex grouped_tile(int tile, int tiles_m, int tiles_n) {
+  const int tiles_per_group = kTileGroupM * tiles_n;
+  const int first_m = (tile / tiles_per_group) * kTileGroupM;
+  const int group_m = tiles_m - first_m < kTileGroupM ? tiles_m - first_m : kTileGroupM;
+  const int in_group = tile % tiles_per_group;
+  return TileIndex{first_m + in_group % group_m, in_group / group_m};
+}
+
+// Copies a Rows x BlockK byte tile from global memory to LDS through registers with
+// 128-bit loads, zero-filling rows past the matrix edge and k past K.
+template <int Rows, int BlockK, int Threads>
+struct TileLoader {
+  static constexpr int kChunksPerRow = BlockK / kOperandBytesI8;
+  static constexpr int kRowsPerPass = Threads / kChunksPerRow;
+  static constexpr int kPasses = Rows / kRowsPerPass;
+  static_assert(Threads % kChunksPerRow == 0 && Rows % kRowsPerPass == 0,
+                "a prefill tile must split into whole 16-byte chunks per thread: "
+                "threads % (BLOCK_K / 16) == 0 and BLOCK_M, BLOCK_N multiples of the rows one pass covers");
+
+  const int8_t* first_chunk;  // this thread's chunk of pass 0 at k = 0
+  int64_t pass_stride;        // bytes between the rows of consecutive passes
+  int row;                    // tile row of pass 0
+  int col;                    // byte offset of this thread's chunk within the BlockK slice
+  int rows_valid;             // rows of the tile inside the matrix
+  FragI8 staged[kPasses];
+
+  __device__ __forceinline__ TileLoader(const int8_t* tile, int ld, int rows_in_matrix, int tid)
+      : row(tid / kChunksPerRow),
+        col((tid % kChunksPerRow) * kOperandBytesI8),
+        rows_valid(rows_in_matrix) {
+    first_chunk = tile + static_cast<int64_t>(row) * ld + col;
+    pass_stride = static_cast<int64_t>(kRowsPerPass) * ld;
+  }
+
+  __device__ __forceinline__ void load(int k0, int K) {
+    const bool k_inside = k0 + col < K;
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const bool inside = k_inside && row + pass * kRowsPerPass < rows_valid;
+      staged[pass] = inside ? load_frag_i8(first_chunk + pass * pass_stride + k0) : zero_frag_i8();
+    }
+  }
+
+  template <int LdsRowBytes>
+  __device__ __forceinline__ void store(int8_t (*lds_tile)[LdsRowBytes]) const {
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
+      *reinterpret_cast<FragI8*>(&lds_tile[row + pass * kRowsPerPass][col]) = staged[pass];
+    }
+  }
+};
+
+template <class Cfg>
+struct alignas(16) PrefillLds {
+  int8_t a[2][Cfg::kBlockM][Cfg::kLdsRowBytes];
+  int8_t b[2][Cfg::kBlockN][Cfg::kLdsRowBytes];
+};
+
+// One BlockK slice from LDS: every wave multiplies its kFragsM x kFragsN WMMA tiles.
+template <class Cfg, class Math>
+__device__ __forceinline__ void mma_lds_slice(const int8_t (*lds_a)[Cfg::kLdsRowBytes],
+                                              const int8_t (*lds_b)[Cfg::kLdsRowBytes],
+                                              int wave_row, int wave_col, int lane,
+                                              typename Math::Acc (&acc)[Cfg::kFragsM][Cfg::kFragsN]) {
+  const int operand_row = operand_index(lane);
+  // Not unrolled: unrolled, the compiler hoists every step's LDS loads and runs out of VGPRs.
+#pragma unroll 1
+  for (int step = 0; step < Cfg::kStepsK; ++step) {
+    const int k = step * kWmmaDim;
+    typename Math::Frag a_frag[Cfg::kFragsM];
+    typename Math::Frag b_frag[Cfg::kFragsN];
+#pragma unroll
+    for (int i = 0; i < Cfg::kFragsM; ++i) {
+      a_frag[i] = Math::to_frag(load_frag_i8(&lds_a[wave_row + i * kWmmaDim + operand_row][k]));
+    }
+#pragma unroll
+    for (int j = 0; j < Cfg::kFragsN; ++j) {
+      b_frag[j] = Math::to_frag(load_frag_i8(&lds_b[wave_col + j * kWmmaDim + operand_row][k]));
+    }
+#pragma unroll
+    for (int i = 0; i < Cfg::kFragsM; ++i) {
+#pragma unroll
+      for (int j = 0; j < Cfg::kFragsN; ++j) acc[i][j] = Math::mma(a_frag[i], b_frag[j], acc[i][j]);
+    }
+  }
+}
+
+template <class Cfg, class Math>
+__device__ __forceinline__ void gemm_prefill_tile(const GemmOperands& p, const Epilogue& e,
+                                                  int m0, int n0) {
+  auto& lds = workgroup_lds<PrefillLds<Cfg>>();
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = lane_id();
+  const int wave = wave_id();
+  const int wave_row = (wave % Cfg::kWavesM) * Cfg::kWaveTileM;
+  const int wave_col = (wave / Cfg::kWavesM) * Cfg::kWaveTileN;
+
+  TileLoader<Cfg::kBlockM, Cfg::kBlockK, Cfg::kThreads> a_loader(
+      p.a + static_cast<int64_t>(m0) * p.lda, p.lda, p.M - m0, tid);
+  TileLoader<Cfg::kBlockN, Cfg::kBlockK, Cfg::kThreads> b_loader(
+      p.b + static_cast<int64_t>(n0) * p.ldb, p.ldb, p.N - n0, tid);
+
+  typename Math::Acc acc[Cfg::kFragsM][Cfg::kFragsN];
+#pragma unroll
+  for (int i = 0; i < Cfg::kFragsM; ++i) {
+#pragma unroll
+    for (int j = 0; j < Cfg::kFragsN; ++j) acc[i][j] = Math::zero();
+  }
+
+  const int k_tiles = ceil_div(p.K, Cfg::kBlockK);
+  a_loader.load(0, p.K);
+  b_loader.load(0, p.K);
+  a_loader.store(lds.a[0]);
+  b_loader.store(lds.b[0]);
+  __syncthreads();
+  // One barrier per iteration: it publishes buffer `next` and proves every wave is done
+  // reading buffer `current` before the next iteration overwrites it.
+  for (int k_tile = 0; k_tile < k_tiles; ++k_tile) {
+    const int current = k_tile & 1;
+    const bool has_next = k_tile + 1 < k_tiles;
+    if (has_next) {  // global loads in flight while the WMMAs below run
+      a_loader.load((k_tile + 1) * Cfg::kBlockK, p.K);
+      b_loader.load((k_tile + 1) * Cfg::kBlockK, p.K);
+    }
+    mma_lds_slice<Cfg, Math>(lds.a[current], lds.b[current], wave_row, wave_col, lane, acc);
+    if (has_next) {
+      a_loader.store(lds.a[current ^ 1]);
+      b_loader.store(lds.b[current ^ 1]);
+    }
+    __syncthreads();
+  }
+
+  ColumnTerms columns[Cfg::kFragsN];
+#pragma unroll
+  for (int j = 0; j < Cfg::kFragsN; ++j) {
+    columns[j] = column_terms(e, n0 + wave_col + j * kWmmaDim + acc_col(lane));
+  }
+#pragma unroll
+  for (int i = 0; i < Cfg::kFragsM; ++i) {
+#pragma unroll
+    for (int v = 0; v < kAccValues; ++v) {
+      const int m = m0 + wave_row + i * kWmmaDim + acc_row(v, lane);
+      const RowTerms row = row_terms(e, m);
+#pragma unroll
+      for (int j = 0; j < Cfg::kFragsN; ++j) {
+        const int n = n0 + wave_col + j * kWmmaDim + acc_col(lane);
+        store_output(e, m, n, finish(acc[i][j][v], row, columns[j]));
+      }
+    }
+  }
+}
+
+template <class Cfg, class Math>
+struct alignas(16) DecodeLds {
+  typename Math::AccElem partial[Cfg::kWavesK][Cfg::kBlockM][Cfg::kBlockN];
+};
+
+template <class Cfg, class Math>
+__device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const Epilogue& e,
+                                                 int m0, int n0) {
+  auto& lds = workgroup_lds<DecodeLds<Cfg, Math>>();
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = lane_id();
+  const int wave = wave_id();
+  const int wave_col = (wave % Cfg::kWavesN) * Cfg::kWaveTileN;
+  const int wave_k = wave / Cfg::kWavesN;
+
+  // Rows past M (the tile is padded to 16 rows) and columns past N read as zeros.
+  const int a_row = m0 + operand_index(lane);
+  const bool a_inside = a_row < p.M;
+  const int8_t* a_row_ptr = p.a + static_cast<int64_t>(a_row) * p.lda;
+  bool b_inside[Cfg::kFragsN];
+  const int8_t* b_row_ptr[Cfg::kFragsN];
+#pragma unroll
+  for (int j = 0; j < Cfg::kFragsN; ++j) {
+    const int b_row = n0 + wave_col + j * kWmmaDim + operand_index(lane);
+    b_inside[j] = b_row < p.N;
+    b_row_ptr[j] = p.b + static_cast<int64_t>(b_row) * p.ldb;
+  }
+
+  typename Math::Acc acc[Cfg::kFragsN];
+#pragma unroll
+  for (int j = 0; j < Cfg::kFragsN; ++j) acc[j] = Math::zero();
+
+  for (int k0 = wave_k * Cfg::kWaveTileK; k0 < p.K; k0 += Cfg::kBlockK) {
+    // All loads of the slice first (kStepsK * (kFragsN + 1) 128-bit loads in flight), then the WMMAs.
+    FragI8 a_raw[Cfg::kStepsK];
+    FragI8 b_raw[Cfg::kStepsK][Cfg::kFragsN];
+#pragma unroll
+    for (int step = 0; step < Cfg::kStepsK; ++step) {
+      const int k = k0 + step * kWmmaDim;
+      const bool k_inside = k < p.K;
+      a_raw[step] = (a_inside && k_inside) ? load_frag_i8(a_row_ptr + k) : zero_frag_i8();
+#pragma unroll
+      for (int j = 0; j < Cfg::kFragsN; ++j) {
+        b_raw[step][j] = (b_inside[j] && k_inside) ? load_frag_i8(b_row_ptr[j] + k) : zero_frag_i8();
+      }
+    }
+#pragma unroll
+    for (int step = 0; step < Cfg::kStepsK; ++step) {
+      const typename Math::Frag a_frag = Math::to_frag(a_raw[step]);
+#pragma unroll
+      for (int j = 0; j < Cfg::kFragsN; ++j) {
+        acc[j] = Math::mma(a_frag, Math::to_frag(b_raw[step][j]), acc[j]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int j = 0; j < Cfg::kFragsN; ++j) {
+#pragma unroll
+    for (int v = 0; v < kAccValues; ++v) {
+      lds.partial[wave_k][acc_row(v, lane)][wave_col + j * kWmmaDim + acc_col(lane)] = acc[j][v];
+    }
+  }
+  __syncthreads();
+  for (int idx = tid; idx < Cfg::kBlockM * Cfg::kBlockN; idx += Cfg::kThreads) {
+    const int row = idx / Cfg::kBlockN;
+    const int col = idx % Cfg::kBlockN;
+    typename Math::AccElem sum = lds.partial[0][row][col];
+#pragma unroll
+    for (int w = 1; w < Cfg::kWavesK; ++w) sum = Math::add(sum, lds.partial[w][row][col]);
+    const int m = m0 + row;
+    const int n = n0 + col;
+    store_output(e, m, n, finish(sum, row_terms(e, m), column_terms(e, n)));
+  }
+}
+
+template <class Cfg, class Math>
+__device__ __forceinline__ void gemm_kernel_body(const GemmOperands& p, const Epilogue& e) {
+  const int tiles_m = ceil_div(p.M, Cfg::kBlockM);
+  const int tiles_n = ceil_div(p.N, Cfg::kBlockN);
+  const int tile = static_cast<int>(blockIdx.x);
+  if (tile >= tiles_m * tiles_n) return;  // whole workgroup: an oversized grid is harmless
+  const TileIndex t = grouped_tile(tile, tiles_m, tiles_n);
+  if constexpr (Cfg::kStreamsWeights) {
+    gemm_decode_tile<Cfg, Math>(p, e, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
+  } else {
+    gemm_prefill_tile<Cfg, Math>(p, e, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
+  }
+}
+
+}  // namespace rdna_w8a8
+
+// Defines one exported entry point `name` with the GEMM argument list of docs/architecture.md
+// for tile configuration (BM, BN, BK, WM, WN, WK) and element policy `math`.
+#define W8A8_DEFINE_GEMM_KERNEL(name, math, BM, BN, BK, WM, WN, WK)                            \
+  extern "C" __global__ void __launch_bounds__(32 * (WM) * (WN) * (WK)) name(                  \
+      const int8_t* __restrict__ a, const int8_t* __restrict__ b, void* __restrict__ c,        \
+      const float* __restrict__ a_scale, const float* __restrict__ b_scale,                    \
+      const int32_t* __restrict__ azp, const int32_t* __restrict__ azp_adj,                    \
+      const void* __restrict__ bias, int32_t M, int32_t N, int32_t K, int32_t lda, int32_t ldb, \
+      int32_t ldc, uint32_t flags) {                                                           \
+    using Config = ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK>;                            \
+    ::rdna_w8a8::gemm_kernel_body<Config, math>(                                               \
+        ::rdna_w8a8::GemmOperands{a, b, M, N, K, lda, ldb},                                    \
+        ::rdna_w8a8::Epilogue{c, a_scale, b_scale, azp, azp_adj, bias, M, N, ldc, flags});     \
+  }                                                                                            \
+  RDNA_EXPORT_KERNEL(name)
