@@ -1,0 +1,151 @@
+"""The plugin as vLLM finds it: entry point, one log line, idempotence, import cost."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+
+# vLLM's logging is configured by the process that starts an engine; a bare script
+# has to do it itself to see INFO lines.
+CONFIGURE_VLLM_LOGGING = """
+from vllm.config.logging import LoggingConfig
+from vllm.logger import configure_logging
+configure_logging(LoggingConfig())
+"""
+
+
+def test_entry_point_is_discovered_in_a_fresh_process(run_python) -> None:
+    result = run_python(
+        """
+        from importlib.metadata import entry_points
+        for ep in entry_points(group="vllm.general_plugins"):
+            print(ep.name, ep.value)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rdna_w8a8 vllm_rdna_w8a8:register" in result.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_vllm_loads_the_plugin_once_and_it_logs_one_line(run_python) -> None:
+    result = run_python(
+        CONFIGURE_VLLM_LOGGING
+        + """
+from vllm.plugins import load_general_plugins
+load_general_plugins()
+import vllm_rdna_w8a8
+vllm_rdna_w8a8.register()  # a second call (e.g. another plugin loader) changes nothing
+from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS, get_quantization_config
+print("METHOD", "rdna_w8a8" in QUANTIZATION_METHODS, get_quantization_config("rdna_w8a8").__name__)
+"""
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    lines = [line for line in output.splitlines() if "rdna_w8a8:" in line]
+    assert len(lines) == 1, output
+    assert "rdna_w8a8: platform cpu, quantization method registered, staying on upstream kernels" in lines[0]
+    assert "METHOD True LazyRdnaW8A8Config" in result.stdout
+
+
+@pytest.mark.slow
+def test_import_and_register_cost_on_this_cpu_machine(run_python) -> None:
+    # Baseline: vllm.config, which every vLLM process has imported before it loads plugins.
+    result = run_python(
+        """
+        import time
+        import vllm.config
+        start = time.perf_counter()
+        import vllm_rdna_w8a8
+        vllm_rdna_w8a8.register()
+        print(f"REGISTER_SECONDS {time.perf_counter() - start:.4f}")
+        import sys
+        print("HEAVY", sorted(m for m in ("compressed_tensors", "vllm_rdna_w8a8.quantization.rdna_w8a8",
+              "vllm_rdna_w8a8.runtime.hip") if m in sys.modules))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    seconds = float(re.search(r"REGISTER_SECONDS ([\d.]+)", result.stdout)[1])
+    print(f"import vllm_rdna_w8a8 + register() on this CPU machine: {seconds * 1000:.1f} ms")
+    assert seconds < 0.5
+    assert "HEAVY []" in result.stdout
+
+
+def test_register_is_idempotent(fresh_plugin_state) -> None:
+    from vllm.model_executor.layers import quantization
+
+    import vllm_rdna_w8a8
+    import vllm_rdna_w8a8.plugin as plugin
+
+    vllm_rdna_w8a8.register()
+    first_line = plugin._outcome
+    methods = list(quantization.QUANTIZATION_METHODS)
+    vllm_rdna_w8a8.register()
+    assert plugin._outcome == first_line
+    assert quantization.QUANTIZATION_METHODS == methods
+    assert quantization.QUANTIZATION_METHODS.count("rdna_w8a8") == 1
+
+
+def test_unsupported_vllm_stays_out_of_the_way(fresh_plugin_state, monkeypatch, caplog) -> None:
+    from vllm.model_executor.layers import quantization
+
+    import vllm_rdna_w8a8.plugin as plugin
+
+    quantization._CUSTOMIZED_METHOD_TO_QUANT_CONFIG.pop("rdna_w8a8", None)
+    monkeypatch.setattr(plugin, "vllm_version", lambda: "0.31.2")
+    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"):
+        line = plugin.register_plugin()
+    assert line == "rdna_w8a8: vLLM 0.31.2 unsupported (need 0.32/0.33), staying out of the way"
+    assert [r.getMessage() for r in caplog.records] == [line]
+    assert "rdna_w8a8" not in quantization._CUSTOMIZED_METHOD_TO_QUANT_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("version", "supported"),
+    [("0.32.0", True), ("0.33.1.dev12+g1234", True), ("0.31.9", False), ("0.34.0", False), ("dev", False)],
+)
+def test_supported_vllm_versions(version: str, supported: bool) -> None:
+    from vllm_rdna_w8a8.plugin import is_supported_vllm
+
+    assert is_supported_vllm(version) is supported
+
+
+def test_register_never_raises_into_vllm(fresh_plugin_state, monkeypatch, caplog) -> None:
+    import vllm_rdna_w8a8
+    import vllm_rdna_w8a8.plugin as plugin
+
+    def broken() -> str:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(plugin, "_register", broken)
+    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"):
+        vllm_rdna_w8a8.register()
+        vllm_rdna_w8a8.register()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["rdna_w8a8: registration failed (OSError: disk on fire), staying out of the way"]
+
+
+def test_emulated_gfx11_puts_our_class_first_in_the_cpu_list(fresh_plugin_state, monkeypatch) -> None:
+    from vllm.model_executor.kernels import linear
+    from vllm.platforms import PlatformEnum
+
+    import vllm_rdna_w8a8.plugin as plugin
+    from vllm_rdna_w8a8.scaled_mm import support
+
+    monkeypatch.setattr(support, "emulated_target", lambda: "gfx1151")
+    line = plugin.register_plugin()
+    assert line.startswith("rdna_w8a8: emulated gfx1151 on CPU, ")
+    assert line.endswith("int8 W8A8 routed to RdnaHipInt8ScaledMMLinearKernel")
+    names = [k.__name__ for k in linear._POSSIBLE_INT8_KERNELS[PlatformEnum.CPU]]
+    assert names == ["RdnaHipInt8ScaledMMLinearKernel", "ZentorchInt8ScaledMMLinearKernel", "CPUInt8ScaledMMLinearKernel"]
+
+
+def test_plain_cpu_leaves_vllm_kernel_lists_alone(fresh_plugin_state) -> None:
+    from vllm.model_executor.kernels import linear
+
+    import vllm_rdna_w8a8.plugin as plugin
+
+    before = {k: list(v) for k, v in linear._POSSIBLE_INT8_KERNELS.items()}
+    plugin.register_plugin()
+    assert {k: list(v) for k, v in linear._POSSIBLE_INT8_KERNELS.items()} == before

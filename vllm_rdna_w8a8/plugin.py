@@ -1,0 +1,101 @@
+"""What `vllm_rdna_w8a8.register()` does, once per process, summed up in one log line.
+
+- Always (on a supported vLLM): registers the `rdna_w8a8` quantization method, so one
+  serve command works on every machine (upstream kernels off gfx11).
+- On ROCm: puts our HIP kernel classes first in vLLM's ROCm scaled-mm lists; their
+  `is_supported` decides per device (gfx11 with a loadable code object) at model
+  construction, so a non-gfx11 GPU in the same box stays on upstream kernels.
+- With `VLLM_RDNA_W8A8_EMULATE=<gfx11 target>` on the CPU: the same, in the CPU lists.
+
+No GPU is initialised here: the ROCm arch comes from vLLM's amdsmi query.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+logger = logging.getLogger("vllm.rdna_w8a8")
+
+SUPPORTED_VLLM = ((0, 32), (0, 33))
+
+_outcome: str | None = None
+
+
+def vllm_version() -> str:
+    from vllm.version import __version__
+
+    return __version__
+
+
+def is_supported_vllm(version: str) -> bool:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return match is not None and (int(match[1]), int(match[2])) in SUPPORTED_VLLM
+
+
+def register_plugin() -> str:
+    """Register everything once per process and log one line; returns that line."""
+    global _outcome
+    if _outcome is None:
+        try:
+            _outcome = _register()
+            logger.info(_outcome)
+        except Exception as exc:  # never raise into vLLM
+            _outcome = (
+                f"rdna_w8a8: registration failed ({type(exc).__name__}: {exc}), "
+                "staying out of the way"
+            )
+            logger.warning(_outcome)
+    return _outcome
+
+
+def _rocm_arch() -> str:
+    # Resolved by vLLM at import through amdsmi, without initialising the GPU.
+    from vllm.platforms import rocm
+
+    return getattr(rocm, "_GCN_ARCH", None) or "unknown arch"
+
+
+def _code_object_summary(target: str) -> str:
+    try:
+        from vllm_rdna_w8a8.runtime.launcher import missing_reason
+    except ImportError:
+        return "HIP runtime module missing"
+    problem = missing_reason(target)
+    return f"no usable code object ({problem})" if problem else "HIP code objects present"
+
+
+def _register() -> str:
+    version = vllm_version()
+    if not is_supported_vllm(version):
+        supported = "/".join(f"{major}.{minor}" for major, minor in SUPPORTED_VLLM)
+        return f"rdna_w8a8: vLLM {version} unsupported (need {supported}), staying out of the way"
+
+    from vllm.platforms import PlatformEnum, current_platform
+
+    from vllm_rdna_w8a8.quantization import register_quantization_method
+    from vllm_rdna_w8a8.scaled_mm import support
+
+    register_quantization_method()
+    if current_platform.is_rocm():
+        arch = _rocm_arch()
+        from vllm_rdna_w8a8.scaled_mm.registry import insert_kernels
+
+        classes = insert_kernels(PlatformEnum.ROCM)
+        if not support.is_gfx11(arch):
+            return (
+                f"rdna_w8a8: {arch} is not gfx11, {', '.join(classes)} registered but will "
+                "decline; staying on upstream kernels"
+            )
+        return f"rdna_w8a8: {arch}, {_code_object_summary(arch)}, int8 W8A8 routed to {', '.join(classes)}"
+    emulated = support.emulated_target()
+    if emulated is not None and current_platform.is_cpu():
+        from vllm_rdna_w8a8.scaled_mm.registry import insert_kernels
+
+        classes = insert_kernels(PlatformEnum.CPU)
+        return (
+            f"rdna_w8a8: emulated {emulated} on CPU, {_code_object_summary(emulated)}, "
+            f"int8 W8A8 routed to {', '.join(classes)}"
+        )
+    platform = current_platform.device_name or "unspecified"
+    return f"rdna_w8a8: platform {platform}, quantization method registered, staying on upstream kernels"

@@ -1,0 +1,104 @@
+"""Facts that decide whether our HIP kernels can serve a layer in this process.
+
+Hardware and build facts only (platform, device target, code objects); layer facts
+belong to the kernel classes' `can_implement`. Everything GPU-related is imported
+lazily so that the plugin's registration stays cheap on machines without ROCm.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from vllm.platforms import current_platform
+
+from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
+
+EMULATE_ENV = "VLLM_RDNA_W8A8_EMULATE"
+OPS_ENV = "VLLM_RDNA_W8A8_OPS"
+_OPS_CHOICES = ("auto", "reference")
+# The kernel that every int8 layer launches first; present means the int8 object loaded.
+PROBE_KERNEL = "w8a8_quant_i8_f16"
+
+
+def emulated_target() -> str | None:
+    """The gfx11 target emulated on the CPU (`VLLM_RDNA_W8A8_EMULATE`), or None."""
+    if not os.environ.get(EMULATE_ENV):
+        return None
+    from vllm_rdna_w8a8.emulation import emulated_target as read_emulated_target
+
+    return read_emulated_target()
+
+
+def ops_backend() -> str:
+    """`VLLM_RDNA_W8A8_OPS`: "auto" (kernels where available) or "reference" (plain torch)."""
+    value = os.environ.get(OPS_ENV, "auto").strip().lower() or "auto"
+    if value not in _OPS_CHOICES:
+        raise ValueError(f"{OPS_ENV}={value!r} is not one of {', '.join(_OPS_CHOICES)}")
+    return value
+
+
+def is_gfx11(target: str | None) -> bool:
+    return target is not None and target.split(":", 1)[0] in GFX11_TARGETS
+
+
+def current_device_index() -> int | None:
+    """The device this process runs layers on: torch's current ROCm device, 0 when
+    emulated, None on any other platform."""
+    if current_platform.is_rocm():
+        import torch
+
+        return torch.cuda.current_device()
+    if current_platform.is_cpu() and emulated_target() is not None:
+        return 0
+    return None
+
+
+def device_target(device_index: int) -> str | None:
+    from vllm_rdna_w8a8.runtime.device import gfx_target
+
+    return gfx_target(device_index)
+
+
+@functools.lru_cache(maxsize=None)
+def code_object_problem(device_index: int, target: str) -> str | None:
+    """Why the code objects for `target` cannot serve device `device_index`, or None.
+
+    Cached: is_supported runs for every linear layer, the answer never changes in a
+    process (code objects are package data).
+    """
+    try:
+        from vllm_rdna_w8a8.runtime import launcher
+    except ImportError as exc:
+        return f"needs the HIP runtime module ({exc})"
+    missing = launcher.missing_reason(target)
+    if missing:
+        return missing
+    try:
+        launcher.get_kernel(device_index, PROBE_KERNEL)
+    except Exception as exc:  # any load failure means: stay on upstream kernels
+        return f"cannot load the {target} code object ({type(exc).__name__}: {exc})"
+    return None
+
+
+def hip_kernels_usable() -> tuple[bool, str | None]:
+    """(ok, reason) for vLLM's `is_supported`: ROCm gfx11 or the emulated gfx11
+    backend, with a loadable code object for the device's exact target."""
+    device_index = current_device_index()
+    if device_index is None:
+        return False, (
+            "requires ROCm on a gfx11 GPU (or VLLM_RDNA_W8A8_EMULATE on CPU); "
+            f"platform is {current_platform.device_name or 'unspecified'}"
+        )
+    target = device_target(device_index)
+    if not is_gfx11(target):
+        return False, (
+            f"requires a gfx11 target ({', '.join(GFX11_TARGETS)}); "
+            f"device {device_index} is {target or 'unknown'}"
+        )
+    if ops_backend() == "reference":
+        return True, None  # the ops run in plain torch: no code object needed
+    problem = code_object_problem(device_index, target)
+    if problem:
+        return False, problem
+    return True, None
