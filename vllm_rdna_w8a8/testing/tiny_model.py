@@ -1,0 +1,359 @@
+"""Tiny random Llama checkpoints for end-to-end tests and the examples (no hub access).
+
+`build_tiny_model(scheme)` returns a directory that vLLM loads like any Hugging Face
+checkpoint:
+
+- ``fp16``: the random model saved with transformers in float16;
+- ``int8``: the same weights compressed with the ``compressed-tensors`` library's own
+  compressor into the standard W8A8 int8 format (symmetric per-channel int8 weights,
+  dynamic per-token symmetric int8 activations, ``lm_head`` left in float16);
+- ``fp8``: the FP8-Dynamic scheme (per-channel e4m3 weights, dynamic per-token e4m3
+  activations), same compressor.
+
+The tokenizer is a byte-level BPE trained with the ``tokenizers`` library on a short
+embedded text, so any text prompt encodes and decodes losslessly.
+
+Everything is derived from the spec and the seed: builds are cached by a key over the
+spec, the scheme, the embedded text and the versions of the libraries that write the
+files (default cache ``~/.cache/vllm_rdna_w8a8/tiny-models``, overridden by the
+``VLLM_RDNA_W8A8_TINY_MODELS`` environment variable or the ``cache_dir`` argument).
+
+Command line: ``python -m vllm_rdna_w8a8.testing.tiny_model --scheme int8 [--out DIR]``
+prints the checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMES = ("fp16", "int8", "fp8")
+CACHE_ENV = "VLLM_RDNA_W8A8_TINY_MODELS"
+MARKER_FILE = "tiny_model.json"
+# Bump when the builder's output changes for the same inputs.
+BUILDER_VERSION = 1
+
+# compressed-tensors preset scheme per checkpoint scheme.
+_PRESET_SCHEMES = {"int8": "W8A8", "fp8": "FP8_DYNAMIC"}
+
+_CORPUS = """\
+The river runs past the old mill and under the stone bridge before it reaches the sea.
+In the morning the baker opens the shop, and the smell of fresh bread fills the street.
+A small robot learned to count: one, two, three, four, five, six, seven, eight, nine, ten.
+Matrix multiplication is the heart of every linear layer; int8 weights save memory.
+The quick brown fox jumps over the lazy dog while the cat watches from the window.
+Once upon a time there was a lighthouse keeper who wrote letters to the waves.
+Graphics cards draw triangles, but they also multiply large tables of numbers.
+Winter came early that year: the lakes froze, and children skated until dark.
+Hello, world! This is a tiny language model that speaks in random words.
+The capital of France is Paris, the capital of Italy is Rome, and Berlin is in Germany.
+Questions and answers, prompts and completions, tokens in and tokens out.
+She planted tomatoes, beans and sunflowers in the garden behind the house.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyModelSpec:
+    """Shapes of the tiny Llama.
+
+    ``intermediate_size`` is deliberately not a multiple of 16: ``down_proj`` then has a
+    reduction dimension K that the W8A8 kernels must pad (also per shard with
+    tensor parallelism 2), and ``gate_up_proj`` an output dimension N with a partial tile.
+    The head size 32 is one the vLLM CPU attention backend supports.
+    """
+
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vocab_size: int = 512
+    max_position_embeddings: int = 512
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"TinyModelSpec.{field.name} must be an int, got {value!r}")
+            if field.name != "seed" and value <= 0:
+                raise ValueError(f"TinyModelSpec.{field.name} must be positive, got {value}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads {self.num_attention_heads} is not divisible by "
+                f"num_key_value_heads {self.num_key_value_heads}"
+            )
+        if self.vocab_size < 300:
+            raise ValueError(
+                f"vocab_size {self.vocab_size} is too small: the byte-level tokenizer "
+                "needs 256 byte tokens, 3 special tokens and some merges"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
+BOS_TOKEN, EOS_TOKEN, PAD_TOKEN = SPECIAL_TOKENS
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "vllm_rdna_w8a8" / "tiny-models"
+
+
+def _library_versions() -> dict[str, str]:
+    return {
+        name: metadata.version(name)
+        for name in ("torch", "transformers", "tokenizers", "compressed-tensors", "safetensors")
+    }
+
+
+def build_key(scheme: str, spec: TinyModelSpec) -> dict[str, Any]:
+    """Everything a build depends on; its hash names the cache entry."""
+    _check_scheme(scheme)
+    return {
+        "builder_version": BUILDER_VERSION,
+        "scheme": scheme,
+        "spec": dataclasses.asdict(spec),
+        "corpus_sha256": hashlib.sha256(_CORPUS.encode()).hexdigest(),
+        "libraries": _library_versions(),
+    }
+
+
+def _key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
+
+
+def build_tiny_model(
+    scheme: str = "int8",
+    *,
+    spec: TinyModelSpec | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Build (or reuse) the tiny checkpoint for `scheme` and return its directory.
+
+    With `out_dir` the checkpoint is written there (reused if that directory already holds
+    the same build; a non-empty directory holding anything else is refused). Otherwise it
+    goes to `cache_dir/<scheme>-<key hash>`.
+    """
+    spec = spec if spec is not None else TinyModelSpec()
+    if not isinstance(spec, TinyModelSpec):
+        raise TypeError(f"spec must be a TinyModelSpec, got {type(spec).__name__}")
+    key = build_key(scheme, spec)
+    if out_dir is not None:
+        target = Path(out_dir)
+    else:
+        target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        target = target / f"{scheme}-{_key_digest(key)}"
+
+    if _holds_build(target, key):
+        return target
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(
+            f"{target} exists and does not hold this tiny-model build: "
+            "choose an empty or new directory"
+        )
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename, so an interrupted or concurrent build never
+    # leaves a half-written checkpoint under the final name.
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a checkpoint is ordinary data
+    try:
+        _write_checkpoint(staging, scheme, spec)
+        (staging / MARKER_FILE).write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+        if target.exists():
+            target.rmdir()
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process finished the same build first.
+            if not _holds_build(target, key):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _holds_build(directory: Path, key: dict[str, Any]) -> bool:
+    marker = directory / MARKER_FILE
+    try:
+        return json.loads(marker.read_text()) == key
+    except (OSError, ValueError):
+        return False
+
+
+def _write_checkpoint(directory: Path, scheme: str, spec: TinyModelSpec) -> None:
+    tokenizer = build_tokenizer(spec)
+    tokenizer.save_pretrained(directory)
+    model = build_random_model(spec)
+    if scheme == "fp16":
+        model.save_pretrained(directory)
+    else:
+        _save_compressed(model, directory, _PRESET_SCHEMES[scheme])
+
+
+def build_tokenizer(spec: TinyModelSpec | None = None) -> Any:
+    """Byte-level BPE trained on the embedded text, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    spec = spec if spec is not None else TinyModelSpec()
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    bos_id = tokenizer.token_to_id(BOS_TOKEN)
+    # Llama-style: a BOS token before every sequence.
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A {BOS_TOKEN} $B", special_tokens=[(BOS_TOKEN, bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        model_max_length=spec.max_position_embeddings,
+    )
+
+
+def build_random_model(spec: TinyModelSpec | None = None) -> Any:
+    """The tiny LlamaForCausalLM in float16 with weights drawn from the spec's seed.
+
+    The weights are drawn here (not by transformers' initialiser, which may change between
+    versions) and scaled so that greedy decoding is not degenerate: embeddings and
+    lm_head are wide enough that the top logits are well separated, and the layers are
+    scaled by 1/sqrt(fan_in) so the residual stream stays bounded.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    spec = spec if spec is not None else TinyModelSpec()
+    special_ids = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    config = LlamaConfig(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        head_dim=spec.head_dim,
+        max_position_embeddings=spec.max_position_embeddings,
+        bos_token_id=special_ids[BOS_TOKEN],
+        eos_token_id=special_ids[EOS_TOKEN],
+        pad_token_id=special_ids[PAD_TOKEN],
+        tie_word_embeddings=False,
+        dtype=torch.float16,
+    )
+    model = LlamaForCausalLM(config)
+    generator = torch.Generator().manual_seed(spec.seed)
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+                continue
+            if "embed_tokens" in name:
+                std = 1.0
+            elif name.startswith("lm_head"):
+                std = 4.0 / spec.hidden_size**0.5
+            else:
+                std = 1.0 / param.shape[-1] ** 0.5
+            values = torch.randn(param.shape, generator=generator, dtype=torch.float32) * std
+            param.copy_(values)
+    return model.to(torch.float16).eval()
+
+
+def _save_compressed(model: Any, directory: Path, preset: str) -> None:
+    """Quantize every Linear except lm_head with `preset` and save in compressed form.
+
+    Weight scales come from compressed-tensors' own `calculate_qparams` over the
+    per-channel min/max (what a min-max observer computes); the compressor then writes
+    the quantized weights and the `quantization_config` into config.json.
+    """
+    import torch
+    from compressed_tensors.compressors import ModelCompressor
+    from compressed_tensors.quantization import (
+        QuantizationConfig,
+        QuantizationStatus,
+        apply_quantization_config,
+        preset_name_to_scheme,
+    )
+    from compressed_tensors.quantization.utils import calculate_qparams
+
+    config = QuantizationConfig(
+        config_groups={"group_0": preset_name_to_scheme(preset, ["Linear"])},
+        ignore=["lm_head"],
+        quantization_status=QuantizationStatus.INITIALIZED,
+    )
+    apply_quantization_config(model, config)
+    with torch.no_grad():
+        for module in model.modules():
+            scheme = getattr(module, "quantization_scheme", None)
+            if scheme is None:
+                continue
+            weight = module.weight.float()
+            scale, zero_point = calculate_qparams(
+                weight.amin(dim=1, keepdim=True), weight.amax(dim=1, keepdim=True), scheme.weights
+            )
+            module.weight_scale.copy_(scale.to(module.weight_scale.dtype))
+            if hasattr(module, "weight_zero_point"):
+                module.weight_zero_point.copy_(zero_point.to(module.weight_zero_point.dtype))
+            module.quantization_status = QuantizationStatus.FROZEN
+    compressor = ModelCompressor.from_pretrained_model(model)
+    compressor.compress_model(model)
+    model.save_pretrained(directory)
+    compressor.update_config(str(directory))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vllm_rdna_w8a8.testing.tiny_model",
+        description="Build a tiny random Llama checkpoint (fp16, or W8A8 int8/fp8 in the "
+        "compressed-tensors format) and print its directory.",
+    )
+    parser.add_argument("--scheme", choices=SCHEMES, default="int8")
+    parser.add_argument("--out", help="write the checkpoint here instead of the cache")
+    parser.add_argument("--cache-dir", help=f"cache directory (default: ${CACHE_ENV} or ~/.cache/...)")
+    parser.add_argument("--seed", type=int, default=TinyModelSpec.seed)
+    args = parser.parse_args(argv)
+    try:
+        path = build_tiny_model(
+            args.scheme, spec=TinyModelSpec(seed=args.seed), out_dir=args.out, cache_dir=args.cache_dir
+        )
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
