@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vllm_rdna_w8a8.build import Clang
+from vllm_rdna_w8a8.runtime.code_object import CodeObjectError, parse_code_object, read_code_object
+
+# Every field of KernelMetadata and the .note key llvm-readelf prints it under.
+READELF_FIELDS = {
+    "kernarg_segment_size": ".kernarg_segment_size",
+    "vgpr_count": ".vgpr_count",
+    "sgpr_count": ".sgpr_count",
+    "vgpr_spill_count": ".vgpr_spill_count",
+    "sgpr_spill_count": ".sgpr_spill_count",
+    "group_segment_fixed_size": ".group_segment_fixed_size",
+    "private_segment_fixed_size": ".private_segment_fixed_size",
+    "wavefront_size": ".wavefront_size",
+    "max_flat_workgroup_size": ".max_flat_workgroup_size",
+}
+
+
+def _readelf_kernels(clang: Clang, path: Path) -> dict[str, dict[str, str]]:
+    """llvm-readelf's YAML view of the metadata, split per kernel (top-level keys only)."""
+    text = subprocess.run([str(clang.llvm_tool("llvm-readelf")), "--notes", str(path)],
+                          capture_output=True, text=True, check=True).stdout
+    kernels: dict[str, dict[str, str]] = {}
+    for block in re.split(r"\n  - \.args:", text)[1:]:
+        fields = dict(re.findall(r"^    (\.[a-z_]+):\s+(\S+)$", block, flags=re.M))
+        kernels[fields[".name"]] = fields
+    return kernels
+
+
+@pytest.mark.parametrize("target", ["gfx1100", "gfx1151"])
+def test_metadata_matches_llvm_readelf(clang: Clang, probe_objects: Path, target: str) -> None:
+    path = probe_objects / target / "probe_args.hsaco"
+    code_object = read_code_object(path)
+    assert code_object.target == target
+    assert code_object.target_id == f"amdgcn-amd-amdhsa--{target}"
+    reference = _readelf_kernels(clang, path)
+    assert set(code_object.kernels) == set(reference) == {"probe_args", "probe_fill"}
+    for name, kernel in code_object.kernels.items():
+        assert kernel.symbol == f"{name}.kd"
+        for field, key in READELF_FIELDS.items():
+            assert getattr(kernel, field) == int(reference[name][key]), (name, field)
+
+
+def test_argument_layout_of_probe_args(probe_objects: Path) -> None:
+    kernel = read_code_object(probe_objects / "gfx1100" / "probe_args.hsaco").kernels["probe_args"]
+    explicit = [(a.offset, a.size, a.value_kind) for a in kernel.explicit_args]
+    assert explicit == [
+        (0, 8, "global_buffer"), (8, 8, "global_buffer"), (16, 4, "by_value"),
+        (24, 8, "global_buffer"), (32, 4, "by_value"), (36, 4, "by_value"),
+    ]
+    # blockDim makes the compiler request hidden arguments after the explicit ones.
+    hidden = [a for a in kernel.args if a.is_hidden]
+    assert hidden and min(a.offset for a in hidden) >= 40
+    assert kernel.max_flat_workgroup_size == 256
+    assert kernel.wavefront_size == 32
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(CodeObjectError, match="cannot read code object"):
+        read_code_object(tmp_path / "absent.hsaco")
+
+
+def test_truncated_file(probe_objects: Path) -> None:
+    data = (probe_objects / "gfx1100" / "probe_args.hsaco").read_bytes()
+    with pytest.raises(CodeObjectError, match="truncated"):
+        parse_code_object(data[:40], "short.hsaco")
+    with pytest.raises(CodeObjectError, match="truncated"):
+        parse_code_object(data[: len(data) // 2], "half.hsaco")
+
+
+def test_not_elf() -> None:
+    with pytest.raises(CodeObjectError, match="x.hsaco: not an ELF file"):
+        parse_code_object(b"#!/bin/sh\n" + b"\0" * 64, "x.hsaco")
+
+
+def test_host_elf_is_not_amdgpu() -> None:
+    with pytest.raises(CodeObjectError, match="is not AMDGPU"):
+        read_code_object(Path(sys.executable).resolve())
+
+
+def test_object_without_metadata_note(clang: Clang, probe_objects: Path, tmp_path: Path) -> None:
+    stripped = tmp_path / "no-note.hsaco"
+    subprocess.run([str(clang.llvm_tool("llvm-objcopy")), "--remove-section=.note",
+                    str(probe_objects / "gfx1100" / "probe_args.hsaco"), str(stripped)], check=True)
+    with pytest.raises(CodeObjectError, match="no NT_AMDGPU_METADATA note"):
+        read_code_object(stripped)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from vllm_rdna_w8a8.runtime import device
+
+
+@pytest.fixture
+def fake_torch(monkeypatch: pytest.MonkeyPatch):
+    """A ROCm torch with configurable devices, installed in place of the real module."""
+    import torch
+
+    state = SimpleNamespace(hip="6.4.0", archs=["gfx1100:sramecc-:xnack-", "gfx90a:xnack+"])
+    monkeypatch.setattr(torch.version, "hip", state.hip, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(state.archs))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(state.archs))
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: SimpleNamespace(gcnArchName=state.archs[i]))
+    return state
+
+
+def _emulate(monkeypatch: pytest.MonkeyPatch, target: str | None) -> None:
+    monkeypatch.setattr(device, "emulated_target", lambda: target)
+
+
+def test_rocm_device_targets_without_feature_suffixes(monkeypatch, fake_torch) -> None:
+    _emulate(monkeypatch, None)
+    assert device.gfx_target(0) == "gfx1100"
+    assert device.gfx_target(1) == "gfx90a"
+    with pytest.raises(ValueError, match="device_index 2 out of range: 2 ROCm device"):
+        device.gfx_target(2)
+
+
+def test_not_rocm_gives_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    _emulate(monkeypatch, None)
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    assert device.gfx_target(0) is None
+
+
+def test_emulated_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    _emulate(monkeypatch, "gfx1151")
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    assert device.gfx_target(0) == "gfx1151"
+    with pytest.raises(ValueError, match="one device"):
+        device.gfx_target(1)
+
+
+def test_emulation_refused_with_a_real_rocm_gpu(monkeypatch, fake_torch) -> None:
+    _emulate(monkeypatch, "gfx1100")
+    with pytest.raises(RuntimeError, match="VLLM_RDNA_W8A8_EMULATE=gfx1100 is set on a machine "
+                                           "with 2 real ROCm GPU"):
+        device.gfx_target(0)
+    fake_torch.archs = []  # ROCm torch but no visible GPU: emulation is allowed
+    assert device.gfx_target(0) == "gfx1100"
+
+
+def test_bad_device_index() -> None:
+    with pytest.raises(TypeError, match="must be an int"):
+        device.gfx_target("0")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=">= 0"):
+        device.gfx_target(-1)
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("gfx1100", True), ("gfx1151", True), ("gfx1103:xnack-", True),
+    ("gfx1030", False), ("gfx1200", False), ("gfx90a", False), (None, False),
+])
+def test_is_gfx11(target: str | None, expected: bool) -> None:
+    assert device.is_gfx11(target) is expected

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import ctypes
+import shutil
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vllm_rdna_w8a8.runtime.hip import HipRuntime
+from vllm_rdna_w8a8.runtime.launcher import KernelArg, KernelNotAvailable, Launcher, LaunchError
+
+DEVICE_TARGETS = {0: "gfx1100", 1: "gfx1151"}
+
+
+def _modules_loaded(runtime: HipRuntime) -> int:
+    return runtime.library.fake_modules_loaded()
+
+
+@pytest.fixture
+def launcher(probe_objects: Path, fake_hip: HipRuntime) -> Launcher:
+    return Launcher(probe_objects, runtime=lambda: fake_hip, target_of=DEVICE_TARGETS.get)
+
+
+def _probe_args(out: int = 0x2000) -> list[KernelArg]:
+    return [KernelArg.pointer(0x1000), KernelArg.pointer(out), KernelArg.int32(-5),
+            KernelArg.pointer(0x3000), KernelArg.uint32(0xFFFFFFFF), KernelArg.float32(0.5)]
+
+
+def test_launch_packs_arguments_at_metadata_offsets(launcher: Launcher, fake_hip: HipRuntime,
+                                                    last_launch) -> None:
+    kernel = launcher.get_kernel(0, "probe_args")
+    assert kernel.target == "gfx1100" and kernel.kernarg_size == 40
+    kernel.launch((4,), (256,), _probe_args(), stream=0x77)
+    data, dims = last_launch(fake_hip)
+    # int32 at 16, then 4 bytes of padding before the pointer at 24.
+    assert data == struct.pack("<QQi4xQIf", 0x1000, 0x2000, -5, 0x3000, 0xFFFFFFFF, 0.5)
+    assert dims == (4, 1, 1, 256, 1, 1, 0)
+
+
+def test_one_module_per_device_and_object(launcher: Launcher, fake_hip: HipRuntime) -> None:
+    before = _modules_loaded(fake_hip)
+    args_kernel = launcher.get_kernel(0, "probe_args")
+    fill_kernel = launcher.get_kernel(0, "probe_fill")  # same object: no second load
+    assert launcher.get_kernel(0, "probe_args") is args_kernel
+    assert _modules_loaded(fake_hip) - before == 1
+    on_second_device = launcher.get_kernel(1, "probe_fill")
+    assert on_second_device is not fill_kernel and on_second_device.target == "gfx1151"
+    assert _modules_loaded(fake_hip) - before == 2
+
+
+def test_concurrent_first_calls_load_once(probe_objects: Path, fake_hip: HipRuntime) -> None:
+    launcher = Launcher(probe_objects, runtime=lambda: fake_hip, target_of=DEVICE_TARGETS.get)
+    before = _modules_loaded(fake_hip)
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(launcher.get_kernel(0, "probe_fill")))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 8 and all(kernel is results[0] for kernel in results)
+    assert _modules_loaded(fake_hip) - before == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (_probe_args()[:5], "probe_args: takes 6 arguments, got 5"),
+        ([*_probe_args()[:2], KernelArg.pointer(1), *_probe_args()[3:]],
+         "argument 2 is by_value of 4 bytes in the code object, got a pointer"),
+        ([KernelArg.int32(1), *_probe_args()[1:]],
+         "argument 0 is global_buffer of 8 bytes in the code object, got a int32"),
+        ([0x1000, *_probe_args()[1:]], "argument 0 must be a KernelArg, got int"),
+    ],
+)
+def test_argument_mismatch_names_kernel_and_argument(launcher: Launcher, args: list, message: str) -> None:
+    kernel = launcher.get_kernel(0, "probe_args")
+    with pytest.raises(LaunchError, match=message):
+        kernel.launch((1,), (64,), args)
+
+
+def test_geometry_checks(launcher: Launcher) -> None:
+    kernel = launcher.get_kernel(0, "probe_fill")  # __launch_bounds__(64)
+    args = [KernelArg.pointer(0x10), KernelArg.int32(1)]
+    with pytest.raises(LaunchError, match=r"block \(65,\) has 65 threads, more than its "
+                                          r"max_flat_workgroup_size 64"):
+        kernel.launch((1,), (65,), args)
+    with pytest.raises(LaunchError, match=r"block \(8, 8, 2\) has 128 threads"):
+        kernel.launch((1,), (8, 8, 2), args)
+    with pytest.raises(LaunchError, match="grid .* must be positive"):
+        kernel.launch((0,), (64,), args)
+    with pytest.raises(LaunchError, match="grid needs 1 to 3 dimensions"):
+        kernel.launch((1, 1, 1, 1), (64,), args)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: KernelArg.int32(2**31), ValueError, "int32 argument 2147483648 out of range"),
+        (lambda: KernelArg.uint32(-1), ValueError, "uint32 argument -1 out of range"),
+        (lambda: KernelArg.pointer(-8), ValueError, "pointer argument -8 out of range"),
+        (lambda: KernelArg.int32(1.5), TypeError, "int32 argument needs an int, got float"),
+        (lambda: KernelArg.int32(True), TypeError, "needs an int, got bool"),
+        (lambda: KernelArg.float32("x"), TypeError, "float32 argument needs a number, got str"),
+        (lambda: KernelArg("half", 1), ValueError, "unknown kernel argument kind 'half'"),
+    ],
+)
+def test_kernel_arg_validation(make, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_null_pointer() -> None:
+    assert KernelArg.pointer(None).value == 0
+
+
+def test_missing_reasons(launcher: Launcher, probe_objects: Path, tmp_path: Path) -> None:
+    assert launcher.available_targets() == ["gfx1100", "gfx1151"]
+    assert launcher.missing_reason("gfx1100") is None
+    assert launcher.missing_reason("gfx1100", ["probe_args", "probe_fill"]) is None
+    assert launcher.missing_reason("gfx1102") == "no code object for gfx1102 (built for: gfx1100, gfx1151)"
+    assert launcher.missing_reason("gfx1100", ["w8a8_i8_gemm_x"]) == (
+        "code objects for gfx1100 lack kernel(s) w8a8_i8_gemm_x")
+    with pytest.raises(KernelNotAvailable, match="w8a8_i8_gemm_x on device 0: code objects for gfx1100 lack"):
+        launcher.get_kernel(0, "w8a8_i8_gemm_x")
+    with pytest.raises(KernelNotAvailable, match="device 7 is not a ROCm device"):
+        launcher.get_kernel(7, "probe_fill")
+    assert Launcher(tmp_path / "none").available_targets() == []
+
+
+def test_broken_objects_are_reported(probe_objects: Path, tmp_path: Path) -> None:
+    objects = tmp_path / "objects"
+    shutil.copytree(probe_objects, objects)
+    (objects / "gfx1100" / "truncated.hsaco").write_bytes(b"\x7fELF")
+    assert Launcher(objects).missing_reason("gfx1100").startswith("code object unloadable: ")
+    # The same kernel in two objects of one target is ambiguous.
+    (objects / "gfx1100" / "truncated.hsaco").unlink()
+    shutil.copy(objects / "gfx1100" / "probe_args.hsaco", objects / "gfx1100" / "copy.hsaco")
+    assert "is defined by both" in Launcher(objects).missing_reason("gfx1100")
+    # An object for another target in the wrong directory.
+    shutil.copy(objects / "gfx1151" / "probe_args.hsaco", objects / "gfx1100" / "copy.hsaco")
+    assert "built for gfx1151, found in the gfx1100 directory" in Launcher(objects).missing_reason("gfx1100")
+
+
+def test_host_overhead_per_launch(launcher: Launcher) -> None:
+    """Measured here (CPU, fake runtime): prints the figure; the bound only catches
+    a regression by an order of magnitude."""
+    kernel = launcher.get_kernel(0, "probe_args")
+    args = _probe_args()
+    count = 20000
+    start = time.perf_counter()
+    for _ in range(count):
+        kernel.launch((4, 1, 1), (256, 1, 1), args)
+    per_launch_us = (time.perf_counter() - start) / count * 1e6
+    print(f"\nlauncher host overhead: {per_launch_us:.2f} us per launch (6 args, fake runtime)")
+    assert per_launch_us < 100

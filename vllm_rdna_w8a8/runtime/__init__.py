@@ -1,0 +1,1 @@
+"""Runtime: code-object metadata, the HIP module API, and the metadata-checked launcher."""

@@ -1,0 +1,280 @@
+"""Loading our code objects per device and launching kernels with metadata-checked arguments.
+
+`get_kernel(device_index, name)` finds the object file that defines `name` for the device's
+exact target in vllm_rdna_w8a8/_objects/<target>/, loads it once per (device, object) and
+returns a `Kernel`. `Kernel.launch` packs typed arguments at the offsets the kernel's
+metadata gives; the checks run against per-kernel tables built once, because decode calls
+this hundreds of times per token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+from .code_object import CodeObjectError, KernelMetadata, read_code_object
+from .hip import HipRuntime, get_runtime
+
+OBJECTS_DIR = Path(__file__).resolve().parents[1] / "_objects"
+OBJECT_SUFFIX = ".hsaco"
+
+# Argument kind -> (struct code, byte size, metadata value_kind it may fill).
+_KINDS: dict[str, tuple[str, int, str]] = {
+    "pointer": ("Q", 8, "global_buffer"),
+    "int32": ("i", 4, "by_value"),
+    "uint32": ("I", 4, "by_value"),
+    "float32": ("f", 4, "by_value"),
+}
+_INT_RANGES = {"pointer": (0, 2**64 - 1), "int32": (-(2**31), 2**31 - 1), "uint32": (0, 2**32 - 1)}
+
+
+class LaunchError(ValueError):
+    """Arguments or launch geometry do not match the kernel; names the kernel and argument."""
+
+
+class KernelNotAvailable(RuntimeError):
+    """No loadable code object defines the kernel for this device."""
+
+
+@dataclass(frozen=True, slots=True)
+class KernelArg:
+    """One typed kernel argument. Build with KernelArg.pointer(p), .int32(v), .uint32(v),
+    .float32(v); a pointer is an integer device address (0 / None for null)."""
+
+    kind: str
+    value: Union[int, float]
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown kernel argument kind {self.kind!r}; one of {', '.join(_KINDS)}")
+        if self.kind == "float32":
+            if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+                raise TypeError(f"float32 argument needs a number, got {type(self.value).__name__}")
+            return
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise TypeError(f"{self.kind} argument needs an int, got {type(self.value).__name__}")
+        low, high = _INT_RANGES[self.kind]
+        if not low <= self.value <= high:
+            raise ValueError(f"{self.kind} argument {self.value} out of range [{low}, {high}]")
+
+    @classmethod
+    def pointer(cls, address: int | None) -> KernelArg:
+        return cls("pointer", 0 if address is None else address)
+
+    @classmethod
+    def int32(cls, value: int) -> KernelArg:
+        return cls("int32", value)
+
+    @classmethod
+    def uint32(cls, value: int) -> KernelArg:
+        return cls("uint32", value)
+
+    @classmethod
+    def float32(cls, value: float) -> KernelArg:
+        return cls("float32", value)
+
+
+def _dims(name: str, what: str, dims: Sequence[int]) -> tuple[int, int, int]:
+    if not 1 <= len(dims) <= 3:
+        raise LaunchError(f"{name}: {what} needs 1 to 3 dimensions, got {tuple(dims)}")
+    padded = (*dims, 1, 1)[:3]
+    for value in padded:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**32 - 1:
+            raise LaunchError(f"{name}: {what} {tuple(dims)} must be positive 32-bit ints")
+    return padded  # type: ignore[return-value]
+
+
+class Kernel:
+    """A loaded kernel on one device. `launch` is the hot path: it does one dict lookup,
+    one struct.pack and one foreign call."""
+
+    def __init__(self, metadata: KernelMetadata, function: int, runtime: HipRuntime,
+                 device_index: int, target: str, object_path: Path) -> None:
+        self.name = metadata.name
+        self.metadata = metadata
+        self.device_index = device_index
+        self.target = target
+        self.object_path = object_path
+        self._function = function
+        self._runtime = runtime
+        self._explicit = metadata.explicit_args
+        # The runtime reads each explicit argument at its offset; hidden ones it writes itself.
+        self.kernarg_size = max((arg.offset + arg.size for arg in self._explicit), default=0)
+        self._structs: dict[tuple[str, ...], struct.Struct] = {}
+
+    def _describe_arg(self, index: int) -> str:
+        arg = self._explicit[index]
+        label = f" ({arg.name})" if arg.name else ""
+        return f"argument {index}{label}"
+
+    def _struct_for(self, kinds: tuple[str, ...]) -> struct.Struct:
+        """Check `kinds` against the metadata once per distinct combination and cache the
+        packing layout (explicit padding where the metadata leaves gaps)."""
+        layout = self._structs.get(kinds)
+        if layout is not None:
+            return layout
+        fmt = "<"
+        position = 0
+        for index, (kind, arg) in enumerate(zip(kinds, self._explicit)):
+            code, size, value_kind = _KINDS[kind]
+            if arg.value_kind != value_kind or arg.size != size:
+                raise LaunchError(
+                    f"{self.name}: {self._describe_arg(index)} is {arg.value_kind} of "
+                    f"{arg.size} bytes in the code object, got a {kind} ({value_kind}, {size} bytes)"
+                )
+            if arg.offset < position:
+                raise LaunchError(f"{self.name}: overlapping arguments in the metadata at {index}")
+            fmt += f"{arg.offset - position}x" if arg.offset > position else ""
+            fmt += code
+            position = arg.offset + size
+        layout = struct.Struct(fmt)
+        self._structs[kinds] = layout
+        return layout
+
+    def pack(self, args: Sequence[KernelArg]) -> bytes:
+        """The kernarg buffer for `args`, checked against the kernel's metadata."""
+        if len(args) != len(self._explicit):
+            raise LaunchError(f"{self.name}: takes {len(self._explicit)} arguments, got {len(args)}")
+        try:
+            kinds = tuple(arg.kind for arg in args)
+        except AttributeError:
+            bad = next(i for i, arg in enumerate(args) if not isinstance(arg, KernelArg))
+            raise LaunchError(f"{self.name}: {self._describe_arg(bad)} must be a KernelArg, "
+                              f"got {type(args[bad]).__name__}") from None
+        return self._struct_for(kinds).pack(*(arg.value for arg in args))
+
+    def launch(self, grid: Sequence[int], block: Sequence[int], args: Sequence[KernelArg],
+               stream: int = 0) -> None:
+        """Launch on `stream` (a hipStream_t as int; 0 = null stream). Grid is in blocks."""
+        packed = self.pack(args)
+        grid3 = _dims(self.name, "grid", grid)
+        block3 = _dims(self.name, "block", block)
+        threads = block3[0] * block3[1] * block3[2]
+        if threads > self.metadata.max_flat_workgroup_size:
+            raise LaunchError(f"{self.name}: block {tuple(block)} has {threads} threads, more than "
+                              f"its max_flat_workgroup_size {self.metadata.max_flat_workgroup_size}")
+        buffer = ctypes.create_string_buffer(packed, max(len(packed), 1))
+        self._runtime.launch(self._function, grid3, block3, buffer, len(packed), stream, self.name)
+
+    def __repr__(self) -> str:
+        return f"Kernel({self.name!r}, device={self.device_index}, target={self.target})"
+
+
+@dataclass(frozen=True)
+class _IndexEntry:
+    object_path: Path
+    metadata: KernelMetadata
+
+
+class Launcher:
+    """Code-object index per target, modules per (device, object), kernels per (device, name).
+    Thread-safe; one default instance serves the module-level functions."""
+
+    def __init__(self, objects_dir: Path = OBJECTS_DIR,
+                 runtime: Callable[[], HipRuntime] = get_runtime,
+                 target_of: Callable[[int], str | None] | None = None) -> None:
+        self.objects_dir = objects_dir
+        self._runtime = runtime
+        self._target_of = target_of
+        self._lock = threading.RLock()
+        self._indexes: dict[str, dict[str, _IndexEntry]] = {}
+        self._modules: dict[tuple[int, Path], int] = {}
+        self._kernels: dict[tuple[int, str], Kernel] = {}
+
+    def available_targets(self) -> list[str]:
+        """Targets that have at least one code object."""
+        if not self.objects_dir.is_dir():
+            return []
+        return sorted(d.name for d in self.objects_dir.iterdir()
+                      if d.is_dir() and any(d.glob(f"*{OBJECT_SUFFIX}")))
+
+    def index(self, target: str) -> dict[str, _IndexEntry]:
+        """Kernel name -> defining object for `target`, read from the objects' metadata."""
+        with self._lock:
+            cached = self._indexes.get(target)
+            if cached is not None:
+                return cached
+            index: dict[str, _IndexEntry] = {}
+            for path in sorted((self.objects_dir / target).glob(f"*{OBJECT_SUFFIX}")):
+                code_object = read_code_object(path)
+                if code_object.target != target:
+                    raise CodeObjectError(f"{path}: built for {code_object.target}, "
+                                          f"found in the {target} directory")
+                for name, metadata in code_object.kernels.items():
+                    if name in index:
+                        raise CodeObjectError(f"kernel {name} is defined by both "
+                                              f"{index[name].object_path} and {path}")
+                    index[name] = _IndexEntry(path, metadata)
+            self._indexes[target] = index
+            return index
+
+    def missing_reason(self, target: str, kernel_names: Sequence[str] = ()) -> str | None:
+        """None if `target` has readable code objects (defining `kernel_names`), else why not:
+        for a kernel class's is_supported reason."""
+        if target not in self.available_targets():
+            built = ", ".join(self.available_targets()) or "none"
+            return f"no code object for {target} (built for: {built})"
+        try:
+            index = self.index(target)
+        except CodeObjectError as exc:
+            return f"code object unloadable: {exc}"
+        missing = [name for name in kernel_names if name not in index]
+        if missing:
+            return f"code objects for {target} lack kernel(s) {', '.join(missing)}"
+        return None
+
+    def _device_target(self, device_index: int) -> str:
+        if self._target_of is not None:
+            target = self._target_of(device_index)
+        else:
+            from .device import gfx_target
+
+            target = gfx_target(device_index)
+        if target is None:
+            raise KernelNotAvailable(f"device {device_index} is not a ROCm device")
+        return target
+
+    def get_kernel(self, device_index: int, name: str) -> Kernel:
+        """The kernel `name` loaded on device `device_index` (cached after the first call)."""
+        kernel = self._kernels.get((device_index, name))
+        if kernel is not None:
+            return kernel
+        with self._lock:
+            kernel = self._kernels.get((device_index, name))
+            if kernel is not None:
+                return kernel
+            target = self._device_target(device_index)
+            reason = self.missing_reason(target, [name])
+            if reason is not None:
+                raise KernelNotAvailable(f"{name} on device {device_index}: {reason}")
+            entry = self.index(target)[name]
+            runtime = self._runtime()
+            module = self._modules.get((device_index, entry.object_path))
+            if module is None:
+                module = runtime.load_module(entry.object_path.read_bytes(), device_index)
+                self._modules[(device_index, entry.object_path)] = module
+            function = runtime.get_function(module, name)
+            kernel = Kernel(entry.metadata, function, runtime, device_index, target,
+                            entry.object_path)
+            self._kernels[(device_index, name)] = kernel
+            return kernel
+
+
+_default = Launcher()
+
+
+def get_kernel(device_index: int, name: str) -> Kernel:
+    return _default.get_kernel(device_index, name)
+
+
+def available_targets() -> list[str]:
+    return _default.available_targets()
+
+
+def missing_reason(target: str, kernel_names: Sequence[str] = ()) -> str | None:
+    return _default.missing_reason(target, kernel_names)
