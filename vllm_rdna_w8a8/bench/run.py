@@ -42,13 +42,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def predicted_rows(target: str, shapes: Sequence[LinearShape], m_values: Sequence[int], kind: str) -> list[dict[str, Any]]:
     """One row per (layer, M): the dispatcher's config and the model's predicted time."""
-    from vllm_rdna_w8a8.dispatch import pick_gemm_config
+    from vllm_rdna_w8a8.dispatch import pick_gemm_config, ranked_candidates
 
     rows = []
     for shape in shapes:
         for m in m_values:
             config = pick_gemm_config(target, m, shape.n, shape.k, kind)
-            prediction = perf_model.predict(target, config, m, shape.n, shape.k, kind)
+            prediction = next(candidate for candidate in ranked_candidates(target, m, shape.n, shape.k, kind)
+                              if candidate.config == config)
             floors = perf_model.floors(target, m, shape.n, shape.k)
             rates = timing.rates(target, m, shape.n, shape.k, prediction.time_us)
             rows.append({
@@ -61,9 +62,12 @@ def predicted_rows(target: str, shapes: Sequence[LinearShape], m_values: Sequenc
     return rows
 
 
-def _int8_inputs(m: int, n: int, k: int, sets: int, device: str) -> list[tuple[Any, ...]]:
+def rotating_int8_inputs(m: int, n: int, k: int, device: str = "cuda") -> list[tuple[Any, ...]]:
+    """Enough (a, b, a_scale, b_scale) sets that cycling through them overflows the
+    Infinity Cache, so each timed call reads its operands from DRAM."""
     import torch
 
+    sets = timing.input_sets_needed(m * k + n * k + 4 * (m + n))
     return [(
         torch.randint(-128, 128, (m, k), dtype=torch.int8, device=device),
         torch.randint(-128, 128, (n, k), dtype=torch.int8, device=device),
@@ -102,8 +106,7 @@ def measured_rows(target: str, shapes: Sequence[LinearShape], m_values: Sequence
     rows = []
     for shape in shapes:
         for m in m_values:
-            bytes_per_set = m * shape.k + shape.n * shape.k + 4 * (m + shape.n)
-            inputs = _int8_inputs(m, shape.n, shape.k, timing.input_sets_needed(bytes_per_set), "cuda")
+            inputs = rotating_int8_inputs(m, shape.n, shape.k)
             times: dict[str, float | None] = {}
             for name, run in impls.items():
                 try:
@@ -170,7 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.dry_run:
         target = args.target or "gfx1100"
-        rows = predicted_rows(target, shapes, args.m, args.kind)
+        try:
+            rows = predicted_rows(target, shapes, args.m, args.kind)
+        except (ValueError, FileNotFoundError) as error:  # no or invalid kernel table
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print(f"{PREDICTION_BANNER}\n{dims.name} tp={args.tp} kind={args.kind} on {target} "
               f"({perf_model.DEVICE_PEAKS[target].product}, paper peaks: "
               f"{perf_model.peak_ops_per_s(target) / 1e12:.1f} TOPS, {perf_model.DEVICE_PEAKS[target].dram_gb_per_s:.0f} GB/s)")

@@ -10,8 +10,10 @@ compiled kernels). Where the choice comes from, first match wins:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from typing import Iterator
 
 from vllm_rdna_w8a8.build.targets import get_target
 from vllm_rdna_w8a8.dispatch import perf_model, tables
@@ -27,17 +29,37 @@ __all__ = [
     "TileConfig",
     "TileConfigError",
     "clear_dispatch_caches",
+    "forced_gemm_config",
     "load_tile_configs",
     "model_choice",
+    "ranked_candidates",
     "pick_gemm_config",
 ]
 
 logger = logging.getLogger(__name__)
 
+# Set only by the tuner, which times each candidate through the production op.
+_forced_config: TileConfig | None = None
+
 
 def pick_gemm_config(target: str, m: int, n: int, k: int, kind: str = "i8") -> TileConfig:
     """The tile config for C[M, N] = A[M, K] x B[N, K]^T on `target` (e.g. "gfx1100")."""
+    if _forced_config is not None:
+        return _forced_config
     return _pick_cached(target, m, n, k, kind)
+
+
+@contextlib.contextmanager
+def forced_gemm_config(config: TileConfig) -> Iterator[None]:
+    """Every pick returns `config` inside the block (the tuner's way to time one config)."""
+    global _forced_config
+    if config not in load_tile_configs():
+        raise ValueError(f"tile config {config.tag!r} is not a row of the kernel table")
+    previous, _forced_config = _forced_config, config
+    try:
+        yield
+    finally:
+        _forced_config = previous
 
 
 @functools.lru_cache(maxsize=4096)
@@ -64,10 +86,14 @@ def _pick_cached(target: str, m: int, n: int, k: int, kind: str) -> TileConfig:
 
 def model_choice(target: str, m: int, n: int, k: int, kind: str = "i8") -> TileConfig:
     """The analytic model's fastest config for the exact shape (a prediction)."""
+    return ranked_candidates(target, m, n, k, kind)[0].config
+
+
+def ranked_candidates(target: str, m: int, n: int, k: int, kind: str = "i8") -> list[perf_model.Prediction]:
+    """Every config of the kernel table with the model's predicted time, best first,
+    with occupancy from the ISA report of the compiled objects when there is one."""
     target_name = get_target(target).name
-    ranked = perf_model.rank_configs(
-        target_name, load_tile_configs(), m, n, k, kind, _occupancies(target_name))
-    return ranked[0].config
+    return perf_model.rank_configs(target_name, load_tile_configs(), m, n, k, kind, _occupancies(target_name))
 
 
 @functools.lru_cache(maxsize=None)

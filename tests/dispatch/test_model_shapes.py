@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vllm_rdna_w8a8.dispatch.model_shapes import (
+    KNOWN_MODELS,
+    LinearShape,
+    linear_shapes,
+    resolve_model,
+    table_shapes,
+)
+
+
+def test_llama3_8b_shapes() -> None:
+    dims = resolve_model("Meta-Llama-3-8B")
+    assert linear_shapes(dims, 1) == [
+        LinearShape("qkv_proj", 6144, 4096), LinearShape("o_proj", 4096, 4096),
+        LinearShape("gate_up_proj", 28672, 4096), LinearShape("down_proj", 4096, 14336)]
+    assert linear_shapes(dims, 2) == [
+        LinearShape("qkv_proj", 3072, 4096), LinearShape("o_proj", 4096, 2048),
+        LinearShape("gate_up_proj", 14336, 4096), LinearShape("down_proj", 4096, 7168)]
+
+
+def test_head_dim_and_kv_sharding() -> None:
+    gemma = linear_shapes(resolve_model("google/gemma-2-9b"), 1)
+    assert gemma[0] == LinearShape("qkv_proj", (16 + 16) * 256, 3584)  # head_dim 256 != hidden / heads
+    assert gemma[1] == LinearShape("o_proj", 3584, 4096)
+    assert linear_shapes(resolve_model("Meta-Llama-3-70B"), 4)[0].n == (16 + 2 * 2) * 128
+
+
+def test_kv_heads_replicated_when_fewer_than_ranks(tmp_path: Path) -> None:
+    config = {"hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 16,
+              "num_key_value_heads": 2}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    dims = resolve_model(str(tmp_path))
+    assert dims.head_dim == 128
+    assert linear_shapes(dims, 4)[0].n == (4 + 2 * 1) * 128
+
+
+def test_every_table_shape_is_k_aligned() -> None:
+    assert all(k % 16 == 0 for _, k in table_shapes())
+    assert (6144, 4096) in table_shapes()
+    assert len(KNOWN_MODELS) == 8
+
+
+@pytest.mark.parametrize(
+    ("spec", "tp", "message"),
+    [
+        ("Meta-Llama-3-8B", 3, "num_attention_heads=32 is not divisible by tp=3"),
+        ("Meta-Llama-3-8B", 0, "positive int"),
+        ("no-such-model", 1, "neither a known model"),
+    ],
+)
+def test_bad_model_or_tp(spec: str, tp: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        linear_shapes(resolve_model(spec), tp)
+
+
+def test_bad_config_files(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text("{broken")
+    with pytest.raises(ValueError, match="cannot read model config"):
+        resolve_model(str(path))
+    path.write_text(json.dumps({"hidden_size": 64}))
+    with pytest.raises(ValueError, match="no intermediate_size, num_attention_heads"):
+        resolve_model(str(path))
+    path.write_text(json.dumps({"hidden_size": 64, "intermediate_size": -2, "num_attention_heads": 2}))
+    with pytest.raises(ValueError, match="intermediate_size must be a positive integer"):
+        resolve_model(str(path))

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from vllm_rdna_w8a8.dispatch import perf_model
+from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig
+
+PREFILL = TileConfig("m128n128k64_w2x2x1", 128, 128, 64, 2, 2, 1)
+DECODE = TileConfig("m16n32k256_w1x1x4", 16, 32, 256, 1, 1, 4)
+
+
+def test_floors_hand_checked() -> None:
+    floors = perf_model.floors("gfx1100", 1, 4096, 4096)
+    assert floors.ops == 2 * 4096 * 4096
+    assert floors.bytes == 4096 + 4096 * 4096 + 2 * 4096 + 4 * 4097
+    assert floors.compute_us == pytest.approx(2 * 4096 * 4096 / (96 * 512 * 2.5e9) * 1e6)  # 0.273 us
+    assert floors.memory_us == pytest.approx(floors.bytes / 960e9 * 1e6)  # 17.5 us
+    assert floors.binding == "memory"
+    assert perf_model.floors("gfx1100", 4096, 4096, 4096).binding == "compute"
+
+
+def test_peak_rates_per_target() -> None:
+    assert perf_model.peak_ops_per_s("gfx1100") == pytest.approx(122.88e12)  # 96 CUs x 512 x 2.5 GHz
+    assert perf_model.peak_ops_per_s("gfx1103") == pytest.approx(12 * 512 * 2.7e9)
+    assert perf_model.dram_bytes_per_s("gfx1151") == pytest.approx(256e9)
+
+
+def test_assumed_occupancy_hand_checked() -> None:
+    from vllm_rdna_w8a8.build.targets import get_target
+
+    # 64x64 per wave: 128 accumulator + 2 x 4 x 8 operand + 32 = 224 VGPRs -> 240 allocated (granule 24)
+    occupancy = perf_model.assumed_occupancy(get_target("gfx1100"), PREFILL)
+    assert occupancy.waves_per_simd == 1536 // 240
+    assert occupancy.lds_bytes == 2 * 256 * 80
+    assert occupancy.global_bytes_per_wave_iteration == 256 * 64 // 4
+    # 1024-VGPR file on gfx1102: 224 -> 224 allocated (granule 16) -> 4 waves
+    assert perf_model.assumed_occupancy(get_target("gfx1102"), PREFILL).waves_per_simd == 4
+    # LDS (40 KiB) admits one prefill workgroup per CU although VGPRs admit three
+    assert perf_model.resident_workgroups_per_cu(occupancy, PREFILL) == 1
+
+
+def test_compute_bound_prediction_hand_checked() -> None:
+    # one 128x128 tile per CU of gfx1100, K = 6400: no padding, no wave quantization
+    m, n, k = 128, 128 * 96, 6400
+    prediction = perf_model.predict("gfx1100", PREFILL, m, n, k)
+    wmma_share = 16 * 32 / (16 * 32 + 8 * perf_model.ASSUMED_FRAGMENT_LOAD_CLK)
+    expected_compute_us = 2 * 128 * 128 * k / (512 * 2.5e9 * wmma_share) * 1e6  # 184.32 us
+    assert prediction.tiles == 96
+    assert prediction.padding_waste == 0
+    assert prediction.compute_us == pytest.approx(expected_compute_us)
+    assert prediction.dram_us == pytest.approx(perf_model.gemm_bytes(m, n, k) / 960e9 * 1e6)
+    assert prediction.l2_us == pytest.approx(256 * k / (64 * 2.5e9) * 1e6)
+    assert prediction.bound == "compute" and prediction.time_us == prediction.compute_us
+    # one more tile than CUs: the busiest CU runs two tiles, time doubles (wave quantization)
+    assert perf_model.predict("gfx1100", PREFILL, m, n + 128, k).compute_us == pytest.approx(2 * expected_compute_us)
+
+
+def test_latency_bound_decode_hand_checked() -> None:
+    # 6 tiles on 96 CUs: 6 x 4 waves x 3072 bytes in flight cannot cover 960 GB/s x 500 ns
+    m, n, k = 1, 32 * 6, 256
+    prediction = perf_model.predict("gfx1100", DECODE, m, n, k)
+    in_flight = 6 * 4 * (48 * 256 // 4)
+    cover = in_flight / (960 * perf_model.ASSUMED_DRAM_LATENCY_NS)
+    assert prediction.dram_us == pytest.approx(perf_model.gemm_bytes(m, n, k) / (960e9 * cover) * 1e6)
+    assert prediction.bound == "dram"
+    assert prediction.padding_waste == pytest.approx(15 / 16)  # M = 1 padded to 16 rows
+
+
+def test_padding_counts_k_and_edges() -> None:
+    prediction = perf_model.predict("gfx1100", PREFILL, 129, 128, 96)  # 2 M tiles, K padded to 128
+    assert prediction.tiles == 2
+    assert prediction.padding_waste == pytest.approx(1 - (129 * 128 * 96) / (2 * 128 * 128 * 128))
+
+
+def test_fp8_costs_more_issue_time_than_int8() -> None:
+    assert perf_model.wmma_issue_share(PREFILL, "f8") < perf_model.wmma_issue_share(PREFILL, "i8")
+
+
+def test_rank_prefers_less_padding_among_ties() -> None:
+    twin = TileConfig("m16n16k256_w1x1x4", 16, 16, 256, 1, 1, 4)
+    ranked = perf_model.rank_configs("gfx1100", [DECODE, twin], 1, 4096, 4096)
+    assert {p.config.tag for p in ranked} == {DECODE.tag, twin.tag}
+    # both sit on the DRAM floor; equal padding, so table order decides
+    assert ranked[0].config == DECODE
+    assert ranked[0].time_us == pytest.approx(ranked[1].time_us, rel=perf_model.TIE_TOLERANCE)
+
+
+def test_bad_shape_and_kind() -> None:
+    with pytest.raises(ValueError, match="K must be >= 1"):
+        perf_model.predict("gfx1100", PREFILL, 1, 1, 0)
+    with pytest.raises(TypeError, match="M must be an int"):
+        perf_model.predict("gfx1100", PREFILL, 1.5, 1, 16)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="kernel kind"):
+        perf_model.predict("gfx1100", PREFILL, 1, 16, 16, kind="i4")
+    with pytest.raises(ValueError, match="unknown gfx11 target"):
+        perf_model.floors("gfx942", 1, 16, 16)
+
+
+def test_occupancy_from_isa_report_rows() -> None:
+    rows = [
+        SimpleNamespace(target="gfx1100", kernel="w8a8_i8_gemm_m128n128k64_w2x2x1", waves_per_simd=5,
+                        lds_bytes=40960, main_loop_loads={"global_load_b128": 4, "ds_load_b128": 8}),
+        SimpleNamespace(target="gfx1101", kernel="w8a8_i8_gemm_m128n128k64_w2x2x1", waves_per_simd=5,
+                        lds_bytes=40960, main_loop_loads={"global_load_b128": 4}),
+        SimpleNamespace(target="gfx1100", kernel="w8a8_quant_i8_f16", waves_per_simd=16,
+                        lds_bytes=0, main_loop_loads={}),
+    ]
+    occupancies = perf_model.occupancies_from_isa_report(rows, "gfx1100")
+    assert set(occupancies) == {"w8a8_i8_gemm_m128n128k64_w2x2x1"}
+    occupancy = occupancies["w8a8_i8_gemm_m128n128k64_w2x2x1"]
+    assert occupancy == perf_model.Occupancy(5, 40960, 4 * 16 * 32, "isa_report")
+    prediction = perf_model.predict("gfx1100", PREFILL, 4096, 4096, 4096, occupancy=occupancy)
+    assert prediction.occupancy_source == "isa_report"

@@ -1,0 +1,5 @@
+import sys
+
+from vllm_rdna_w8a8.tune.run import main
+
+sys.exit(main())

@@ -1,0 +1,170 @@
+"""The tuner command."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from vllm_rdna_w8a8 import dispatch
+from vllm_rdna_w8a8.bench import timing
+from vllm_rdna_w8a8.bench.run import EXIT_NO_GFX11, PREDICTION_BANNER, implementations, rotating_int8_inputs
+from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
+from vllm_rdna_w8a8.dispatch import generate_tables, perf_model, tables
+from vllm_rdna_w8a8.dispatch.model_shapes import LinearShape, linear_shapes, resolve_model
+from vllm_rdna_w8a8.dispatch.tile_configs import load_tile_configs
+
+EXIT_TABLES_DRIFTED = 1
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m vllm_rdna_w8a8.tune", description=__doc__)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", help="known model name, config.json or model directory")
+    what.add_argument("--from-model", action="store_true",
+                      help="regenerate the per-target tables from the performance model (no GPU needed)")
+    parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size (with --model)")
+    parser.add_argument("--m", type=int, nargs="+", default=list(tables.M_BUCKETS),
+                        help="token counts M to tune (default: every table bucket's upper bound)")
+    parser.add_argument("--kind", choices=("i8", "f8"), default="i8")
+    parser.add_argument("--target", choices=sorted(GFX11_TARGETS), help="target for --dry-run (default gfx1100)")
+    parser.add_argument("--targets", nargs="+", choices=sorted(GFX11_TARGETS), default=sorted(GFX11_TARGETS),
+                        help="targets for --from-model")
+    parser.add_argument("--dry-run", action="store_true", help="list shapes, candidates and predicted times")
+    parser.add_argument("--output-dir", type=Path,
+                        help=f"where tables go (default: ${tables.TUNING_DIR_ENV}; with --from-model the package's tables)")
+    parser.add_argument("--check", action="store_true", help="with --from-model: exit 1 if the tables differ")
+    parser.add_argument("--occupancy", choices=generate_tables.OCCUPANCY_MODES, default="auto",
+                        help="with --from-model: occupancy from the ISA report, assumed, or the report when present")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--iterations", type=int, default=30)
+    args = parser.parse_args(argv)
+    if any(m < 1 for m in args.m):
+        parser.error("every --m must be >= 1")
+    if args.check and not args.from_model:
+        parser.error("--check only applies to --from-model")
+    if args.target and not args.dry_run:
+        parser.error("--target only applies to --dry-run (timing uses the GPU's own target)")
+    return args
+
+
+def dry_run(target: str, shapes: Sequence[LinearShape], m_values: Iterable[int], kind: str) -> None:
+    print(f"{PREDICTION_BANNER}\ncandidates on {target} ({perf_model.DEVICE_PEAKS[target].product}), "
+          f"kind={kind}, best first; '*' marks the dispatcher's current choice")
+    for shape in shapes:
+        for m in m_values:
+            floors = perf_model.floors(target, m, shape.n, shape.k)
+            chosen = dispatch.pick_gemm_config(target, m, shape.n, shape.k, kind)
+            print(f"{shape.layer} M={m} N={shape.n} K={shape.k}: floors compute {floors.compute_us:.3f} us, "
+                  f"memory {floors.memory_us:.3f} us ({floors.binding} binds)")
+            for prediction in dispatch.ranked_candidates(target, m, shape.n, shape.k, kind):
+                mark = "*" if prediction.config == chosen else " "
+                print(f"  {mark} {prediction.config.tag:<22} predicted {prediction.time_us:10.3f} us  "
+                      f"({prediction.bound} bound, {prediction.tiles} tiles, "
+                      f"{100 * prediction.padding_waste:.0f}% padding, occupancy {prediction.occupancy_source})")
+
+
+def _progress(total: int) -> Any:
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="config", file=sys.stderr)
+    except ImportError:
+        return None
+
+
+def measure(target: str, shapes: Sequence[LinearShape], m_values: Sequence[int],
+            warmup: int, iterations: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """Time every candidate config on every (shape, M); {shape key: {bucket: entry}}."""
+    import torch
+
+    configs = load_tile_configs()
+    ours = implementations()["ours"]
+    device_name = torch.cuda.get_device_name(0)
+    today = datetime.date.today().isoformat()
+    progress = _progress(len(shapes) * len(m_values) * len(configs))
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for shape in shapes:
+        for m in m_values:
+            inputs = rotating_int8_inputs(m, shape.n, shape.k)
+            best: tuple[float, str] | None = None
+            # The model's order: its pick is timed first and keeps ties.
+            for prediction in dispatch.ranked_candidates(target, m, shape.n, shape.k):
+                with dispatch.forced_gemm_config(prediction.config):
+                    time_us = timing.median_time_us(ours, inputs, warmup, iterations)
+                if best is None or time_us < best[0]:
+                    best = (time_us, prediction.config.tag)
+                if progress is not None:
+                    progress.update(1)
+            del inputs
+            torch.cuda.empty_cache()
+            assert best is not None  # rank_configs returns at least one config or raises
+            result.setdefault(tables.shape_key(shape.n, shape.k), {})[str(tables.m_bucket(m))] = {
+                "tag": best[1], "source": "measured", "device_name": device_name,
+                "date": today, "measured_us": round(best[0], 3)}
+    if progress is not None:
+        progress.close()
+    return result
+
+
+def merge_into_user_table(path: Path, target: str, kind: str, measured: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Add the measured entries to the user's table (its other entries are kept if it is valid)."""
+    configs: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text())
+            tables.parse_table(existing, target, frozenset(c.tag for c in load_tile_configs()), str(path))
+            configs = existing["configs"]
+        except (json.JSONDecodeError, tables.TableError) as error:
+            print(f"replacing invalid table {path} ({error})", file=sys.stderr)
+    for key, buckets in measured.items():
+        configs.setdefault(kind, {}).setdefault(key, {}).update(buckets)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tables.dump_table(target, configs))
+
+
+def regenerate(args: argparse.Namespace) -> int:
+    directory = args.output_dir or tables.SHIPPED_TABLES_DIR
+    differing = generate_tables.write_tables(load_tile_configs(), directory, args.targets, args.occupancy, args.check)
+    if args.check:
+        for path in differing:
+            print(f"differs from the model's output: {path} (regenerate: python -m vllm_rdna_w8a8.tune --from-model)")
+        return EXIT_TABLES_DRIFTED if differing else 0
+    print(f"wrote {len(differing)} changed table(s) in {directory} (model predictions, source=model)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.from_model:
+            return regenerate(args)
+        shapes = linear_shapes(resolve_model(args.model), args.tp)
+        if args.dry_run:
+            dry_run(args.target or "gfx1100", shapes, args.m, args.kind)
+            return 0
+    except (ValueError, FileNotFoundError) as error:  # a TileConfigError is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.kind != "i8":
+        print("error: timing covers the int8 kernels; use --dry-run for f8", file=sys.stderr)
+        return 2
+    output_dir = args.output_dir or (Path(os.environ[tables.TUNING_DIR_ENV])
+                                     if os.environ.get(tables.TUNING_DIR_ENV) else None)
+    if output_dir is None:
+        print(f"error: say where the table goes: --output-dir DIR or {tables.TUNING_DIR_ENV}=DIR", file=sys.stderr)
+        return 2
+    try:
+        target = timing.require_gfx11()
+    except timing.NoGfx11Error as error:
+        print(f"refusing to tune: {error}", file=sys.stderr)
+        return EXIT_NO_GFX11
+    measured = measure(target, shapes, args.m, args.warmup, args.iterations)
+    path = output_dir / f"{target}.json"
+    merge_into_user_table(path, target, args.kind, measured)
+    print(f"MEASURED table written: {path}\nuse it: export {tables.TUNING_DIR_ENV}={output_dir}")
+    return 0
