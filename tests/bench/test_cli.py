@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from vllm_rdna_w8a8.bench.run import write_plot
+from vllm_rdna_w8a8.dispatch import tables
+from vllm_rdna_w8a8.dispatch.tile_configs import load_tile_configs
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_bench_dry_run_lists_predictions(run_cli: Run) -> None:
+    result = run_cli("vllm_rdna_w8a8.bench", "--dry-run", "--model", "Meta-Llama-3-8B", "--target", "gfx1151")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "PREDICTIONS" in lines[0] and "NOT measurements" in lines[0]
+    assert "gfx1151" in lines[1]
+    header = lines[2].split()
+    assert header[:5] == ["layer", "M", "N", "K", "config"] and "predicted_us" in header
+    rows = [line.split() for line in lines[3:]]
+    assert len(rows) == 4 * 13  # four layers x M in 1..4096
+    tags = {config.tag for config in load_tile_configs()}
+    assert all(row[4] in tags for row in rows)
+    assert {row[-1] for row in rows} == {"memory", "compute"}
+
+
+def test_bench_refuses_to_time_without_gfx11(run_cli: Run, tmp_path: Path) -> None:
+    result = run_cli("vllm_rdna_w8a8.bench", "--model", "Meta-Llama-3-8B", "--csv", str(tmp_path / "b.csv"))
+    assert result.returncode == 3
+    assert "refusing to benchmark" in result.stderr and "--dry-run" in result.stderr
+    assert not (tmp_path / "b.csv").exists()
+    emulated = run_cli("vllm_rdna_w8a8.bench", env={"VLLM_RDNA_W8A8_EMULATE": "gfx1100"})
+    assert emulated.returncode == 3 and "CPU emulator" in emulated.stderr
+
+
+def test_bench_bad_input(run_cli: Run) -> None:
+    result = run_cli("vllm_rdna_w8a8.bench", "--dry-run", "--model", "Meta-Llama-3-8B", "--tp", "3")
+    assert result.returncode == 2 and "not divisible by tp=3" in result.stderr
+    result = run_cli("vllm_rdna_w8a8.bench", "--dry-run", "--m", "0")
+    assert result.returncode == 2 and "--m must be >= 1" in result.stderr
+
+
+def test_tune_dry_run_lists_every_candidate(run_cli: Run) -> None:
+    result = run_cli("vllm_rdna_w8a8.tune", "--model", "Qwen2.5-7B", "--tp", "2", "--dry-run", "--m", "1", "512")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("PREDICTIONS")
+    configs = load_tile_configs()
+    headers = [line for line in result.stdout.splitlines() if "floors compute" in line]
+    assert len(headers) == 4 * 2
+    candidates = [line for line in result.stdout.splitlines() if " predicted " in line]
+    assert len(candidates) == 4 * 2 * len(configs)
+    assert sum(line.lstrip().startswith("*") for line in candidates) == 4 * 2  # one choice per shape
+
+
+def test_tune_refuses_to_time_without_gfx11(run_cli: Run, tmp_path: Path) -> None:
+    result = run_cli("vllm_rdna_w8a8.tune", "--model", "Meta-Llama-3-8B", "--output-dir", str(tmp_path))
+    assert result.returncode == 3 and "refusing to tune" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    no_dir = run_cli("vllm_rdna_w8a8.tune", "--model", "Meta-Llama-3-8B")
+    assert no_dir.returncode == 2 and tables.TUNING_DIR_ENV in no_dir.stderr
+
+
+def test_tune_from_model_writes_valid_tables_and_checks_drift(run_cli: Run, tmp_path: Path) -> None:
+    result = run_cli("vllm_rdna_w8a8.tune", "--from-model", "--targets", "gfx1102", "--occupancy", "assumed",
+                     "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "gfx1102.json"
+    table = tables.parse_table(json.loads(path.read_text()), "gfx1102",
+                               frozenset(config.tag for config in load_tile_configs()), str(path))
+    assert table.lookup("i8", 6144, 4096, 1) is not None
+    check = ["--from-model", "--targets", "gfx1102", "--check", "--output-dir", str(tmp_path)]
+    assert run_cli("vllm_rdna_w8a8.tune", *check).returncode == 0
+    path.write_text(path.read_text().replace('"source": "model"', '"source": "model" ', 1))
+    drifted = run_cli("vllm_rdna_w8a8.tune", *check)
+    assert drifted.returncode == 1 and str(path) in drifted.stdout
+
+
+def test_plot_without_matplotlib_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if not installed
+    rows = [{"layer": "o_proj", "M": 1, "N": 4096, "K": 4096, "ours_us": 20.0}]
+    message = write_plot(tmp_path / "p.png", rows, {"ours_us": "ours"}, "title")
+    assert "matplotlib is not installed" in message
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_plot_with_matplotlib(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    rows = [{"layer": "o_proj", "M": m, "N": 4096, "K": 4096, "ours_us": 20.0 * m} for m in (1, 2, 4)]
+    assert write_plot(tmp_path / "p.png", rows, {"ours_us": "ours"}, "title") == f"plot: {tmp_path / 'p.png'}"
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
