@@ -1,0 +1,286 @@
+// Stand-in for the HIP module API subset our launcher uses, with HIP's names,
+// signatures (checked against <hip/hip_runtime_api.h>) and error codes.
+// Launches run the kernels registered by RDNA_EXPORT_KERNEL synchronously.
+#include <elf.h>
+
+#include <map>
+#include <mutex>
+#include <set>
+
+// Before engine.h: the HIP header uses names (gridDim, ...) that the
+// emulator's device header defines as macros.
+#define __HIP_PLATFORM_AMD__ 1
+#include <hip/hip_runtime_api.h>
+
+#include "engine.h"
+
+struct ihipModule_t {
+  std::set<std::string> kernel_symbols;  // kernels the code object defines
+  std::map<std::string, std::unique_ptr<ihipModuleSymbol_t>> functions;
+};
+
+struct ihipModuleSymbol_t {
+  const rdna_emu::detail::RegisteredKernel* kernel;
+};
+
+namespace rdna_emu::detail {
+namespace {
+
+std::map<std::string, RegisteredKernel>& kernel_registry() {
+  static std::map<std::string, RegisteredKernel> registry;  // filled during static init
+  return registry;
+}
+
+std::mutex api_mutex;  // guards live_modules; one launch at a time
+std::set<const ihipModule_t*> live_modules;
+std::set<const ihipModuleSymbol_t*> live_functions;
+
+thread_local hipError_t last_error = hipSuccess;
+thread_local std::string last_message;
+
+hipError_t fail(hipError_t code, std::string message) {
+  last_error = code;
+  last_message = std::move(message);
+  return code;
+}
+
+hipError_t succeed() {
+  last_message.clear();
+  return hipSuccess;
+}
+
+// e_flags & EF_AMDGPU_MACH of the gfx11 targets (LLVM BinaryFormat/ELF.h).
+constexpr unsigned kMachMask = 0xff;
+const std::map<unsigned, const char*> kGfx11Machs = {
+    {0x41, "gfx1100"}, {0x46, "gfx1101"}, {0x47, "gfx1102"},
+    {0x44, "gfx1103"}, {0x43, "gfx1150"}, {0x4a, "gfx1151"},
+};
+constexpr unsigned char kElfOsAbiAmdgpuHsa = 64;
+// Bounds for header fields, since the API passes no image size.
+constexpr Elf64_Half kMaxSections = 4096;
+
+// Kernel names of an AMDGPU code object: every symbol "<name>.kd" (the kernel
+// descriptor the runtime launches) in its symbol table.
+hipError_t read_code_object(const unsigned char* image, std::set<std::string>& kernels) {
+  Elf64_Ehdr header;
+  std::memcpy(&header, image, sizeof header);
+  if (std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0)
+    return fail(hipErrorInvalidImage, "image is not an ELF file (bad magic)");
+  if (header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_ident[EI_DATA] != ELFDATA2LSB)
+    return fail(hipErrorInvalidImage, "image is not a little-endian ELF64 file");
+  if (header.e_machine != EM_AMDGPU || header.e_ident[EI_OSABI] != kElfOsAbiAmdgpuHsa)
+    return fail(hipErrorInvalidImage, "image is an ELF file but not an AMDGPU HSA code object "
+                                      "(e_machine " + std::to_string(header.e_machine) + ")");
+  if (header.e_type != ET_DYN)
+    return fail(hipErrorInvalidImage, "AMDGPU ELF is not a linked code object (e_type " +
+                                          std::to_string(header.e_type) + ", expected ET_DYN)");
+  const auto mach = kGfx11Machs.find(header.e_flags & kMachMask);
+  if (mach == kGfx11Machs.end())
+    return fail(hipErrorInvalidImage, "code object is not for a gfx11 target (EF_AMDGPU_MACH 0x" +
+                                          [&] {
+                                            char hex[16];
+                                            std::snprintf(hex, sizeof hex, "%x",
+                                                          header.e_flags & kMachMask);
+                                            return std::string(hex);
+                                          }() + ")");
+  if (header.e_shentsize != sizeof(Elf64_Shdr) || header.e_shnum == 0 ||
+      header.e_shnum > kMaxSections || header.e_shoff == 0)
+    return fail(hipErrorInvalidImage, "code object has no usable section header table");
+  const auto* sections = reinterpret_cast<const Elf64_Shdr*>(image + header.e_shoff);
+  for (Elf64_Half i = 0; i < header.e_shnum; ++i) {
+    const Elf64_Shdr& table = sections[i];
+    if (table.sh_type != SHT_DYNSYM && table.sh_type != SHT_SYMTAB) continue;
+    if (table.sh_entsize != sizeof(Elf64_Sym) || table.sh_link >= header.e_shnum)
+      return fail(hipErrorInvalidImage, "code object has a malformed symbol table");
+    const char* names = reinterpret_cast<const char*>(image + sections[table.sh_link].sh_offset);
+    const auto* symbols = reinterpret_cast<const Elf64_Sym*>(image + table.sh_offset);
+    for (std::size_t s = 0; s < table.sh_size / sizeof(Elf64_Sym); ++s) {
+      const std::string name = names + symbols[s].st_name;
+      if (name.size() > 3 && name.compare(name.size() - 3, 3, ".kd") == 0)
+        kernels.insert(name.substr(0, name.size() - 3));
+    }
+  }
+  return hipSuccess;
+}
+
+// Packs kernelParams (one pointer per argument) into the kernarg layout.
+std::vector<unsigned char> pack_kernel_params(const RegisteredKernel& kernel, void** params) {
+  std::vector<unsigned char> kernarg(kernel.explicit_kernarg_bytes);
+  for (std::size_t i = 0; i < kernel.args.size(); ++i)
+    std::memcpy(kernarg.data() + kernel.args[i].offset, params[i], kernel.args[i].size);
+  return kernarg;
+}
+
+}  // namespace
+
+bool register_kernel(const char* name, KernelInvoker invoker, const KernelArgLayout* args,
+                     std::uint32_t arg_count, std::uint32_t explicit_kernarg_bytes) {
+  kernel_registry()[name] = RegisteredKernel{
+      name, invoker, std::vector<KernelArgLayout>(args, args + arg_count), explicit_kernarg_bytes};
+  return true;
+}
+
+const RegisteredKernel* find_registered_kernel(const std::string& name) {
+  const auto found = kernel_registry().find(name);
+  return found == kernel_registry().end() ? nullptr : &found->second;
+}
+
+}  // namespace rdna_emu::detail
+
+using namespace rdna_emu::detail;
+
+hipError_t hipModuleLoadData(hipModule_t* module, const void* image) {
+  if (module == nullptr || image == nullptr)
+    return fail(hipErrorInvalidValue, "hipModuleLoadData: module or image is null");
+  auto loaded = std::make_unique<ihipModule_t>();
+  const hipError_t status =
+      read_code_object(static_cast<const unsigned char*>(image), loaded->kernel_symbols);
+  if (status != hipSuccess) return status;
+  std::lock_guard<std::mutex> lock(api_mutex);
+  *module = loaded.release();
+  live_modules.insert(*module);
+  return succeed();
+}
+
+hipError_t hipModuleGetFunction(hipFunction_t* function, hipModule_t module, const char* kname) {
+  if (function == nullptr || kname == nullptr)
+    return fail(hipErrorInvalidValue, "hipModuleGetFunction: function or name is null");
+  std::lock_guard<std::mutex> lock(api_mutex);
+  if (live_modules.count(module) == 0)
+    return fail(hipErrorInvalidHandle, "hipModuleGetFunction: not a loaded module");
+  const std::string name = kname;
+  if (module->kernel_symbols.count(name) == 0)
+    return fail(hipErrorNotFound, "kernel " + name + " is not defined in the code object");
+  const RegisteredKernel* kernel = find_registered_kernel(name);
+  if (kernel == nullptr)
+    return fail(hipErrorNotFound, "kernel " + name +
+                                      " is in the code object but not in the emulator library "
+                                      "(its source was not compiled into it)");
+  auto& slot = module->functions[name];
+  if (!slot) {
+    slot = std::make_unique<ihipModuleSymbol_t>(ihipModuleSymbol_t{kernel});
+    live_functions.insert(slot.get());
+  }
+  *function = slot.get();
+  return succeed();
+}
+
+hipError_t hipModuleLaunchKernel(hipFunction_t f, unsigned int gridDimX, unsigned int gridDimY,
+                                 unsigned int gridDimZ, unsigned int blockDimX,
+                                 unsigned int blockDimY, unsigned int blockDimZ,
+                                 unsigned int sharedMemBytes, hipStream_t stream,
+                                 void** kernelParams, void** extra) {
+  (void)stream;  // launches complete before returning, so every stream is in order
+  std::lock_guard<std::mutex> lock(api_mutex);
+  if (live_functions.count(f) == 0)
+    return fail(hipErrorInvalidHandle, "hipModuleLaunchKernel: not a function of a loaded module");
+  const RegisteredKernel& kernel = *f->kernel;
+  const std::string who = "hipModuleLaunchKernel(" + kernel.name + "): ";
+  if (gridDimX == 0 || gridDimY == 0 || gridDimZ == 0 || blockDimX == 0 || blockDimY == 0 ||
+      blockDimZ == 0)
+    return fail(hipErrorInvalidValue, who + "grid and block dimensions must be positive");
+  if (std::uint64_t{blockDimX} * blockDimY * blockDimZ > 1024)
+    return fail(hipErrorInvalidValue, who + "more than 1024 threads per workgroup");
+  if (std::uint64_t{gridDimX} * blockDimX >= (std::uint64_t{1} << 32) ||
+      std::uint64_t{gridDimY} * blockDimY >= (std::uint64_t{1} << 32) ||
+      std::uint64_t{gridDimZ} * blockDimZ >= (std::uint64_t{1} << 32))
+    return fail(hipErrorInvalidValue, who + "grid x block exceeds 2^32 work-items in a dimension");
+  if (sharedMemBytes != 0)
+    return fail(hipErrorInvalidValue,
+                who + "dynamic LDS is not emulated (kernels use workgroup_lds<T>())");
+  if ((kernelParams == nullptr) == (extra == nullptr))
+    return fail(hipErrorInvalidValue, who + "pass exactly one of kernelParams and extra");
+
+  std::vector<unsigned char> kernarg;
+  if (kernelParams != nullptr) {
+    kernarg = pack_kernel_params(kernel, kernelParams);
+  } else {
+    const void* buffer = nullptr;
+    const std::size_t* size = nullptr;
+    for (std::size_t i = 0; extra[i] != HIP_LAUNCH_PARAM_END; i += 2) {
+      if (extra[i] == HIP_LAUNCH_PARAM_BUFFER_POINTER)
+        buffer = extra[i + 1];
+      else if (extra[i] == HIP_LAUNCH_PARAM_BUFFER_SIZE)
+        size = static_cast<const std::size_t*>(extra[i + 1]);
+      else
+        return fail(hipErrorInvalidValue, who + "unknown key in extra (expected "
+                                                "HIP_LAUNCH_PARAM_BUFFER_POINTER/_SIZE/_END)");
+    }
+    if (buffer == nullptr || size == nullptr)
+      return fail(hipErrorInvalidValue, who + "extra lacks the buffer pointer or its size");
+    // The buffer may carry the hidden arguments after the explicit ones; the
+    // emulated kernel reads only the explicit ones.
+    if (*size < kernel.explicit_kernarg_bytes)
+      return fail(hipErrorInvalidValue, who + "argument buffer of " + std::to_string(*size) +
+                                            " bytes is smaller than the " +
+                                            std::to_string(kernel.explicit_kernarg_bytes) +
+                                            " bytes of the kernel's arguments");
+    const auto* bytes = static_cast<const unsigned char*>(buffer);
+    kernarg.assign(bytes, bytes + kernel.explicit_kernarg_bytes);
+  }
+  run_kernel(kernel, kernarg.data(), rdna_emu::Dim3{gridDimX, gridDimY, gridDimZ},
+             rdna_emu::Dim3{blockDimX, blockDimY, blockDimZ});
+  return succeed();
+}
+
+hipError_t hipModuleUnload(hipModule_t module) {
+  std::lock_guard<std::mutex> lock(api_mutex);
+  if (live_modules.erase(module) == 0)
+    return fail(hipErrorInvalidHandle, "hipModuleUnload: not a loaded module");
+  for (const auto& [name, function] : module->functions) live_functions.erase(function.get());
+  delete module;
+  return succeed();
+}
+
+hipError_t hipGetLastError(void) {
+  const hipError_t error = last_error;
+  last_error = hipSuccess;
+  return error;
+}
+
+hipError_t hipPeekAtLastError(void) { return last_error; }
+
+// Launches are synchronous: there is never outstanding work.
+hipError_t hipStreamSynchronize(hipStream_t stream) {
+  (void)stream;
+  return hipSuccess;
+}
+
+hipError_t hipDeviceSynchronize(void) { return hipSuccess; }
+
+const char* hipGetErrorName(hipError_t hip_error) {
+  switch (hip_error) {
+    case hipSuccess:
+      return "hipSuccess";
+    case hipErrorInvalidValue:
+      return "hipErrorInvalidValue";
+    case hipErrorInvalidImage:
+      return "hipErrorInvalidImage";
+    case hipErrorInvalidHandle:
+      return "hipErrorInvalidHandle";
+    case hipErrorNotFound:
+      return "hipErrorNotFound";
+    default:
+      return "hipErrorUnknown";
+  }
+}
+
+const char* hipGetErrorString(hipError_t hipError) {
+  switch (hipError) {
+    case hipSuccess:
+      return "no error";
+    case hipErrorInvalidValue:
+      return "invalid argument";
+    case hipErrorInvalidImage:
+      return "device kernel image is invalid";
+    case hipErrorInvalidHandle:
+      return "invalid resource handle";
+    case hipErrorNotFound:
+      return "named symbol not found";
+    default:
+      return "unknown error";
+  }
+}
+
+// Emulator extension: the detail of the last failed call on this thread.
+extern "C" const char* rdnaEmulatorLastErrorMessage(void) { return last_message.c_str(); }
