@@ -38,3 +38,12 @@ __device__ __forceinline__ T& workgroup_lds() {
 #define RDNA_EXPORT_KERNEL(fn)
 
 #endif  // RDNA_W8A8_EMULATOR
+
+namespace rdna_w8a8 {
+
+constexpr int kWaveSize = 32;  // gfx11 kernels here run in wave32 (checked above)
+
+__device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x) % kWaveSize; }
+__device__ __forceinline__ int wave_id() { return static_cast<int>(threadIdx.x) / kWaveSize; }
+
+}  // namespace rdna_w8a8

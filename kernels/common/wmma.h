@@ -17,7 +17,6 @@
 
 namespace rdna_w8a8 {
 
-constexpr int kWaveSize = 32;
 constexpr int kWmmaDim = 16;        // M, N and K of one WMMA
 constexpr int kOperandBytesI8 = 16; // int8 A/B bytes per lane: 16 k-values
 
@@ -32,9 +31,6 @@ using AccI32 = v8i32;   // 8 int32 accumulators: one column, every other row
 using AccF32 = v8f32;   // 8 fp32 accumulators, same positions
 
 constexpr int kAccValues = 8;
-
-__device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x) % kWaveSize; }
-__device__ __forceinline__ int wave_id() { return static_cast<int>(threadIdx.x) / kWaveSize; }
 
 // Row of A, or column of B, whose 16 k-values this lane supplies.
 __device__ __forceinline__ int operand_index(int lane) { return lane % kWmmaDim; }
