@@ -95,3 +95,11 @@ def test_plot_with_matplotlib(tmp_path: Path) -> None:
     rows = [{"layer": "o_proj", "M": m, "N": 4096, "K": 4096, "ours_us": 20.0 * m} for m in (1, 2, 4)]
     assert write_plot(tmp_path / "p.png", rows, {"ours_us": "ours"}, "title") == f"plot: {tmp_path / 'p.png'}"
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ceiling_column() -> None:
+    from vllm_rdna_w8a8.bench.run import add_ceiling_column
+
+    rows = [{"TOPS": 85.0}, {"TOPS": None}]
+    add_ceiling_column(rows, "TOPS", 100.0)
+    assert rows[0]["pct_ceiling"] == pytest.approx(85.0) and rows[1]["pct_ceiling"] is None

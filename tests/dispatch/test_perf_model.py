@@ -46,11 +46,13 @@ def test_compute_bound_prediction_hand_checked() -> None:
     m, n, k = 128, 128 * 96, 6400
     prediction = perf_model.predict("gfx1100", PREFILL, m, n, k)
     wmma_share = 16 * 32 / (16 * 32 + 8 * perf_model.ASSUMED_FRAGMENT_LOAD_CLK)
-    expected_compute_us = 2 * 128 * 128 * k / (512 * 2.5e9 * wmma_share) * 1e6  # 184.32 us
+    sustained = perf_model.ASSUMED_SUSTAINED_WMMA_FRACTION
+    expected_compute_us = 2 * 128 * 128 * k / (512 * 2.5e9 * sustained * wmma_share) * 1e6  # 236.3 us
     assert prediction.tiles == 96
     assert prediction.padding_waste == 0
     assert prediction.compute_us == pytest.approx(expected_compute_us)
-    assert prediction.dram_us == pytest.approx(perf_model.gemm_bytes(m, n, k) / 960e9 * 1e6)
+    dram_fraction = perf_model.ASSUMED_SUSTAINED_DRAM_FRACTION
+    assert prediction.dram_us == pytest.approx(perf_model.gemm_bytes(m, n, k) / (960e9 * dram_fraction) * 1e6)
     assert prediction.l2_us == pytest.approx(256 * k / (64 * 2.5e9) * 1e6)
     assert prediction.bound == "compute" and prediction.time_us == prediction.compute_us
     # one more tile than CUs: the busiest CU runs two tiles, time doubles (wave quantization)
@@ -63,7 +65,8 @@ def test_latency_bound_decode_hand_checked() -> None:
     prediction = perf_model.predict("gfx1100", DECODE, m, n, k)
     in_flight = 6 * 4 * (48 * 256 // 4)
     cover = in_flight / (960 * perf_model.ASSUMED_DRAM_LATENCY_NS)
-    assert prediction.dram_us == pytest.approx(perf_model.gemm_bytes(m, n, k) / (960e9 * cover) * 1e6)
+    dram_fraction = perf_model.ASSUMED_SUSTAINED_DRAM_FRACTION
+    assert prediction.dram_us == pytest.approx(perf_model.gemm_bytes(m, n, k) / (960e9 * dram_fraction * cover) * 1e6)
     assert prediction.bound == "dram"
     assert prediction.padding_waste == pytest.approx(15 / 16)  # M = 1 padded to 16 rows
 

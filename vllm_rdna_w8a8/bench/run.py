@@ -30,6 +30,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=Path("rdna_w8a8_bench.png"))
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--wmma-ceiling-tops", type=float,
+                        help="a measured WMMA ceiling of this GPU (TOPS): adds a pct_ceiling column")
     args = parser.parse_args(argv)
     if any(m < 1 for m in args.m):
         parser.error("every --m must be >= 1")
@@ -37,7 +39,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--warmup must be >= 0 and --iterations >= 1")
     if args.target and not args.dry_run:
         parser.error("--target only applies to --dry-run (timing uses the GPU's own target)")
+    if args.wmma_ceiling_tops is not None and args.wmma_ceiling_tops <= 0:
+        parser.error("--wmma-ceiling-tops must be positive")
     return args
+
+
+def add_ceiling_column(rows: list[dict[str, Any]], tops_column: str, ceiling_tops: float) -> None:
+    """Percent of a measured WMMA ceiling (the issue's prefill target is >= 85% of it)."""
+    for row in rows:
+        row["pct_ceiling"] = 100 * row[tops_column] / ceiling_tops if row.get(tops_column) else None
 
 
 def predicted_rows(target: str, shapes: Sequence[LinearShape], m_values: Sequence[int], kind: str) -> list[dict[str, Any]]:
@@ -178,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, FileNotFoundError) as error:  # no or invalid kernel table
             print(f"error: {error}", file=sys.stderr)
             return 2
+        if args.wmma_ceiling_tops:
+            add_ceiling_column(rows, "predicted_TOPS", args.wmma_ceiling_tops)
         print(f"{PREDICTION_BANNER}\n{dims.name} tp={args.tp} kind={args.kind} on {target} "
               f"({perf_model.DEVICE_PEAKS[target].product}, paper peaks: "
               f"{perf_model.peak_ops_per_s(target) / 1e12:.1f} TOPS, {perf_model.DEVICE_PEAKS[target].dram_gb_per_s:.0f} GB/s)")
@@ -192,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refusing to benchmark: {error}", file=sys.stderr)
         return EXIT_NO_GFX11
     rows = measured_rows(target, shapes, args.m, args.warmup, args.iterations)
+    if args.wmma_ceiling_tops:
+        add_ceiling_column(rows, "TOPS", args.wmma_ceiling_tops)
     print(f"MEASURED on {target} ({dims.name} tp={args.tp}); medians of {args.iterations} device-event timings")
     print(timing.format_table(rows))
     speedups = [row["x_triton"] for row in rows if row["x_triton"]]
