@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from vllm_rdna_w8a8.build.targets import GFX11_TARGETS, MAX_WAVES_PER_SIMD, GfxTarget, get_target
+from vllm_rdna_w8a8.build.targets import MAX_WAVES_PER_SIMD, GfxTarget, get_target
 from vllm_rdna_w8a8.dispatch.tile_configs import (
     KERNEL_KINDS,
     LDS_BYTES_PER_WORKGROUP,
@@ -54,20 +54,20 @@ class DevicePeaks:
     product: str
     boost_clock_ghz: float
     dram_gb_per_s: float
-    infinity_cache_mib: int  # 0: none (the APUs' memory-side cache is not modelled)
 
 
 # Sources: AMD's product specification pages (amd.com/en/products/graphics/desktops/radeon
 # and .../processors/laptop): boost clock; DRAM bandwidth = memory data rate x bus width
 # (7900 XTX: 20 Gbps x 384 bit; 7800 XT: 19.5 Gbps x 256 bit; 7600: 18 Gbps x 128 bit;
-# APUs: LPDDR5X-7500 x 128 bit for 780M and 890M systems, LPDDR5X-8000 x 256 bit for Strix Halo).
+# APUs: LPDDR5X-7500 x 128 bit for 780M and 890M systems (DDR5-5600 systems have 89.6 GB/s),
+# LPDDR5X-8000 x 256 bit for Strix Halo).
 DEVICE_PEAKS: dict[str, DevicePeaks] = {
-    "gfx1100": DevicePeaks("Radeon RX 7900 XTX", 2.5, 960.0, 96),
-    "gfx1101": DevicePeaks("Radeon RX 7800 XT", 2.43, 624.0, 64),
-    "gfx1102": DevicePeaks("Radeon RX 7600", 2.655, 288.0, 32),
-    "gfx1103": DevicePeaks("Radeon 780M", 2.7, 120.0, 0),
-    "gfx1150": DevicePeaks("Radeon 890M", 2.9, 120.0, 0),
-    "gfx1151": DevicePeaks("Radeon 8060S", 2.9, 256.0, 32),
+    "gfx1100": DevicePeaks("Radeon RX 7900 XTX", 2.5, 960.0),
+    "gfx1101": DevicePeaks("Radeon RX 7800 XT", 2.43, 624.0),
+    "gfx1102": DevicePeaks("Radeon RX 7600", 2.655, 288.0),
+    "gfx1103": DevicePeaks("Radeon 780M", 2.7, 120.0),
+    "gfx1150": DevicePeaks("Radeon 890M", 2.9, 120.0),
+    "gfx1151": DevicePeaks("Radeon 8060S", 2.9, 256.0),
 }
 
 # Model assumptions (not specs, not measured here; change them when hardware says otherwise):
