@@ -1,0 +1,1 @@
+"""Developer tools: the ISA report of the compiled code objects."""
