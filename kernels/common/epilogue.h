@@ -15,17 +15,6 @@ constexpr uint32_t kFlagPerTokenAScale = 1;    // a_scale has M entries, else 1
 constexpr uint32_t kFlagPerChannelBScale = 2;  // b_scale has N entries, else 1
 constexpr uint32_t kFlagOutputBf16 = 4;        // c and bias are bf16, else fp16
 
-struct Epilogue {
-  void* c;                 // [M, N] fp16 or bf16, row stride ldc
-  const float* a_scale;    // [M] or [1]
-  const float* b_scale;    // [N] or [1]
-  const int32_t* azp;      // [M] or null
-  const int32_t* azp_adj;  // [N] or null
-  const void* bias;        // [N] in the output dtype, or null
-  int32_t M, N, ldc;
-  uint32_t flags;
-};
-
 // Round to nearest even, like torch's float -> Half conversion (v_cvt_f16_f32 on the GPU).
 __device__ __forceinline__ uint16_t fp32_to_fp16_bits(float v) {
   return __builtin_bit_cast(uint16_t, static_cast<_Float16>(v));
@@ -57,27 +46,6 @@ struct RowTerms {
   int32_t azp;
 };
 
-__device__ __forceinline__ ColumnTerms column_terms(const Epilogue& e, int n) {
-  ColumnTerms t{1.f, -0.f, 0};
-  if (n >= e.N) return t;  // a padding column: never stored
-  t.b_scale = e.b_scale[(e.flags & kFlagPerChannelBScale) ? n : 0];
-  if (e.azp_adj != nullptr) t.azp_adj = e.azp_adj[n];
-  if (e.bias != nullptr) {
-    const uint16_t bits = static_cast<const uint16_t*>(e.bias)[n];
-    t.bias = (e.flags & kFlagOutputBf16) ? bf16_bits_to_fp32(bits)
-                                         : static_cast<float>(__builtin_bit_cast(_Float16, bits));
-  }
-  return t;
-}
-
-__device__ __forceinline__ RowTerms row_terms(const Epilogue& e, int m) {
-  RowTerms t{1.f, 1};
-  if (m >= e.M) return t;  // a padding row: never stored
-  t.a_scale = e.a_scale[(e.flags & kFlagPerTokenAScale) ? m : 0];
-  if (e.azp != nullptr) t.azp = e.azp[m];
-  return t;
-}
-
 // int8 GEMM: a_scale * (b_scale * float(acc - azp * azp_adj)) + bias. The zero-point term
 // wraps like int32 on the GPU; its true value fits whenever the GEMM itself is sane.
 __device__ __forceinline__ float finish(int32_t acc, RowTerms row, ColumnTerms col) {
@@ -91,12 +59,52 @@ __device__ __forceinline__ float finish(float acc, RowTerms row, ColumnTerms col
   return __builtin_fmaf(row.a_scale, col.b_scale * acc, col.bias);
 }
 
-// Converts and stores one output element; elements outside [M, N) are dropped (ragged edges).
-__device__ __forceinline__ void store_output(const Epilogue& e, int m, int n, float value) {
-  if (m >= e.M || n >= e.N) return;
-  const uint16_t bits =
-      (e.flags & kFlagOutputBf16) ? fp32_to_bf16_bits(value) : fp32_to_fp16_bits(value);
-  static_cast<uint16_t*>(e.c)[static_cast<int64_t>(m) * e.ldc + n] = bits;
-}
+// The GEMM's output stage (the `Out` of gemm.h): per-column and per-row terms, loaded once
+// each, then one converted, masked store per element.
+struct Epilogue {
+  using Column = ColumnTerms;
+  using Row = RowTerms;
+
+  void* c;                 // [M, N] fp16 or bf16, row stride ldc
+  const float* a_scale;    // [M] or [1]
+  const float* b_scale;    // [N] or [1]
+  const int32_t* azp;      // [M] or null
+  const int32_t* azp_adj;  // [N] or null
+  const void* bias;        // [N] in the output dtype, or null
+  int32_t M, N, ldc;
+  uint32_t flags;
+
+  __device__ __forceinline__ ColumnTerms column(int n) const {
+    ColumnTerms t{1.f, -0.f, 0};
+    if (n >= N) return t;  // a padding column: never stored
+    t.b_scale = b_scale[(flags & kFlagPerChannelBScale) ? n : 0];
+    if (azp_adj != nullptr) t.azp_adj = azp_adj[n];
+    if (bias != nullptr) {
+      const uint16_t bits = static_cast<const uint16_t*>(bias)[n];
+      t.bias = (flags & kFlagOutputBf16) ? bf16_bits_to_fp32(bits)
+                                         : static_cast<float>(__builtin_bit_cast(_Float16, bits));
+    }
+    return t;
+  }
+
+  __device__ __forceinline__ RowTerms row(int m) const {
+    RowTerms t{1.f, 1};
+    if (m >= M) return t;  // a padding row: never stored
+    t.a_scale = a_scale[(flags & kFlagPerTokenAScale) ? m : 0];
+    if (azp != nullptr) t.azp = azp[m];
+    return t;
+  }
+
+  // Finishes, converts and stores one element; elements outside [M, N) are dropped.
+  template <class AccElem>
+  __device__ __forceinline__ void store(int m, int n, AccElem acc, RowTerms r,
+                                        ColumnTerms col) const {
+    if (m >= M || n >= N) return;
+    const float value = finish(acc, r, col);
+    const uint16_t bits =
+        (flags & kFlagOutputBf16) ? fp32_to_bf16_bits(value) : fp32_to_fp16_bits(value);
+    static_cast<uint16_t*>(c)[static_cast<int64_t>(m) * ldc + n] = bits;
+  }
+};
 
 }  // namespace rdna_w8a8

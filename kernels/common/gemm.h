@@ -9,7 +9,8 @@
 //     fused epilogue.
 // Configs change speed, never results: an int8 tile sums the same int32 products in any order.
 // The element type enters through a `Math` policy (int8: identity operands, int32 sums;
-// fp8: e4m3 widened to f16 in registers, fp32 sums).
+// fp8: e4m3 widened to f16 in registers, fp32 sums), the output stage through `Out`
+// (common/epilogue.h's Epilogue: scales, zero point, bias, fp16/bf16 store).
 #pragma once
 
 #include "common/epilogue.h"
@@ -172,8 +173,8 @@ __device__ __forceinline__ void mma_lds_slice(const int8_t (*lds_a)[Cfg::kLdsRow
   }
 }
 
-template <class Cfg, class Math>
-__device__ __forceinline__ void gemm_prefill_tile(const GemmOperands& p, const Epilogue& e,
+template <class Cfg, class Math, class Out>
+__device__ __forceinline__ void gemm_prefill_tile(const GemmOperands& p, const Out& out,
                                                   int m0, int n0) {
   auto& lds = workgroup_lds<PrefillLds<Cfg>>();
   const int tid = static_cast<int>(threadIdx.x);
@@ -217,21 +218,21 @@ __device__ __forceinline__ void gemm_prefill_tile(const GemmOperands& p, const E
     __syncthreads();
   }
 
-  ColumnTerms columns[Cfg::kFragsN];
+  typename Out::Column columns[Cfg::kFragsN];
 #pragma unroll
   for (int j = 0; j < Cfg::kFragsN; ++j) {
-    columns[j] = column_terms(e, n0 + wave_col + j * kWmmaDim + acc_col(lane));
+    columns[j] = out.column(n0 + wave_col + j * kWmmaDim + acc_col(lane));
   }
 #pragma unroll
   for (int i = 0; i < Cfg::kFragsM; ++i) {
 #pragma unroll
     for (int v = 0; v < kAccValues; ++v) {
       const int m = m0 + wave_row + i * kWmmaDim + acc_row(v, lane);
-      const RowTerms row = row_terms(e, m);
+      const typename Out::Row row = out.row(m);
 #pragma unroll
       for (int j = 0; j < Cfg::kFragsN; ++j) {
         const int n = n0 + wave_col + j * kWmmaDim + acc_col(lane);
-        store_output(e, m, n, finish(acc[i][j][v], row, columns[j]));
+        out.store(m, n, acc[i][j][v], row, columns[j]);
       }
     }
   }
@@ -242,8 +243,8 @@ struct alignas(16) DecodeLds {
   typename Math::AccElem partial[Cfg::kWavesK][Cfg::kBlockM][Cfg::kBlockN];
 };
 
-template <class Cfg, class Math>
-__device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const Epilogue& e,
+template <class Cfg, class Math, class Out>
+__device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const Out& out,
                                                  int m0, int n0) {
   auto& lds = workgroup_lds<DecodeLds<Cfg, Math>>();
   const int tid = static_cast<int>(threadIdx.x);
@@ -309,38 +310,38 @@ __device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const Ep
     for (int w = 1; w < Cfg::kWavesK; ++w) sum = Math::add(sum, lds.partial[w][row][col]);
     const int m = m0 + row;
     const int n = n0 + col;
-    store_output(e, m, n, finish(sum, row_terms(e, m), column_terms(e, n)));
+    out.store(m, n, sum, out.row(m), out.column(n));
   }
 }
 
-template <class Cfg, class Math>
-__device__ __forceinline__ void gemm_kernel_body(const GemmOperands& p, const Epilogue& e) {
+template <class Cfg, class Math, class Out>
+__device__ __forceinline__ void gemm_kernel_body(const GemmOperands& p, const Out& out) {
   const int tiles_m = ceil_div(p.M, Cfg::kBlockM);
   const int tiles_n = ceil_div(p.N, Cfg::kBlockN);
   const int tile = static_cast<int>(blockIdx.x);
   if (tile >= tiles_m * tiles_n) return;  // whole workgroup: an oversized grid is harmless
   const TileIndex t = grouped_tile(tile, tiles_m, tiles_n);
   if constexpr (Cfg::kStreamsWeights) {
-    gemm_decode_tile<Cfg, Math>(p, e, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
+    gemm_decode_tile<Cfg, Math, Out>(p, out, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
   } else {
-    gemm_prefill_tile<Cfg, Math>(p, e, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
+    gemm_prefill_tile<Cfg, Math, Out>(p, out, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
   }
 }
 
 }  // namespace rdna_w8a8
 
 // Defines one exported entry point `name` with the GEMM argument list of docs/architecture.md
-// for tile configuration (BM, BN, BK, WM, WN, WK) and element policy `math`.
-#define W8A8_DEFINE_GEMM_KERNEL(name, math, BM, BN, BK, WM, WN, WK)                            \
-  extern "C" __global__ void __launch_bounds__(32 * (WM) * (WN) * (WK)) name(                  \
-      const int8_t* __restrict__ a, const int8_t* __restrict__ b, void* __restrict__ c,        \
-      const float* __restrict__ a_scale, const float* __restrict__ b_scale,                    \
-      const int32_t* __restrict__ azp, const int32_t* __restrict__ azp_adj,                    \
-      const void* __restrict__ bias, int32_t M, int32_t N, int32_t K, int32_t lda, int32_t ldb, \
-      int32_t ldc, uint32_t flags) {                                                           \
-    using Config = ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK>;                            \
-    ::rdna_w8a8::gemm_kernel_body<Config, math>(                                               \
-        ::rdna_w8a8::GemmOperands{a, b, M, N, K, lda, ldb},                                    \
-        ::rdna_w8a8::Epilogue{c, a_scale, b_scale, azp, azp_adj, bias, M, N, ldc, flags});     \
-  }                                                                                            \
+// for tile configuration (BM, BN, BK, WM, WN, WK) and operand policy `math`.
+#define W8A8_DEFINE_GEMM_KERNEL(name, math, BM, BN, BK, WM, WN, WK)                           \
+  extern "C" __global__ void __launch_bounds__(32 * (WM) * (WN) * (WK)) name(                 \
+      const int8_t* __restrict__ a, const int8_t* __restrict__ b, void* __restrict__ c,       \
+      const float* __restrict__ a_scale, const float* __restrict__ b_scale,                   \
+      const int32_t* __restrict__ azp, const int32_t* __restrict__ azp_adj,                   \
+      const void* __restrict__ bias, int32_t M, int32_t N, int32_t K, int32_t lda,            \
+      int32_t ldb, int32_t ldc, uint32_t flags) {                                             \
+    using Config = ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK>;                           \
+    const ::rdna_w8a8::Epilogue out{c, a_scale, b_scale, azp, azp_adj, bias, M, N, ldc, flags}; \
+    ::rdna_w8a8::gemm_kernel_body<Config, math>(                                              \
+        ::rdna_w8a8::GemmOperands{a, b, M, N, K, lda, ldb}, out);                             \
+  }                                                                                           \
   RDNA_EXPORT_KERNEL(name)

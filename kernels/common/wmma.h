@@ -67,4 +67,20 @@ __device__ __forceinline__ AccF32 mma(FragF16 a, FragF16 b, AccF32 acc) {
   return __builtin_amdgcn_wmma_f32_16x16x16_f16_w32(a, b, acc);
 }
 
+// Operand policies of the GEMM template (common/gemm.h): raw 16-byte operands in, WMMA
+// fragments and accumulators out.
+
+// int8 operands go to the WMMA as loaded; int32 partial sums add with wrap-around.
+struct Int8Math {
+  using Frag = FragI8;
+  using Acc = AccI32;
+  using AccElem = int32_t;
+  static __device__ __forceinline__ Frag to_frag(FragI8 raw) { return raw; }
+  static __device__ __forceinline__ Acc zero() { return zero_acc_i32(); }
+  static __device__ __forceinline__ Acc mma(Frag a, Frag b, Acc acc) { return rdna_w8a8::mma(a, b, acc); }
+  static __device__ __forceinline__ AccElem add(AccElem x, AccElem y) {
+    return static_cast<int32_t>(static_cast<uint32_t>(x) + static_cast<uint32_t>(y));
+  }
+};
+
 }  // namespace rdna_w8a8

@@ -1,0 +1,119 @@
+"""Fixtures of the kernel tests: our HIP kernels (plus the accumulator probe) compiled for
+gfx1100 by the build module, the AddressSanitizer build of the emulator holding the same
+sources, and `run_launches`, which executes launches in a sanitized subprocess through the
+runtime launcher and returns every array after its launch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vllm_rdna_w8a8.build import build, find_clang, get_target
+from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig, parse_tile_configs
+from vllm_rdna_w8a8.emulation import build_emulator, sanitizer_env
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+KERNELS_DIR = REPO / "kernels"
+PROBE_SOURCES = sorted((HERE / "probe").glob("*.hip"))
+RUNNER = HERE / "kernel_runner.py"
+TARGET = "gfx1100"
+OBJECTS_CACHE = REPO / "build" / "kernel-tests"
+RUN_TIMEOUT_S = 1800
+
+
+
+def tile_configs() -> tuple[TileConfig, ...]:
+    """The rows of kernels/gemm_configs.def (the source tree's, not a packaged copy)."""
+    configs = parse_tile_configs((KERNELS_DIR / "gemm_configs.def").read_text())
+    assert configs, "kernels/gemm_configs.def has no W8A8_GEMM_CONFIG rows"
+    return configs
+
+
+@dataclass
+class Launch:
+    """One kernel launch: `args` are (kind, value) with pointers naming entries of `arrays`."""
+
+    kernel: str
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    args: list[tuple[str, object]]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def pointer(name: str | None) -> tuple[str, object]:
+    return ("pointer", name)
+
+
+def int32(value: int) -> tuple[str, object]:
+    return ("int32", int(value))
+
+
+def uint32(value: int) -> tuple[str, object]:
+    return ("uint32", int(value))
+
+
+@pytest.fixture(scope="session")
+def kernel_objects() -> Path:
+    """gfx1100 code objects of kernels/*.hip and the probe (the stand-in runtime loads real
+    images and serves only the kernels they define)."""
+    sources = OBJECTS_CACHE / "sources"
+    sources.mkdir(parents=True, exist_ok=True)
+    links = {"common": KERNELS_DIR / "common", "gemm_configs.def": KERNELS_DIR / "gemm_configs.def"}
+    links.update({path.name: path for path in [*KERNELS_DIR.glob("*.hip"), *PROBE_SOURCES]})
+    for stale in sources.iterdir():
+        if stale.name not in links:
+            stale.unlink()
+    for name, target in links.items():
+        link = sources / name
+        if not (link.is_symlink() and link.resolve() == target.resolve()):
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+    build(find_clang(), [get_target(TARGET)], sources, OBJECTS_CACHE / "objects",
+          OBJECTS_CACHE / "work", log=lambda _: None)
+    return OBJECTS_CACHE / "objects"
+
+
+@pytest.fixture(scope="session")
+def sanitized_emulator() -> Path:
+    return build_emulator([*sorted(KERNELS_DIR.glob("*.hip")), *PROBE_SOURCES], sanitize=True)
+
+
+RunLaunches = Callable[[Sequence[Launch]], list[dict[str, np.ndarray]]]
+
+
+@pytest.fixture(scope="session")
+def run_launches(kernel_objects: Path, sanitized_emulator: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> RunLaunches:
+    """Runs the launches in order in one sanitized subprocess; returns each launch's arrays
+    as they are after it ran. Any sanitizer report or emulator abort fails the test."""
+
+    def run(launches: Sequence[Launch]) -> list[dict[str, np.ndarray]]:
+        cases = tmp_path_factory.mktemp("cases")
+        for index, launch in enumerate(launches):
+            spec = {"kernel": launch.kernel, "grid": list(launch.grid),
+                    "block": list(launch.block), "args": [list(arg) for arg in launch.args]}
+            np.savez(cases / f"{index:05d}.in.npz", spec=np.array(json.dumps(spec)),
+                     **launch.arrays)
+        completed = subprocess.run(
+            [sys.executable, str(RUNNER), str(sanitized_emulator), str(kernel_objects),
+             str(cases)],
+            env=sanitizer_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+            cwd=REPO, check=False)
+        if completed.returncode != 0:
+            pytest.fail(f"kernel runner failed (exit {completed.returncode}):\n"
+                        f"{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}")
+        results = []
+        for index in range(len(launches)):
+            with np.load(cases / f"{index:05d}.out.npz") as data:
+                results.append({name: data[name] for name in data.files})
+        return results
+
+    return run
