@@ -12,7 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <mutex>
 #include <thread>
 
 #include "engine.h"
@@ -30,14 +29,14 @@ thread_local const LaneCoordinates* current_lane __attribute__((tls_model("initi
     nullptr;
 
 void fatal(const char* format, ...) {
-  static std::mutex report_mutex;  // two workers failing at once print whole lines
-  std::lock_guard<std::mutex> lock(report_mutex);
-  std::fputs("rdna_emulator: ", stderr);
+  // One write per report, so that ASan's own warnings from another worker
+  // cannot land inside it.
+  char message[8192];
   va_list args;
   va_start(args, format);
-  std::vfprintf(stderr, format, args);
+  std::vsnprintf(message, sizeof message, format, args);
   va_end(args);
-  std::fputc('\n', stderr);
+  std::fprintf(stderr, "rdna_emulator: %s\n", message);
   std::fflush(stderr);
   std::abort();
 }
