@@ -34,3 +34,23 @@ def test_shipped_table_matches_the_model(target: str) -> None:
         pytest.skip(f"{path.name} was generated from the ISA report; no code objects here to redo it")
     assert path.read_text() == generate_tables.render_table(target, load_tile_configs(), mode), (
         f"{path} drifted from the model: regenerate with python -m vllm_rdna_w8a8.tune --from-model")
+
+
+@pytest.mark.parametrize("target", sorted(GFX11_TARGETS))
+def test_isa_report_occupancy_agrees_with_shipped_choices(target: str) -> None:
+    """Shipped tables estimate occupancy from the tile rows (so they depend on gemm_configs.def
+    only); with the compiled objects' real occupancy the model must pick the same tiles."""
+    mode, occupancies = generate_tables.occupancies_for(target, "auto")
+    if mode != "isa_report":
+        pytest.skip(f"no code objects / ISA report for {target}")
+    configs = load_tile_configs()
+    compiled = {name for name in occupancies if name.startswith("w8a8_i8_gemm_")}
+    if compiled != {config.kernel_name("i8") for config in configs}:
+        pytest.skip(f"compiled objects for {target} do not match the kernel table (rebuild)")
+    shipped = tables.load_table(tables.shipped_table_path(target), target, frozenset(c.tag for c in configs))
+    assert shipped is not None
+    measured_view = generate_tables.model_table(target, configs, occupancies, table_shapes())
+    for key, buckets in measured_view["i8"].items():
+        n, k = (int(part.split("=")[1]) for part in key.split(","))
+        for bucket, entry in buckets.items():
+            assert shipped.lookup("i8", n, k, int(bucket)).tag == entry["tag"], (target, key, bucket)

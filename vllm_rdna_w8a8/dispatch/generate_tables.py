@@ -51,7 +51,7 @@ def model_table(
     return result
 
 
-def render_table(target: str, configs: tuple[TileConfig, ...], occupancy_mode: str = "auto") -> str:
+def render_table(target: str, configs: tuple[TileConfig, ...], occupancy_mode: str = "assumed") -> str:
     mode, occupancies = occupancies_for(target, occupancy_mode)
     return tables.dump_table(target, model_table(target, configs, occupancies, table_shapes()), occupancy=mode)
 
@@ -65,7 +65,7 @@ def recorded_occupancy_mode(path: Path) -> str:
 
 
 def write_tables(configs: tuple[TileConfig, ...], directory: Path, targets: Iterable[str] = tuple(GFX11_TARGETS),
-                 occupancy_mode: str = "auto", check: bool = False) -> list[Path]:
+                 occupancy_mode: str = "assumed", check: bool = False) -> list[Path]:
     """Write (or with `check`, compare) one table per target; returns the paths that differ."""
     differing: list[Path] = []
     for target in targets:

@@ -91,7 +91,7 @@ PREDICTION_LABEL = "predicted by the analytic model, not measured"
 class Occupancy:
     """What the model needs to know about one compiled kernel."""
 
-    waves_per_simd: int
+    waves_per_simd: float  # the ISA report averages resident waves over a WGP's SIMDs
     lds_bytes: int
     global_bytes_per_wave_iteration: int  # bytes one wave loads per main-loop iteration
     source: str  # "isa_report" or "assumed"
@@ -118,7 +118,7 @@ def assumed_occupancy(target: GfxTarget, config: TileConfig) -> Occupancy:
 def resident_workgroups_per_cu(occupancy: Occupancy, config: TileConfig) -> int:
     """Workgroups one CU holds at once: limited by waves per SIMD and by LDS
     (two CUs of a WGP share 128 KiB, so 64 KiB per CU)."""
-    by_waves = occupancy.waves_per_simd * SIMDS_PER_CU // config.waves
+    by_waves = int(occupancy.waves_per_simd * SIMDS_PER_CU // config.waves)
     by_lds = LDS_BYTES_PER_WORKGROUP // max(occupancy.lds_bytes, 1)
     return min(by_waves, by_lds)
 
@@ -283,7 +283,7 @@ def occupancies_from_isa_report(reports: Iterable[object], target_name: str) -> 
         if global_bytes == 0:
             continue  # no main-loop load figures: the estimate is better than zero
         result[report.kernel] = Occupancy(
-            waves_per_simd=int(report.waves_per_simd),
+            waves_per_simd=float(report.waves_per_simd),
             lds_bytes=int(report.lds_bytes),
             global_bytes_per_wave_iteration=global_bytes,
             source="isa_report",
@@ -319,7 +319,7 @@ def load_occupancies(target_name: str, objects_dir: Path | None = None) -> dict[
                     objects_dir / target_name)
         return {}
     try:
-        return occupancies_from_isa_report(isa_report(objects_dir), target_name)
+        return occupancies_from_isa_report(isa_report(objects_dir, targets=[target_name]), target_name)
     except Exception as error:  # the report shells out to llvm-objdump; any failure means "no report"
         logger.warning("rdna_w8a8 perf model: ISA report failed (%s); occupancy assumed from tile geometry", error)
         return {}

@@ -38,8 +38,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path,
                         help=f"where tables go (default: ${tables.TUNING_DIR_ENV}; with --from-model the package's tables)")
     parser.add_argument("--check", action="store_true", help="with --from-model: exit 1 if the tables differ")
-    parser.add_argument("--occupancy", choices=generate_tables.OCCUPANCY_MODES, default="auto",
-                        help="with --from-model: occupancy from the ISA report, assumed, or the report when present")
+    parser.add_argument("--occupancy", choices=generate_tables.OCCUPANCY_MODES, default="assumed",
+                        help="with --from-model: occupancy estimated from the tile rows (default: the tables "
+                             "then depend only on gemm_configs.def), from the ISA report of the compiled "
+                             "objects, or auto (the report when present)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=30)
     args = parser.parse_args(argv)
