@@ -23,7 +23,8 @@ DEVICE_LIB_ENV = "ROCM_DEVICE_LIB_PATH"
 SYSTEM_BITCODE_GLOBS = (
     "/opt/rocm/amdgcn/bitcode",
     "/opt/rocm/lib/llvm/lib/clang/*/lib/amdgcn/bitcode",
-    "/usr/lib/*-linux-gnu/amdgcn/bitcode",
+    "/usr/lib/*-linux-gnu/amdgcn/bitcode",  # Debian 12's rocm-device-libs
+    "/usr/lib/llvm-*/lib/clang/*/amdgcn/bitcode",  # Debian 13's rocm-device-libs-17
     "/usr/lib/amdgcn/bitcode",
     "/usr/share/amdgcn/bitcode",
 )
