@@ -14,20 +14,23 @@ from vllm.platforms import current_platform
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 
-EMULATE_ENV = "VLLM_RDNA_W8A8_EMULATE"
 OPS_ENV = "VLLM_RDNA_W8A8_OPS"
 _OPS_CHOICES = ("auto", "reference")
-# The kernel that every int8 layer launches first; present means the int8 object loaded.
-PROBE_KERNEL = "w8a8_quant_i8_f16"
+QUANT_KERNELS = ("w8a8_quant_i8_f16", "w8a8_quant_i8_bf16")
 
 
 def emulated_target() -> str | None:
     """The gfx11 target emulated on the CPU (`VLLM_RDNA_W8A8_EMULATE`), or None."""
-    if not os.environ.get(EMULATE_ENV):
-        return None
-    from vllm_rdna_w8a8.emulation import emulated_target as read_emulated_target
+    from vllm_rdna_w8a8.runtime.device import emulated_target as read_emulated_target
 
     return read_emulated_target()
+
+
+def int8_kernel_names() -> list[str]:
+    """Every kernel an int8 layer may launch: both quantizers and each GEMM tile config."""
+    from vllm_rdna_w8a8.dispatch import load_tile_configs
+
+    return [*QUANT_KERNELS, *(config.kernel_name("i8") for config in load_tile_configs())]
 
 
 def ops_backend() -> str:
@@ -71,11 +74,11 @@ def code_object_problem(device_index: int, target: str) -> str | None:
         from vllm_rdna_w8a8.runtime import launcher
     except ImportError as exc:
         return f"needs the HIP runtime module ({exc})"
-    missing = launcher.missing_reason(target)
+    missing = launcher.missing_reason(target, int8_kernel_names())
     if missing:
         return missing
-    try:
-        launcher.get_kernel(device_index, PROBE_KERNEL)
+    try:  # loading one kernel loads (and so checks) its code object on this device
+        launcher.get_kernel(device_index, QUANT_KERNELS[0])
     except Exception as exc:  # any load failure means: stay on upstream kernels
         return f"cannot load the {target} code object ({type(exc).__name__}: {exc})"
     return None

@@ -1,0 +1,128 @@
+"""Simulating a platform and a device for vLLM's kernel selection on this CPU machine.
+
+vLLM's own tests/kernels/quantization/test_scaled_mm_kernel_selection.py patches
+`current_platform` in the selection module; each provider module binds its own, so
+we patch every module of vllm.model_executor.kernels.linear that has one, and ours.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import torch
+from vllm.platforms import PlatformEnum
+from vllm.platforms.interface import DeviceCapability
+
+# ROCm reports gfx targets as capabilities: gfx1100 -> 11.0, gfx942 -> 9.4.
+ROCM_CAPABILITY = {"gfx1100": (11, 0), "gfx1101": (11, 0), "gfx1102": (11, 0), "gfx1103": (11, 0),
+                   "gfx1150": (11, 5), "gfx1151": (11, 5), "gfx942": (9, 4), "gfx90a": (9, 0),
+                   "gfx1201": (12, 0)}
+
+
+@dataclass
+class SimulatedPlatform:
+    _enum: PlatformEnum
+    device_name: str
+    capability: tuple[int, int] | None
+
+    def is_rocm(self) -> bool:
+        return self._enum == PlatformEnum.ROCM
+
+    def is_cuda(self) -> bool:
+        return self._enum == PlatformEnum.CUDA
+
+    def is_cuda_alike(self) -> bool:
+        return self.is_rocm() or self.is_cuda()
+
+    def is_cpu(self) -> bool:
+        return self._enum == PlatformEnum.CPU
+
+    def is_xpu(self) -> bool:
+        return self._enum == PlatformEnum.XPU
+
+    def is_zen_cpu(self) -> bool:
+        return False
+
+    def get_device_capability(self, device_id: int = 0) -> DeviceCapability | None:
+        return None if self.capability is None else DeviceCapability(*self.capability)
+
+    def has_device_capability(self, capability: tuple[int, int] | int, device_id: int = 0) -> bool:
+        if self.capability is None:
+            return False
+        wanted = capability if isinstance(capability, int) else capability[0] * 10 + capability[1]
+        return self.capability[0] * 10 + self.capability[1] >= wanted
+
+
+PLATFORMS = {
+    "rocm": (PlatformEnum.ROCM, "rocm"),
+    "cuda": (PlatformEnum.CUDA, "cuda"),
+    "cpu": (PlatformEnum.CPU, "cpu"),
+    "unspecified": (PlatformEnum.UNSPECIFIED, ""),
+}
+
+
+@pytest.fixture
+def kernel_lists() -> Iterator[dict]:
+    """vLLM's int8 kernel lists, restored after the test."""
+    from vllm.model_executor.kernels import linear
+
+    saved = {k: list(v) for k, v in linear._POSSIBLE_INT8_KERNELS.items()}
+    yield linear._POSSIBLE_INT8_KERNELS
+    linear._POSSIBLE_INT8_KERNELS.clear()
+    linear._POSSIBLE_INT8_KERNELS.update(saved)
+
+
+@pytest.fixture
+def simulate(monkeypatch: pytest.MonkeyPatch, kernel_lists) -> Callable[..., SimulatedPlatform]:
+    """simulate(platform, arch=None, code_objects="loadable"|"missing"|"unloadable").
+
+    Patches the platform everywhere vLLM's int8 selection and our support module read
+    it, gives device 0 the gfx target `arch`, fakes the code-object state, and puts our
+    class first in the lists the way the plugin does.
+    """
+    import vllm_rdna_w8a8.runtime.launcher as launcher
+    from vllm_rdna_w8a8.scaled_mm import registry, support
+
+    def apply(platform: str, arch: str | None = None, code_objects: str = "loadable",
+              emulated: bool = False) -> SimulatedPlatform:
+        enum, name = PLATFORMS[platform]
+        capability = ROCM_CAPABILITY.get(arch) if platform == "rocm" else (8, 9) if platform == "cuda" else None
+        fake = SimulatedPlatform(enum, name, capability)
+        for module_name, module in list(sys.modules.items()):
+            if module_name.startswith("vllm.model_executor.kernels.linear") and hasattr(module, "current_platform"):
+                monkeypatch.setattr(module, "current_platform", fake)
+        monkeypatch.setattr(support, "current_platform", fake)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(support, "emulated_target", lambda: arch if emulated else None)
+        monkeypatch.setattr(support, "device_target", lambda index: arch)
+
+        def missing_reason(target: str, kernel_names=()) -> str | None:
+            return f"no code object for {target} (built for: none)" if code_objects == "missing" else None
+
+        def get_kernel(device_index: int, name: str) -> object:
+            if code_objects == "unloadable":
+                raise OSError("hipModuleLoadData failed: hipErrorNoBinaryForGpu")
+            return object()
+
+        monkeypatch.setattr(launcher, "missing_reason", missing_reason)
+        monkeypatch.setattr(launcher, "get_kernel", get_kernel)
+        support.code_object_problem.cache_clear()
+        registry.insert_kernels(PlatformEnum.ROCM)
+        if emulated:
+            registry.insert_kernels(PlatformEnum.CPU)
+        return fake
+
+    yield apply
+    support.code_object_problem.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def model_dtype_fp16() -> Iterator[None]:
+    """vLLM builds layers with the model dtype as torch's default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float16)
+    yield
+    torch.set_default_dtype(previous)

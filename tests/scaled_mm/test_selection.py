@@ -1,0 +1,128 @@
+"""Which int8 kernel class vLLM picks, with the platform and device simulated."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from vllm.model_executor.kernels.linear import (
+    Int8ScaledMMLinearLayerConfig,
+    choose_scaled_mm_linear_kernel,
+)
+from vllm.platforms import PlatformEnum
+
+OURS = "RdnaHipInt8ScaledMMLinearKernel"
+GFX11 = ["gfx1100", "gfx1101", "gfx1102", "gfx1103", "gfx1150", "gfx1151"]
+INT8_VARIANTS = [
+    Int8ScaledMMLinearLayerConfig(is_static_input_scheme=static, is_channelwise=channelwise,
+                                  input_symmetric=symmetric)
+    for static in (False, True) for channelwise in (False, True) for symmetric in (False, True)
+]
+
+
+def _choose(config: Int8ScaledMMLinearLayerConfig) -> str:
+    from vllm.model_executor.kernels import linear
+
+    return choose_scaled_mm_linear_kernel(config, linear._POSSIBLE_INT8_KERNELS, quantization="int8_w8a8").__name__
+
+
+@pytest.mark.parametrize("arch", GFX11)
+@pytest.mark.parametrize("config", INT8_VARIANTS, ids=repr)
+def test_every_gfx11_target_picks_ours_for_every_int8_variant(simulate, arch, config) -> None:
+    simulate("rocm", arch)
+    assert _choose(config) == OURS
+
+
+@pytest.mark.parametrize("arch", ["gfx942", "gfx90a", "gfx1201"])
+def test_other_rocm_targets_pick_upstream_triton(simulate, arch) -> None:
+    simulate("rocm", arch)
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipInt8ScaledMMLinearKernel
+
+    ok, reason = RdnaHipInt8ScaledMMLinearKernel.is_supported()
+    assert not ok and f"device 0 is {arch}" in reason
+    assert _choose(INT8_VARIANTS[0]) == "TritonInt8ScaledMMLinearKernel"
+
+
+@pytest.mark.parametrize(("platform", "upstream"), [
+    ("cuda", "CutlassInt8ScaledMMLinearKernel"),
+    ("cpu", "CPUInt8ScaledMMLinearKernel"),
+])
+def test_cuda_and_cpu_pick_upstream(simulate, platform, upstream) -> None:
+    simulate(platform)
+    assert _choose(INT8_VARIANTS[0]) == upstream
+
+
+def test_unspecified_platform_has_no_int8_kernel_and_ours_declines(simulate) -> None:
+    simulate("unspecified")
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipInt8ScaledMMLinearKernel
+
+    ok, reason = RdnaHipInt8ScaledMMLinearKernel.is_supported()
+    assert not ok and "platform is unspecified" in reason
+    with pytest.raises(ValueError, match="Failed to find a kernel"):
+        _choose(INT8_VARIANTS[0])
+
+
+@pytest.mark.parametrize(("state", "reason"), [
+    ("missing", "no code object for gfx1102"),
+    ("unloadable", "cannot load the gfx1102 code object (OSError: hipModuleLoadData failed"),
+])
+def test_gfx11_without_a_usable_code_object_picks_upstream_with_a_reason(simulate, state, reason) -> None:
+    simulate("rocm", "gfx1102", code_objects=state)
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipInt8ScaledMMLinearKernel
+
+    ok, why = RdnaHipInt8ScaledMMLinearKernel.is_supported()
+    assert not ok and why.startswith(reason)
+    assert _choose(INT8_VARIANTS[0]) == "TritonInt8ScaledMMLinearKernel"
+
+
+def test_vllm_disabled_kernels_returns_users_to_upstream(simulate, monkeypatch) -> None:
+    simulate("rocm", "gfx1100")
+    monkeypatch.setenv("VLLM_DISABLED_KERNELS", OURS)
+    assert _choose(INT8_VARIANTS[0]) == "TritonInt8ScaledMMLinearKernel"
+
+
+def test_emulated_gfx11_on_cpu_picks_ours(simulate) -> None:
+    simulate("cpu", "gfx1151", emulated=True)
+    assert _choose(INT8_VARIANTS[0]) == OURS
+
+
+def test_ops_forced_to_reference_need_no_code_object(simulate, monkeypatch) -> None:
+    simulate("rocm", "gfx1100", code_objects="missing")
+    monkeypatch.setenv("VLLM_RDNA_W8A8_OPS", "reference")
+    assert _choose(INT8_VARIANTS[0]) == OURS
+
+
+def test_fp32_models_stay_upstream(simulate) -> None:
+    import torch
+
+    simulate("rocm", "gfx1100")
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipInt8ScaledMMLinearKernel
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        ok, reason = RdnaHipInt8ScaledMMLinearKernel.can_implement(INT8_VARIANTS[0])
+        assert not ok and "float16 or bfloat16" in reason
+        assert _choose(INT8_VARIANTS[0]) == "TritonInt8ScaledMMLinearKernel"
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_final_list_order_after_registration(simulate, kernel_lists) -> None:
+    simulate("rocm", "gfx1100")
+    from vllm_rdna_w8a8.scaled_mm import registry
+
+    registry.insert_kernels(PlatformEnum.ROCM)  # twice: idempotent
+    assert [k.__name__ for k in kernel_lists[PlatformEnum.ROCM]] == [
+        OURS, "AiterInt8ScaledMMLinearKernel", "TritonInt8ScaledMMLinearKernel"]
+    assert [k.__name__ for k in kernel_lists[PlatformEnum.CPU]] == [
+        "ZentorchInt8ScaledMMLinearKernel", "CPUInt8ScaledMMLinearKernel"]
+
+
+def test_bad_ops_setting_is_a_clear_error(simulate, monkeypatch) -> None:
+    simulate("rocm", "gfx1100")
+    monkeypatch.setenv("VLLM_RDNA_W8A8_OPS", "fast")
+    from vllm_rdna_w8a8.scaled_mm import support
+
+    with pytest.raises(ValueError, match="VLLM_RDNA_W8A8_OPS='fast' is not one of auto, reference"):
+        support.ops_backend()

@@ -1,0 +1,127 @@
+"""torch.library ops `rdna_w8a8::scaled_int8_quant` and `rdna_w8a8::int8_scaled_mm`.
+
+Each op has its fake (shape-only) implementation beside it, so torch.compile treats it
+as opaque and HIP graph capture works. The implementation is chosen per call:
+- ROCm tensors, or CPU tensors with VLLM_RDNA_W8A8_EMULATE set -> `hip_backend`
+  (our kernels; the emulator's stand-in runtime on the CPU);
+- anything else, or VLLM_RDNA_W8A8_OPS=reference -> `reference` (plain torch).
+
+Use the Python wrappers `scaled_int8_quant` / `int8_scaled_mm` below: the registered
+quantization op cannot return its inputs (custom ops may not alias them), so for
+static scales it returns empty tensors and the wrapper hands the given ones back.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+
+from vllm_rdna_w8a8.ops.validation import padded_k as round_up_k
+from vllm_rdna_w8a8.scaled_mm import support
+
+
+def _implementation(tensor: torch.Tensor) -> ModuleType:
+    if support.ops_backend() != "reference" and (
+        tensor.is_cuda or (tensor.device.type == "cpu" and support.emulated_target() is not None)
+    ):
+        from vllm_rdna_w8a8.ops import hip_backend
+
+        return hip_backend
+    from vllm_rdna_w8a8.ops import reference
+
+    return reference
+
+
+@torch.library.custom_op("rdna_w8a8::scaled_int8_quant", mutates_args=())
+def _scaled_int8_quant(
+    x: torch.Tensor,
+    scale: torch.Tensor | None,
+    azp: torch.Tensor | None,
+    symmetric: bool,
+    padded_k: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, out_scale, out_azp = _implementation(x).scaled_int8_quant(x, scale, azp, symmetric, padded_k)
+    empty_f32 = torch.empty((0,), dtype=torch.float32, device=x.device)
+    empty_i32 = torch.empty((0,), dtype=torch.int32, device=x.device)
+    if scale is not None:  # static: the wrapper returns the caller's scale / azp
+        return q, empty_f32, empty_i32
+    return q, out_scale, empty_i32 if out_azp is None else out_azp
+
+
+@_scaled_int8_quant.register_fake
+def _scaled_int8_quant_fake(
+    x: torch.Tensor,
+    scale: torch.Tensor | None,
+    azp: torch.Tensor | None,
+    symmetric: bool,
+    padded_k: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    m = x.shape[0]
+    dynamic = scale is None
+    return (
+        x.new_empty((m, padded_k), dtype=torch.int8),
+        x.new_empty((m if dynamic else 0,), dtype=torch.float32),
+        x.new_empty((m if dynamic and not symmetric else 0,), dtype=torch.int32),
+    )
+
+
+@torch.library.custom_op("rdna_w8a8::int8_scaled_mm", mutates_args=())
+def _int8_scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp: torch.Tensor | None,
+    azp_adj: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    return _implementation(a).int8_scaled_mm(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+
+
+@_int8_scaled_mm.register_fake
+def _int8_scaled_mm_fake(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp: torch.Tensor | None,
+    azp_adj: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype)
+
+
+def scaled_int8_quant(
+    x: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    azp: torch.Tensor | None = None,
+    symmetric: bool = True,
+    padded_k: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """x [M, K] -> (q [M, padded_k] int8, scale [M] or the given one, azp or None).
+
+    `padded_k` defaults to K rounded up to 16; columns K.. of q are zeros.
+    """
+    if padded_k is None and isinstance(x, torch.Tensor):
+        padded_k = round_up_k(x.shape[-1])
+    q, out_scale, out_azp = torch.ops.rdna_w8a8.scaled_int8_quant(x, scale, azp, symmetric, padded_k)
+    if scale is not None:
+        return q, scale, azp
+    return q, out_scale, None if symmetric else out_azp
+
+
+def int8_scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp: torch.Tensor | None = None,
+    azp_adj: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """a [M, K] int8 x b [N, K] int8 -> [M, N] out_dtype (see `reference` for the math)."""
+    return torch.ops.rdna_w8a8.int8_scaled_mm(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)

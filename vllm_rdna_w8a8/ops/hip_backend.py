@@ -1,0 +1,163 @@
+"""The ops on our HIP kernels: validate, pick a tile config, pack arguments, launch.
+
+Runs on ROCm tensors, and on CPU tensors with the emulated gfx11 backend
+(`VLLM_RDNA_W8A8_EMULATE`), where the launcher uses the emulator's stand-in runtime.
+Per call: no host synchronisation, no allocation besides the outputs, one launch.
+Argument order and flags: docs/architecture.md ("GEMM kernel arguments",
+"Quantization kernel").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, check_gemm_args, check_quant_args
+
+# GEMM flags
+A_SCALE_PER_TOKEN = 1
+B_SCALE_PER_CHANNEL = 2
+OUTPUT_BF16 = 4
+# quantization flags
+STATIC_SCALE = 1
+ASYMMETRIC = 2
+
+QUANT_BLOCK_THREADS = 256
+_ALIGNMENT_BYTES = 16
+
+
+def _device_and_stream(tensor: torch.Tensor) -> tuple[int, int]:
+    """(device index, hipStream_t) for launching on `tensor`'s device."""
+    if tensor.is_cuda:
+        index = tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()
+        return index, torch.cuda.current_stream(tensor.device).cuda_stream
+    if tensor.device.type == "cpu":
+        return 0, 0  # the emulated backend: one device, null stream
+    raise ValueError(f"the HIP backend runs on ROCm or emulated CPU tensors, got {tensor.device}")
+
+
+def _target(device_index: int) -> str:
+    from vllm_rdna_w8a8.runtime.device import gfx_target
+
+    target = gfx_target(device_index)
+    if target is None:
+        raise RuntimeError(f"device {device_index} has no gfx target: not a ROCm (or emulated) device")
+    return target
+
+
+def _kernel(device_index: int, name: str):
+    from vllm_rdna_w8a8.runtime.launcher import get_kernel
+
+    return get_kernel(device_index, name)
+
+
+def _args():
+    from vllm_rdna_w8a8.runtime.launcher import KernelArg
+
+    return KernelArg
+
+
+def _check_rows(name: str, tensor: torch.Tensor, ld_multiple: int = 1) -> int:
+    """Rows with contiguous elements (stride(1) == 1); returns the row stride."""
+    if tensor.dim() != 2 or (tensor.shape[1] > 1 and tensor.stride(1) != 1):
+        raise ValueError(f"{name} needs contiguous rows (stride(1) == 1), got strides {tensor.stride()}")
+    row_stride = tensor.stride(0) if tensor.shape[0] > 1 else tensor.shape[1]  # one row: any
+    if row_stride % ld_multiple:
+        raise ValueError(f"{name}'s row stride {row_stride} must be a multiple of {ld_multiple}")
+    return row_stride
+
+
+def _check_aligned(name: str, tensor: torch.Tensor) -> None:
+    if tensor.data_ptr() % _ALIGNMENT_BYTES:
+        raise ValueError(f"{name} must start on a {_ALIGNMENT_BYTES}-byte boundary")
+
+
+def _check_vector(name: str, tensor: torch.Tensor | None) -> None:
+    if tensor is not None and not tensor.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+
+
+def _pointer(tensor: torch.Tensor | None):
+    return _args().pointer(None if tensor is None else tensor.data_ptr())
+
+
+def scaled_int8_quant(
+    x: torch.Tensor,
+    scale: torch.Tensor | None,
+    azp: torch.Tensor | None,
+    symmetric: bool,
+    padded_k: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Same contract as `reference.scaled_int8_quant`, one launch of w8a8_quant_i8_*."""
+    check_quant_args(x, scale, azp, symmetric, padded_k)
+    ldx = _check_rows("x", x)
+    for name, tensor in (("scale", scale), ("azp", azp)):
+        _check_vector(name, tensor)
+    m, k = x.shape
+    q = torch.empty((m, padded_k), dtype=torch.int8, device=x.device)
+    static = scale is not None
+    out_scale = scale if static else torch.empty((m,), dtype=torch.float32, device=x.device)
+    out_azp = azp if static or symmetric else torch.empty((m,), dtype=torch.int32, device=x.device)
+    if m == 0:
+        return q, out_scale, out_azp
+    device_index, stream = _device_and_stream(x)
+    name = "w8a8_quant_i8_bf16" if x.dtype == torch.bfloat16 else "w8a8_quant_i8_f16"
+    flags = (STATIC_SCALE if static else 0) | (0 if symmetric else ASYMMETRIC)
+    arg = _args()
+    _kernel(device_index, name).launch(
+        (m, 1, 1),
+        (QUANT_BLOCK_THREADS, 1, 1),
+        [
+            _pointer(x), _pointer(q), _pointer(out_scale), _pointer(out_azp),
+            arg.int32(m), arg.int32(k), arg.int32(ldx), arg.int32(padded_k), arg.uint32(flags),
+        ],
+        stream,
+    )
+    return q, out_scale, out_azp
+
+
+def int8_scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp: torch.Tensor | None,
+    azp_adj: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """Same contract as `reference.int8_scaled_mm`, one launch of w8a8_i8_gemm_<tag>."""
+    m, n, k = check_gemm_args(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+    if k % K_ALIGNMENT:
+        raise ValueError(f"K={k} must be a multiple of {K_ALIGNMENT}: pad the weight and activations")
+    lda = _check_rows("a", a, K_ALIGNMENT)
+    ldb = _check_rows("b", b, K_ALIGNMENT)
+    _check_aligned("a", a)
+    _check_aligned("b", b)
+    for name, tensor in (("a_scale", a_scale), ("b_scale", b_scale), ("azp", azp),
+                         ("azp_adj", azp_adj), ("bias", bias)):
+        _check_vector(name, tensor)
+    out = torch.empty((m, n), dtype=out_dtype, device=a.device)
+    if m == 0 or n == 0:
+        return out
+    device_index, stream = _device_and_stream(a)
+    from vllm_rdna_w8a8.dispatch import pick_gemm_config
+
+    config = pick_gemm_config(_target(device_index), m, n, k, "i8")
+    flags = (
+        (A_SCALE_PER_TOKEN if a_scale.numel() == m and m > 1 else 0)
+        | (B_SCALE_PER_CHANNEL if b_scale.numel() == n and n > 1 else 0)
+        | (OUTPUT_BF16 if out_dtype == torch.bfloat16 else 0)
+    )
+    arg = _args()
+    _kernel(device_index, config.kernel_name("i8")).launch(
+        config.grid(m, n),
+        (config.threads, 1, 1),
+        [
+            _pointer(a), _pointer(b), _pointer(out), _pointer(a_scale), _pointer(b_scale),
+            _pointer(azp), _pointer(azp_adj), _pointer(bias),
+            arg.int32(m), arg.int32(n), arg.int32(k),
+            arg.int32(lda), arg.int32(ldb), arg.int32(n), arg.uint32(flags),
+        ],
+        stream,
+    )
+    return out

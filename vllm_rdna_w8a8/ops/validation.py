@@ -1,0 +1,134 @@
+"""Argument checks shared by both implementations of the ops (reference and HIP).
+
+Each check raises TypeError (wrong kind/dtype) or ValueError (wrong shape/value) with
+a message naming the argument, before any work is done.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
+OUTPUT_DTYPES = (torch.float16, torch.bfloat16)
+K_ALIGNMENT = 16  # the int8 WMMA consumes K in steps of 16
+
+
+def padded_k(k: int) -> int:
+    """K rounded up to the kernels' K step; weights and quantized activations use it."""
+    return -(-k // K_ALIGNMENT) * K_ALIGNMENT
+
+
+def _tensor(name: str, value: object) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _dtype(name: str, tensor: torch.Tensor, allowed: tuple[torch.dtype, ...]) -> None:
+    if tensor.dtype not in allowed:
+        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
+        raise TypeError(f"{name} must be {names}, got {str(tensor.dtype).removeprefix('torch.')}")
+
+
+def _same_device(reference: torch.Tensor, **tensors: torch.Tensor | None) -> None:
+    for name, tensor in tensors.items():
+        if tensor is not None and tensor.device != reference.device:
+            raise ValueError(f"{name} is on {tensor.device}, the activations on {reference.device}")
+
+
+def _vector(name: str, tensor: torch.Tensor, lengths: tuple[int, ...], what: str) -> None:
+    """`tensor` holds `lengths[i]` elements laid out as [n] or [n, 1] / [1, n]."""
+    if tensor.numel() not in lengths or tensor.dim() > 2 or (
+        tensor.dim() == 2 and 1 not in tensor.shape
+    ):
+        shapes = " or ".join(f"[{n}]" for n in dict.fromkeys(lengths))
+        raise ValueError(f"{name} must have shape {shapes} ({what}), got {list(tensor.shape)}")
+
+
+def check_quant_args(
+    x: torch.Tensor,
+    scale: torch.Tensor | None,
+    azp: torch.Tensor | None,
+    symmetric: bool,
+    k_out: int,
+) -> None:
+    """Checks for scaled_int8_quant: x [M, K] fp16/bf16 -> q [M, k_out] int8."""
+    _tensor("x", x)
+    _dtype("x", x, ACTIVATION_DTYPES)
+    if x.dim() != 2:
+        raise ValueError(f"x must be 2-D [M, K], got shape {list(x.shape)}")
+    if not isinstance(symmetric, bool):
+        raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
+    if isinstance(k_out, bool) or not isinstance(k_out, int):
+        raise TypeError(f"padded_k must be an int, got {type(k_out).__name__}")
+    if k_out < x.shape[1] or k_out % K_ALIGNMENT:
+        raise ValueError(
+            f"padded_k must be a multiple of {K_ALIGNMENT} and >= K={x.shape[1]}, got {k_out}"
+        )
+    if scale is None:
+        if azp is not None:
+            raise ValueError("azp given without scale: a static zero point needs a static scale")
+        return
+    _tensor("scale", scale)
+    _dtype("scale", scale, (torch.float32,))
+    _vector("scale", scale, (1,), "one static scale")
+    if symmetric and azp is not None:
+        raise ValueError("azp must be None for symmetric quantization")
+    if not symmetric:
+        if azp is None:
+            raise ValueError("asymmetric static quantization needs azp")
+        _tensor("azp", azp)
+        _dtype("azp", azp, (torch.int32,))
+        _vector("azp", azp, (1,), "one static zero point")
+    _same_device(x, scale=scale, azp=azp)
+
+
+def check_gemm_args(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp: torch.Tensor | None,
+    azp_adj: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> tuple[int, int, int]:
+    """Checks for int8_scaled_mm: a [M, K] int8, b [N, K] int8 -> [M, N]; returns M, N, K."""
+    for name, value in (("a", a), ("b", b), ("a_scale", a_scale), ("b_scale", b_scale)):
+        _tensor(name, value)
+    _dtype("a", a, (torch.int8,))
+    _dtype("b", b, (torch.int8,))
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(f"a and b must be 2-D, got shapes {list(a.shape)} and {list(b.shape)}")
+    m, k = a.shape
+    n, k_b = b.shape
+    if k != k_b:
+        raise ValueError(f"a is [M, K] = {list(a.shape)} but b is [N, K] = {list(b.shape)}: K differs")
+    if not isinstance(out_dtype, torch.dtype):
+        raise TypeError(f"out_dtype must be a torch.dtype, got {type(out_dtype).__name__}")
+    if out_dtype not in OUTPUT_DTYPES:
+        raise TypeError(f"out_dtype must be float16 or bfloat16, got {str(out_dtype).removeprefix('torch.')}")
+    _dtype("a_scale", a_scale, (torch.float32,))
+    _dtype("b_scale", b_scale, (torch.float32,))
+    _vector("a_scale", a_scale, (m, 1), "per token or per tensor")
+    _vector("b_scale", b_scale, (n, 1), "per channel or per tensor")
+    if azp is not None:
+        if azp_adj is None:
+            raise ValueError("azp given without azp_adj: the zero-point correction needs both")
+        _tensor("azp", azp)
+        _dtype("azp", azp, (torch.int32,))
+        _vector("azp", azp, (m,), "one zero point per token")
+    if azp_adj is not None:
+        _tensor("azp_adj", azp_adj)
+        _dtype("azp_adj", azp_adj, (torch.int32,))
+        _vector("azp_adj", azp_adj, (n,), "one correction per output channel")
+    if bias is not None:
+        _tensor("bias", bias)
+        if bias.dtype != out_dtype:
+            raise TypeError(
+                f"bias must have the output dtype {str(out_dtype).removeprefix('torch.')}, "
+                f"got {str(bias.dtype).removeprefix('torch.')}"
+            )
+        _vector("bias", bias, (n,), "one per output channel")
+    _same_device(a, b=b, a_scale=a_scale, b_scale=b_scale, azp=azp, azp_adj=azp_adj, bias=bias)
+    return m, n, k

@@ -1,0 +1,134 @@
+"""`RdnaW8A8Config`: what `--quantization rdna_w8a8` builds.
+
+- compressed-tensors checkpoint: exactly upstream `CompressedTensorsConfig` (subclassed,
+  nothing reimplemented): parsing, ignore lists, fused modules, lm_head, KV-cache
+  scales. Its W8A8 int8 layers ask vLLM for an int8 kernel, which on gfx11 is ours.
+  Other schemes (fp8, W4A16, block fp8, ...) stay on upstream's kernels; each scheme
+  is named once in the log.
+- no quantization_config (fp16/bf16 checkpoint; vLLM calls the class with no
+  arguments): every linear layer is quantized at load time to int8 W8A8, symmetric
+  per-channel weights and dynamic per-token activations, through the same int8 kernel
+  selection (our kernel on gfx11, vLLM's CPU kernel on the CPU, Triton elsewhere).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from compressed_tensors.config import CompressionFormat
+from vllm.model_executor.kernels.linear import init_int8_linear_kernel
+from vllm.model_executor.layers.linear import LinearBase, LinearMethodBase
+from vllm.model_executor.layers.quantization.base_config import QuantizeMethodBase
+from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (
+    CompressedTensorsConfig,
+)
+from vllm.model_executor.layers.quantization.compressed_tensors.schemes import (
+    CompressedTensorsW8A8Int8,
+)
+from vllm.model_executor.layers.quantization.utils import replace_parameter
+from vllm.model_executor.parameter import ModelWeightParameter
+from vllm.model_executor.utils import set_weight_attrs
+
+from vllm_rdna_w8a8.quantization import QUANTIZATION_NAME, accepts_checkpoint
+
+logger = logging.getLogger("vllm.rdna_w8a8")
+
+# Schemes whose linear layers go through vLLM's int8 kernel selection (ours on gfx11).
+ROUTED_SCHEMES = (CompressedTensorsW8A8Int8,)
+
+
+def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, K] float -> (int8 [N, K], float32 scales [N, 1]): symmetric, absmax / 127.
+
+    A row of zeros gets scale 0 and zeros (never NaN).
+    """
+    values = weight.float()
+    scales = values.abs().amax(dim=1, keepdim=True) / 127.0
+    safe = torch.where(scales == 0, torch.ones_like(scales), scales)
+    quantized = (values / safe).round().clamp(-127, 127).to(torch.int8)
+    return quantized, scales
+
+
+class OnlineInt8LinearMethod(LinearMethodBase):
+    """Loads an fp16/bf16 linear layer, then quantizes it to int8 W8A8 (per-channel
+    weights, dynamic per-token activations) for vLLM's int8 kernel selection."""
+
+    def create_weights(
+        self,
+        layer: torch.nn.Module,
+        input_size_per_partition: int,
+        output_partition_sizes: list[int],
+        input_size: int,
+        output_size: int,
+        params_dtype: torch.dtype,
+        **extra_weight_attrs: Any,
+    ) -> None:
+        layer.logical_widths = output_partition_sizes
+        self.kernel = init_int8_linear_kernel(
+            is_channelwise=True,
+            is_static_input_scheme=False,
+            input_symmetric=True,
+            module_name=type(self).__name__,
+        )
+        weight_loader = extra_weight_attrs.pop("weight_loader")
+        weight = ModelWeightParameter(
+            data=torch.empty(sum(output_partition_sizes), input_size_per_partition, dtype=params_dtype),
+            input_dim=1,
+            output_dim=0,
+            weight_loader=weight_loader,
+        )
+        layer.register_parameter("weight", weight)
+        set_weight_attrs(weight, extra_weight_attrs)
+        # The kernels read these by name; dynamic symmetric activations need none.
+        for name in ("weight_scale", "input_scale", "input_zero_point", "azp_adj"):
+            layer.register_parameter(name, None)
+
+    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        quantized, scales = quantize_weight_per_channel(layer.weight.data)
+        replace_parameter(layer, "weight", quantized)
+        layer.weight_scale = torch.nn.Parameter(scales, requires_grad=False)
+        self.kernel.process_weights_after_loading(layer)
+
+    def apply(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.kernel.apply_weights(layer, x, bias)
+
+
+class RdnaW8A8Config(CompressedTensorsConfig):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.online = not args and not kwargs
+        if self.online:
+            super().__init__(target_scheme_map={}, ignore=[], quant_format=CompressionFormat.int_quantized.value)
+        else:
+            super().__init__(*args, **kwargs)
+        self._schemes_logged: set[str] = set()
+
+    def get_name(self) -> str:  # type: ignore[override]
+        return QUANTIZATION_NAME
+
+    @classmethod
+    def override_quantization_method(
+        cls, hf_quant_cfg: dict[str, Any], user_quant: str | None, hf_config: Any = None
+    ) -> str | None:
+        return QUANTIZATION_NAME if accepts_checkpoint(hf_quant_cfg, user_quant) else None
+
+    def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> QuantizeMethodBase | None:
+        if self.online:
+            return OnlineInt8LinearMethod() if isinstance(layer, LinearBase) else None
+        method = super().get_quant_method(layer, prefix)
+        scheme = getattr(layer, "scheme", None)
+        if isinstance(layer, LinearBase) and scheme is not None and not isinstance(scheme, ROUTED_SCHEMES):
+            self._log_upstream_scheme(type(scheme).__name__, prefix)
+        return method
+
+    def _log_upstream_scheme(self, scheme_name: str, prefix: str) -> None:
+        if scheme_name not in self._schemes_logged:
+            self._schemes_logged.add(scheme_name)
+            logger.info(
+                "rdna_w8a8: %s layers (first: %s) are not W8A8 int8, served by upstream kernels",
+                scheme_name,
+                prefix,
+            )

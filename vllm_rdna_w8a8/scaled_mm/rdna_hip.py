@@ -1,0 +1,80 @@
+"""`RdnaHipInt8ScaledMMLinearKernel`: vLLM's int8 W8A8 linear layers on our gfx11 HIP kernels.
+
+Selected by vLLM (first in its ROCm list, see `registry.py`) when `is_supported` finds
+ROCm gfx11 (or the emulated gfx11 backend) with a loadable code object for the device's
+exact target. Weight layout after `process_weights_after_loading`: see `weights.py`.
+`apply_weights` makes two launches: quantize the activations, then the GEMM with the
+scale / zero-point / bias epilogue fused.
+"""
+
+from __future__ import annotations
+
+import torch
+from vllm.model_executor.kernels.linear.scaled_mm.ScaledMMLinearKernel import (
+    Int8ScaledMMLinearKernel,
+    Int8ScaledMMLinearLayerConfig,
+)
+from vllm.model_executor.layers.quantization.utils import replace_parameter
+
+from vllm_rdna_w8a8.ops.custom_ops import int8_scaled_mm, scaled_int8_quant
+from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES
+from vllm_rdna_w8a8.scaled_mm import support, weights
+
+
+class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
+    @classmethod
+    def is_supported(cls, compute_capability: int | None = None) -> tuple[bool, str | None]:
+        return support.hip_kernels_usable()
+
+    @classmethod
+    def can_implement(cls, c: Int8ScaledMMLinearLayerConfig) -> tuple[bool, str | None]:
+        # Every int8 variant (static/dynamic, symmetric/asymmetric, per-tensor/per-channel,
+        # fused shards) is implemented; the activation dtype is the one limit. vLLM builds
+        # layers under the model dtype as torch's default dtype.
+        dtype = torch.get_default_dtype()
+        if dtype not in ACTIVATION_DTYPES:
+            return False, f"requires float16 or bfloat16 activations, the model dtype is {dtype}"
+        return True, None
+
+    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        w_name, w_scale_name, i_scale_name, i_zp_name, azp_adj_name = self.layer_param_names
+        weight = getattr(layer, w_name).data
+        replace_parameter(layer, w_name, weights.pad_weight(weight))
+        replace_parameter(
+            layer,
+            w_scale_name,
+            weights.channel_scales(
+                getattr(layer, w_scale_name).data, layer.logical_widths, self.config.is_channelwise
+            ),
+        )
+        static_zero_point = None
+        if self.config.is_static_input_scheme:
+            zero_point = None if self.config.input_symmetric else getattr(layer, i_zp_name).data
+            scale, static_zero_point = weights.static_input_params(getattr(layer, i_scale_name).data, zero_point)
+            replace_parameter(layer, i_scale_name, scale)
+            replace_parameter(layer, i_zp_name, static_zero_point)
+        else:
+            replace_parameter(layer, i_scale_name, None)
+            replace_parameter(layer, i_zp_name, None)
+        azp_adj = None
+        if not self.config.input_symmetric:
+            azp_adj = weights.azp_adjustment(weight, static_zero_point)
+        replace_parameter(layer, azp_adj_name, azp_adj)
+
+    def apply_weights(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        weight, weight_scale, input_scale, input_zero_point, azp_adj = self._get_layer_params(layer)
+        rows = x.reshape(-1, x.shape[-1])
+        if rows.stride(-1) != 1:
+            rows = rows.contiguous()
+        symmetric = azp_adj is None
+        q, x_scale, x_zero_point = scaled_int8_quant(
+            rows, input_scale, input_zero_point, symmetric=symmetric, padded_k=weight.shape[1]
+        )
+        # A static zero point is folded into azp_adj; a dynamic one goes per token.
+        per_token_azp = x_zero_point if input_scale is None else None
+        out = int8_scaled_mm(
+            q, weight, x_scale, weight_scale, x.dtype, azp=per_token_azp, azp_adj=azp_adj, bias=bias
+        )
+        return out.reshape(*x.shape[:-1], weight.shape[0])
