@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from vllm_rdna_w8a8.bench import timing
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
@@ -107,38 +108,46 @@ def implementations() -> dict[str, Callable[[tuple[Any, ...]], object]]:
     return {"ours": ours, "triton_scaled_mm": triton, "int_mm_dequant": int_mm_dequant}
 
 
-def measured_rows(target: str, shapes: Sequence[LinearShape], m_values: Sequence[int],
-                  warmup: int, iterations: int) -> list[dict[str, Any]]:
+def gpu_times(shape: LinearShape, m: int, impls: Mapping[str, Callable[[tuple[Any, ...]], object]],
+              warmup: int, iterations: int) -> dict[str, float | None]:
+    """Median device time (us) of each implementation on one shape; None where it fails."""
     import torch
+
+    inputs = rotating_int8_inputs(m, shape.n, shape.k)
+    times: dict[str, float | None] = {}
+    for name, run in impls.items():
+        try:
+            times[name] = timing.median_time_us(run, inputs, warmup, iterations)
+        except RuntimeError as error:  # e.g. torch._int_mm's shape limits: report, keep going
+            print(f"  {name} M={m} N={shape.n} K={shape.k}: not timed ({error})", file=sys.stderr)
+            times[name] = None
+    del inputs
+    torch.cuda.empty_cache()
+    return times
+
+
+def measured_row(target: str, shape: LinearShape, m: int, config_tag: str,
+                 times: Mapping[str, float | None]) -> dict[str, Any]:
+    """One report row from measured times: rates of ours, speed-up over each baseline."""
+    ours, triton, int_mm = times["ours"], times["triton_scaled_mm"], times["int_mm_dequant"]
+    rates = timing.rates(target, m, shape.n, shape.k, ours) if ours else None
+    return {
+        "layer": shape.layer, "M": m, "N": shape.n, "K": shape.k, "config": config_tag,
+        "ours_us": ours, "triton_us": triton, "int_mm_us": int_mm,
+        "TOPS": rates.tops if rates else None, "GB/s": rates.gb_per_s if rates else None,
+        "pct_peak": rates.percent_of_peak if rates else None,
+        "pct_bw": rates.percent_of_bandwidth if rates else None,
+        "x_triton": triton / ours if ours and triton else None,
+        "x_int_mm": int_mm / ours if ours and int_mm else None,
+    }
+
+
+def measured_rows(target: str, shapes: Sequence[LinearShape], m_values: Sequence[int],
+                  time_shape: Callable[[LinearShape, int], Mapping[str, float | None]]) -> list[dict[str, Any]]:
     from vllm_rdna_w8a8.dispatch import pick_gemm_config
 
-    impls = implementations()
-    rows = []
-    for shape in shapes:
-        for m in m_values:
-            inputs = rotating_int8_inputs(m, shape.n, shape.k)
-            times: dict[str, float | None] = {}
-            for name, run in impls.items():
-                try:
-                    times[name] = timing.median_time_us(run, inputs, warmup, iterations)
-                except RuntimeError as error:  # e.g. torch._int_mm's shape limits: report, keep going
-                    print(f"  {name} M={m} N={shape.n} K={shape.k}: not timed ({error})", file=sys.stderr)
-                    times[name] = None
-            del inputs
-            torch.cuda.empty_cache()
-            ours = times["ours"]
-            rates = timing.rates(target, m, shape.n, shape.k, ours) if ours else None
-            rows.append({
-                "layer": shape.layer, "M": m, "N": shape.n, "K": shape.k,
-                "config": pick_gemm_config(target, m, shape.n, shape.k).tag,
-                "ours_us": ours, "triton_us": times["triton_scaled_mm"], "int_mm_us": times["int_mm_dequant"],
-                "TOPS": rates.tops if rates else None, "GB/s": rates.gb_per_s if rates else None,
-                "pct_peak": rates.percent_of_peak if rates else None,
-                "pct_bw": rates.percent_of_bandwidth if rates else None,
-                "x_triton": times["triton_scaled_mm"] / ours if ours and times["triton_scaled_mm"] else None,
-                "x_int_mm": times["int_mm_dequant"] / ours if ours and times["int_mm_dequant"] else None,
-            })
-    return rows
+    return [measured_row(target, shape, m, pick_gemm_config(target, m, shape.n, shape.k).tag, time_shape(shape, m))
+            for shape in shapes for m in m_values]
 
 
 def write_plot(path: Path, rows: Sequence[dict[str, Any]], time_columns: dict[str, str], title: str) -> str:
@@ -203,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except timing.NoGfx11Error as error:
         print(f"refusing to benchmark: {error}", file=sys.stderr)
         return EXIT_NO_GFX11
-    rows = measured_rows(target, shapes, args.m, args.warmup, args.iterations)
+    impls = implementations()
+    rows = measured_rows(target, shapes, args.m, functools.partial(
+        gpu_times, impls=impls, warmup=args.warmup, iterations=args.iterations))
     if args.wmma_ceiling_tops:
         add_ceiling_column(rows, "TOPS", args.wmma_ceiling_tops)
     print(f"MEASURED on {target} ({dims.name} tp={args.tp}); medians of {args.iterations} device-event timings")

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from vllm_rdna_w8a8 import dispatch
 from vllm_rdna_w8a8.bench import timing
@@ -16,7 +16,7 @@ from vllm_rdna_w8a8.bench.run import EXIT_NO_GFX11, PREDICTION_BANNER, implement
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.dispatch import generate_tables, perf_model, tables
 from vllm_rdna_w8a8.dispatch.model_shapes import LinearShape, linear_shapes, resolve_model
-from vllm_rdna_w8a8.dispatch.tile_configs import load_tile_configs
+from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig, load_tile_configs
 
 EXIT_TABLES_DRIFTED = 1
 
@@ -79,38 +79,47 @@ def _progress(total: int) -> Any:
         return None
 
 
-def measure(target: str, shapes: Sequence[LinearShape], m_values: Sequence[int],
-            warmup: int, iterations: int) -> dict[str, dict[str, dict[str, Any]]]:
-    """Time every candidate config on every (shape, M); {shape key: {bucket: entry}}."""
-    import torch
+CandidateTimer = Callable[[LinearShape, int, Sequence[TileConfig]], Sequence[float]]
 
-    configs = load_tile_configs()
-    ours = implementations()["ours"]
-    device_name = torch.cuda.get_device_name(0)
-    today = datetime.date.today().isoformat()
-    progress = _progress(len(shapes) * len(m_values) * len(configs))
+
+def best_measured(shapes: Sequence[LinearShape], m_values: Sequence[int], ranked: Callable[[LinearShape, int], Sequence[TileConfig]],
+                  time_candidates: CandidateTimer, device_name: str, date: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """{shape key: {bucket: measured entry}}: the fastest candidate per (shape, M). Candidates
+    are timed in the model's order and a later one must be strictly faster, so the model's
+    pick wins ties."""
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for shape in shapes:
         for m in m_values:
-            inputs = rotating_int8_inputs(m, shape.n, shape.k)
-            best: tuple[float, str] | None = None
-            # The model's order: its pick is timed first and keeps ties.
-            for prediction in dispatch.ranked_candidates(target, m, shape.n, shape.k):
-                with dispatch.forced_gemm_config(prediction.config):
-                    time_us = timing.median_time_us(ours, inputs, warmup, iterations)
-                if best is None or time_us < best[0]:
-                    best = (time_us, prediction.config.tag)
-                if progress is not None:
-                    progress.update(1)
-            del inputs
-            torch.cuda.empty_cache()
-            assert best is not None  # rank_configs returns at least one config or raises
+            candidates = list(ranked(shape, m))
+            times = list(time_candidates(shape, m, candidates))
+            if len(times) != len(candidates):
+                raise ValueError(f"timer returned {len(times)} times for {len(candidates)} candidates")
+            best = min(range(len(candidates)), key=lambda index: (times[index], index))
             result.setdefault(tables.shape_key(shape.n, shape.k), {})[str(tables.m_bucket(m))] = {
-                "tag": best[1], "source": "measured", "device_name": device_name,
-                "date": today, "measured_us": round(best[0], 3)}
-    if progress is not None:
-        progress.close()
+                "tag": candidates[best].tag, "source": "measured", "device_name": device_name,
+                "date": date, "measured_us": round(times[best], 3)}
     return result
+
+
+def gpu_candidate_timer(warmup: int, iterations: int, progress: Any) -> CandidateTimer:
+    """Times each candidate through the production op, forced to that config."""
+    import torch
+
+    ours = implementations()["ours"]
+
+    def time_candidates(shape: LinearShape, m: int, candidates: Sequence[TileConfig]) -> list[float]:
+        inputs = rotating_int8_inputs(m, shape.n, shape.k)
+        times = []
+        for config in candidates:
+            with dispatch.forced_gemm_config(config):
+                times.append(timing.median_time_us(ours, inputs, warmup, iterations))
+            if progress is not None:
+                progress.update(1)
+        del inputs
+        torch.cuda.empty_cache()
+        return times
+
+    return time_candidates
 
 
 def merge_into_user_table(path: Path, target: str, kind: str, measured: dict[str, dict[str, dict[str, Any]]]) -> None:
@@ -165,7 +174,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except timing.NoGfx11Error as error:
         print(f"refusing to tune: {error}", file=sys.stderr)
         return EXIT_NO_GFX11
-    measured = measure(target, shapes, args.m, args.warmup, args.iterations)
+    import torch
+
+    progress = _progress(len(shapes) * len(args.m) * len(load_tile_configs()))
+    measured = best_measured(
+        shapes, args.m,
+        lambda shape, m: [p.config for p in dispatch.ranked_candidates(target, m, shape.n, shape.k)],
+        gpu_candidate_timer(args.warmup, args.iterations, progress),
+        torch.cuda.get_device_name(0), datetime.date.today().isoformat())
+    if progress is not None:
+        progress.close()
     path = output_dir / f"{target}.json"
     merge_into_user_table(path, target, args.kind, measured)
     print(f"MEASURED table written: {path}\nuse it: export {tables.TUNING_DIR_ENV}={output_dir}")
