@@ -90,12 +90,12 @@ def rotating_int8_inputs(m: int, n: int, k: int, device: str = "cuda") -> list[t
 def implementations() -> dict[str, Callable[[tuple[Any, ...]], object]]:
     """Our op and the two baselines, each computing fp16 out = (a @ b^T) * a_scale * b_scale."""
     import torch
-    import vllm_rdna_w8a8.ops.custom_ops  # noqa: F401  (registers torch.ops.rdna_w8a8)
+    from vllm_rdna_w8a8.ops.custom_ops import int8_scaled_mm
     from vllm.model_executor.layers.quantization.compressed_tensors.triton_scaled_mm import triton_scaled_mm
 
     def ours(inputs: tuple[Any, ...]) -> object:
         a, b, a_scale, b_scale = inputs
-        return torch.ops.rdna_w8a8.int8_scaled_mm(a, b, a_scale, b_scale, torch.float16)
+        return int8_scaled_mm(a, b, a_scale, b_scale, torch.float16)
 
     def triton(inputs: tuple[Any, ...]) -> object:
         a, b, a_scale, b_scale = inputs
