@@ -132,3 +132,17 @@ def test_selection_cost_per_call_is_negligible(fixture_kernel_table: Path) -> No
     per_call_us = (time.perf_counter() - start) / calls * 1e6
     print(f"cached pick_gemm_config: {per_call_us:.3f} us per call")
     assert per_call_us < 5.0  # a decode GEMM takes >= ~10 us even on the fastest target
+
+
+def test_forced_config_is_returned_inside_the_block_only(fixture_kernel_table: Path) -> None:
+    configs = dispatch.load_tile_configs()
+    normal = dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096)
+    forced = next(config for config in configs if config != normal)
+    with dispatch.forced_gemm_config(forced):
+        assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096) == forced
+        assert dispatch.pick_gemm_config("gfx1151", 4096, 64, 64, "f8") == forced
+    assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096) == normal
+    stranger = dispatch.TileConfig("m32n32k32_w1x1x1", 32, 32, 32, 1, 1, 1)
+    with pytest.raises(ValueError, match="not a row of the kernel table"):
+        with dispatch.forced_gemm_config(stranger):
+            pass

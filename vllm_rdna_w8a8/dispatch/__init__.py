@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 from typing import Iterator
 
 from vllm_rdna_w8a8.build.targets import get_target
@@ -35,8 +34,6 @@ __all__ = [
     "ranked_candidates",
     "pick_gemm_config",
 ]
-
-logger = logging.getLogger(__name__)
 
 # Set only by the tuner, which times each candidate through the production op.
 _forced_config: TileConfig | None = None

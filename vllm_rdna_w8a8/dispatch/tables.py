@@ -9,9 +9,9 @@ Format (docs/performance.md has the full description):
       "configs": {
         "i8": {
           "N=6144,K=4096": {
-            "1":  {"tag": "m16n32k256_w1x1x4", "source": "model", "predicted_us": 13.652},
-            "16": {"tag": "...", "source": "measured", "device_name": "AMD Radeon RX 7900 XTX",
-                   "date": "2026-11-27", "measured_us": 14.1}
+            "1":  {"tag": "<tag>", "source": "model", "predicted_us": <model's time>},
+            "16": {"tag": "<tag>", "source": "measured", "device_name": "<GPU name>",
+                   "date": "<YYYY-MM-DD>", "measured_us": <median time>}
           }
         },
         "f8": { ... }
