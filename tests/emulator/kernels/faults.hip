@@ -69,13 +69,15 @@ struct SmallLds {
   int values[kLdsInts];
 };
 
-// Only even slots are written; out[t] = slot t, so odd entries show the
-// content of never-written LDS.
+// Workgroup 0 writes the even slots only, later workgroups write nothing;
+// out[b][t] = slot t of workgroup b, so the other entries show the content of
+// never-written LDS (also when a workgroup's LDS reuses freed memory).
 extern "C" __global__ void __launch_bounds__(kLdsInts) emu_fault_lds_unwritten(int* out) {
   SmallLds& lds = workgroup_lds<SmallLds>();
-  if (threadIdx.x % 2 == 0) lds.values[threadIdx.x] = static_cast<int>(threadIdx.x) * 10;
+  if (blockIdx.x == 0 && threadIdx.x % 2 == 0)
+    lds.values[threadIdx.x] = static_cast<int>(threadIdx.x) * 10;
   __syncthreads();
-  out[threadIdx.x] = lds.values[threadIdx.x];
+  out[blockIdx.x * kLdsInts + threadIdx.x] = lds.values[threadIdx.x];
 }
 RDNA_EXPORT_KERNEL(emu_fault_lds_unwritten)
 

@@ -1,0 +1,108 @@
+"""Hardware rules the emulator enforces: each broken rule ends the process with a message
+naming the kernel and place, or (sanitized build) an AddressSanitizer report. Every case
+runs in a subprocess; the sanitized ones in sanitizer_env()."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import pytest
+
+SIGABRT_STATUS = -signal.SIGABRT
+FAULTS_SOURCE = "faults.hip"
+
+
+def assert_aborted(result, *patterns: str) -> None:
+    assert result.returncode == SIGABRT_STATUS, (
+        f"expected an abort, got status {result.returncode}\n{result.stdout}\n{result.stderr}")
+    for pattern in patterns:
+        assert re.search(pattern, result.stderr), f"{pattern!r} not in:\n{result.stderr}"
+
+
+def test_unreplicated_wmma_lanes_name_kernel_workgroup_wave_and_lane(run_driver) -> None:
+    result = run_driver("wmma_unreplicated", sanitized=False)
+    assert_aborted(
+        result,
+        r"kernel emu_fault_wmma_unreplicated, workgroup \(2,0,0\), wave 1, lane 21",
+        r"operand A of lane 21 differs from lane 5",
+        r"lanes 16-31 must replicate",
+    )
+
+
+def test_divergent_barriers_are_reported_not_waited_on(run_driver) -> None:
+    result = run_driver("divergent_barrier", sanitized=False)
+    assert_aborted(
+        result,
+        r"deadlock in kernel emu_fault_divergent_barrier",
+        r"different __syncthreads\(\) calls",
+        rf"threads 0-63 wait at __syncthreads\(\) \S*{FAULTS_SOURCE}:\d+",
+        rf"threads 64-127 wait at __syncthreads\(\) \S*{FAULTS_SOURCE}:\d+",
+    )
+
+
+def test_barrier_after_some_threads_exited_is_a_deadlock(run_driver) -> None:
+    result = run_driver("exit_before_barrier", sanitized=False)
+    assert_aborted(
+        result,
+        r"deadlock in kernel emu_fault_exit_before_barrier, workgroup \(0,0,0\) of 128 threads",
+        r"threads 96-127 have exited",
+        r"threads 0-95 wait at __syncthreads\(\)",
+    )
+
+
+def test_wmma_in_a_partial_wave_is_refused(run_driver) -> None:
+    result = run_driver("partial_wave_wmma", sanitized=False)
+    assert_aborted(
+        result,
+        r"kernel emu_fault_partial_wave_wmma, workgroup \(0,0,0\), wave 1",
+        r"partial wave of 16 threads \(workgroup size 48",
+    )
+
+
+def test_shuffle_not_reached_by_all_lanes_is_a_deadlock(run_driver) -> None:
+    result = run_driver("partial_shuffle", sanitized=False)
+    assert_aborted(
+        result,
+        r"deadlock in kernel emu_fault_partial_shuffle",
+        r"threads 0-15 wait at __shfl_xor\(\)",
+        r"threads 16-31 have exited",
+    )
+
+
+def test_out_of_bounds_global_write_is_caught_by_asan(run_driver) -> None:
+    result = run_driver("global_overflow", sanitized=True)
+    assert_aborted(
+        result,
+        r"AddressSanitizer: heap-buffer-overflow",
+        r"WRITE of size 4",
+        rf"in emu_fault_global_overflow \S*{FAULTS_SOURCE}:\d+",
+        r"0 bytes after 4000-byte region",
+    )
+
+
+def test_lds_overrun_is_caught_by_asan(run_driver) -> None:
+    """The LDS object is exactly sizeof(T): one int past it is already an overflow."""
+    result = run_driver("lds_overrun", sanitized=True)
+    assert_aborted(
+        result,
+        r"AddressSanitizer: heap-buffer-overflow",
+        r"READ of size 4",
+        rf"in emu_fault_lds_overrun \S*{FAULTS_SOURCE}:\d+",
+        r"0 bytes after 256-byte region",
+        r"workgroup_lds<SmallLds>",
+    )
+
+
+def test_lds_overrun_goes_unnoticed_without_the_sanitizer(run_driver) -> None:
+    """Why the kernels' tests run sanitized: the plain build cannot see it."""
+    assert run_driver("lds_overrun", sanitized=False).returncode == 0
+
+
+@pytest.mark.parametrize("scenario", ["wmma_signed", "wave_ops"])
+def test_correct_kernels_run_clean_under_asan_and_ubsan(run_driver, scenario: str) -> None:
+    result = run_driver(scenario, sanitized=True)
+    assert result.returncode == 0, result.stderr
+    assert f"{scenario} ok" in result.stdout
+    assert "runtime error" not in result.stderr  # UBSan
+    assert "ERROR: AddressSanitizer" not in result.stderr
