@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args
+from vllm_rdna_w8a8.ops.validation import padded_k as round_up_k
 
 _INT8_MIN, _INT8_MAX = -128, 127
 _INT32_LIMIT = 2.0**31
@@ -54,10 +55,11 @@ def scaled_int8_quant(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """x [M, K] fp16/bf16 -> (q [M, padded_k] int8, scale, azp or None).
 
+    `padded_k` defaults to K rounded up to 16.
     Dynamic (scale None): scale [M] float32, azp [M] int32 when asymmetric.
     Static: the given scale [1] (and azp [1] int32 when asymmetric) are returned as is.
     """
-    k_out = x.shape[-1] if padded_k is None and isinstance(x, torch.Tensor) else padded_k
+    k_out = round_up_k(x.shape[-1]) if padded_k is None and isinstance(x, torch.Tensor) else padded_k
     check_quant_args(x, scale, azp, symmetric, k_out)
     values = x.float()
     zero = torch.zeros((), dtype=torch.float32, device=x.device)

@@ -1,0 +1,90 @@
+"""What the HIP backend hands the launcher: kernel, geometry, argument order, flags, stream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vllm_rdna_w8a8.dispatch import pick_gemm_config
+from vllm_rdna_w8a8.ops import hip_backend
+
+
+@pytest.fixture
+def launches(monkeypatch) -> list:
+    """Records launches instead of running them; device 0 is an emulated gfx1100."""
+    recorded: list = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def launch(self, grid, block, args, stream) -> None:
+            recorded.append(dict(name=self.name, grid=grid, block=block, args=args, stream=stream))
+
+    monkeypatch.setattr(hip_backend, "_kernel", lambda device, name: Recorder(name))
+    monkeypatch.setattr(hip_backend, "_target", lambda device: "gfx1100")
+    return recorded
+
+
+def _values(args) -> list:
+    return [(arg.kind, arg.value) for arg in args]
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
+def test_gemm_launch_follows_the_documented_argument_list(launches, out_dtype) -> None:
+    m, n, k = 5, 24, 64
+    a = torch.zeros((m, k), dtype=torch.int8)
+    b = torch.zeros((n, k), dtype=torch.int8)
+    a_scale, b_scale = torch.ones(m), torch.ones(n)
+    azp, azp_adj = torch.zeros(m, dtype=torch.int32), torch.zeros(n, dtype=torch.int32)
+    bias = torch.zeros(n, dtype=out_dtype)
+    out = hip_backend.int8_scaled_mm(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+    assert out.shape == (m, n) and out.dtype == out_dtype
+    (launch,) = launches
+    config = pick_gemm_config("gfx1100", m, n, k, "i8")
+    assert launch["name"] == config.kernel_name("i8")
+    assert launch["grid"] == config.grid(m, n) and launch["block"] == (config.threads, 1, 1)
+    assert launch["stream"] == 0
+    pointers = [a, b, out, a_scale, b_scale, azp, azp_adj, bias]
+    flags = 1 | 2 | (4 if out_dtype == torch.bfloat16 else 0)
+    assert _values(launch["args"]) == [("pointer", t.data_ptr()) for t in pointers] + [
+        ("int32", m), ("int32", n), ("int32", k), ("int32", k), ("int32", k), ("int32", n), ("uint32", flags)]
+
+
+def test_gemm_per_tensor_scales_and_null_pointers(launches) -> None:
+    a = torch.zeros((3, 32), dtype=torch.int8)
+    b = torch.zeros((4, 32), dtype=torch.int8)
+    hip_backend.int8_scaled_mm(a, b, torch.ones(1), torch.ones(1), torch.float16, None, None, None)
+    values = _values(launches[0]["args"])
+    assert values[5:8] == [("pointer", 0)] * 3
+    assert values[-1] == ("uint32", 0)
+
+
+def test_empty_batch_launches_nothing(launches) -> None:
+    out = hip_backend.int8_scaled_mm(torch.zeros((0, 32), dtype=torch.int8), torch.zeros((4, 32), dtype=torch.int8),
+                                      torch.ones(1), torch.ones(4), torch.float16, None, None, None)
+    q, scale, _ = hip_backend.scaled_int8_quant(torch.zeros((0, 20), dtype=torch.float16), None, None, True, 32)
+    assert out.shape == (0, 4) and q.shape == (0, 32) and scale.shape == (0,)
+    assert launches == []
+
+
+@pytest.mark.parametrize(("dtype", "kernel"), [(torch.float16, "w8a8_quant_i8_f16"), (torch.bfloat16, "w8a8_quant_i8_bf16")])
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_quant_launch_follows_the_documented_argument_list(launches, dtype, kernel, static, symmetric) -> None:
+    x = torch.zeros((6, 20), dtype=dtype)
+    scale = torch.ones(1) if static else None
+    azp = torch.zeros(1, dtype=torch.int32) if static and not symmetric else None
+    q, out_scale, out_azp = hip_backend.scaled_int8_quant(x, scale, azp, symmetric, 32)
+    assert q.shape == (6, 32) and q.dtype == torch.int8
+    if static:
+        assert out_scale is scale and out_azp is azp
+    else:
+        assert out_scale.shape == (6,) and (out_azp is None) == symmetric
+    (launch,) = launches
+    assert launch["name"] == kernel and launch["grid"] == (6, 1, 1)
+    flags = (1 if static else 0) | (0 if symmetric else 2)
+    expected_pointers = [x, q, out_scale, out_azp]
+    assert _values(launch["args"]) == [
+        ("pointer", 0 if t is None else t.data_ptr()) for t in expected_pointers] + [
+        ("int32", 6), ("int32", 20), ("int32", 20), ("int32", 32), ("uint32", flags)]
