@@ -116,3 +116,11 @@ def test_occupancy_from_isa_report_rows() -> None:
     assert occupancy == perf_model.Occupancy(5, 40960, 4 * 16 * 32, "isa_report")
     prediction = perf_model.predict("gfx1100", PREFILL, 4096, 4096, 4096, occupancy=occupancy)
     assert prediction.occupancy_source == "isa_report"
+
+
+@pytest.mark.parametrize(("opcode", "width"), [
+    ("global_load_b128", 16), ("buffer_load_b64", 8), ("global_load_b32", 4), ("global_load_u8", 1),
+    ("global_load_d16_b16", 2), ("global_load_i16", 2), ("global_load_lds_dword", 4),
+])
+def test_load_widths(opcode: str, width: int) -> None:
+    assert perf_model._load_width_bytes(opcode) == width

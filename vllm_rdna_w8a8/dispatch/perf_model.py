@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from vllm_rdna_w8a8.build.targets import MAX_WAVES_PER_SIMD, GfxTarget, get_target
 from vllm_rdna_w8a8.dispatch.tile_configs import (
@@ -36,6 +36,9 @@ from vllm_rdna_w8a8.dispatch.tile_configs import (
     WMMA_TILE,
     TileConfig,
 )
+
+if TYPE_CHECKING:
+    from vllm_rdna_w8a8.tools.isa_report import KernelReport
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +86,6 @@ ASSUMED_F8_CONVERT_CLK = 16  # VALU cost of widening one e4m3 fragment to f16 (n
 ASSUMED_OVERHEAD_VGPRS = 32  # addresses, loop counters, epilogue temporaries
 OUTPUT_BYTES = 2  # fp16 / bf16
 SCALE_BYTES = 4
-
-PREDICTION_LABEL = "predicted by the analytic model, not measured"
 
 
 @dataclass(frozen=True)
@@ -270,16 +271,14 @@ def rank_configs(
     return sorted(predictions, key=rank_key)
 
 
-def occupancies_from_isa_report(reports: Iterable[object], target_name: str) -> dict[str, Occupancy]:
+def occupancies_from_isa_report(reports: Iterable[KernelReport], target_name: str) -> dict[str, Occupancy]:
     """Occupancy per kernel name from `vllm_rdna_w8a8.tools.isa_report` rows of one target."""
     result: dict[str, Occupancy] = {}
     for report in reports:
-        if getattr(report, "target", None) != target_name:
+        if report.target != target_name:
             continue
-        loads = getattr(report, "main_loop_loads", None) or {}
-        global_bytes = sum(
-            count * _load_width_bytes(op) * WAVE_SIZE for op, count in loads.items() if op.startswith(("global_load", "buffer_load"))
-        )
+        global_bytes = sum(count * _load_width_bytes(op) * WAVE_SIZE for op, count in report.main_loop_loads.items()
+                           if op.startswith(("global_load", "buffer_load")))
         if global_bytes == 0:
             continue  # no main-loop load figures: the estimate is better than zero
         result[report.kernel] = Occupancy(
@@ -292,15 +291,14 @@ def occupancies_from_isa_report(reports: Iterable[object], target_name: str) -> 
 
 
 def _load_width_bytes(opcode: str) -> int:
-    """`global_load_b128` -> 16; `buffer_load_dwordx4`-style names -> 16; unknown -> 4."""
+    """Bytes per lane of a gfx11 load: `global_load_b128` -> 16, `global_load_u8` -> 1,
+    `global_load_d16_b16` -> 2, `global_load_i16` -> 2; anything else one dword."""
     suffix = opcode.rsplit("_", 1)[-1]
     if suffix.startswith("b") and suffix[1:].isdigit():
         return int(suffix[1:]) // 8
-    if suffix.startswith("dwordx") and suffix[6:].isdigit():
-        return 4 * int(suffix[6:])
     if suffix in ("u8", "i8"):
         return 1
-    if suffix in ("u16", "i16", "d16"):
+    if suffix in ("u16", "i16"):
         return 2
     return 4
 
