@@ -50,6 +50,10 @@ class HipRuntime:
         self._bind("hipModuleUnload", [_c_void_p])
         library.hipGetErrorString.restype = ctypes.c_char_p
         library.hipGetErrorString.argtypes = [ctypes.c_int]
+        self._detail = getattr(library, "rdnaEmulatorLastErrorMessage", None)
+        if self._detail is not None:
+            self._detail.restype = ctypes.c_char_p
+            self._detail.argtypes = []
         # Only needed with several devices; the stand-in runtime has one device.
         self._has_device_switch = hasattr(library, "hipSetDevice") and hasattr(library, "hipGetDevice")
         if self._has_device_switch:
@@ -67,7 +71,12 @@ class HipRuntime:
 
     def error_string(self, code: int) -> str:
         message = self.library.hipGetErrorString(code)
-        return message.decode(errors="replace") if message else "unknown error"
+        text = message.decode(errors="replace") if message else "unknown error"
+        if self._detail is not None:  # the stand-in runtime says what exactly was wrong
+            detail = self._detail()
+            if detail:
+                text += f" ({detail.decode(errors='replace')})"
+        return text
 
     def check(self, function: str, code: int) -> None:
         if code != HIP_SUCCESS:
