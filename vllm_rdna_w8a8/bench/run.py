@@ -1,4 +1,8 @@
-"""The benchmark command: times on gfx11, predicts (labelled) with --dry-run anywhere."""
+"""python -m vllm_rdna_w8a8.bench: on gfx11, time our W8A8 GEMM against vLLM's
+triton_scaled_mm and torch._int_mm + dequant on a model's linear shapes (rotating inputs
+larger than the Infinity Cache, device events, warm-up, medians); print time, TOPS, GB/s,
+% of the target's paper peak and bandwidth and the speed-ups; write CSV and a PNG plot.
+--dry-run (any machine) prints the performance model's predictions instead, labelled."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The tuner command."""
+"""python -m vllm_rdna_w8a8.tune: on gfx11, time every tile config of the kernel table on a
+model's linear shapes and write the fastest per (N, K, M bucket) into the user table that
+the dispatcher reads ($VLLM_RDNA_W8A8_TUNING_DIR/<target>.json). --dry-run (any machine)
+lists the shapes, the candidates and the model's predicted times; --from-model rewrites the
+shipped tables from the performance model."""
 
 from __future__ import annotations
 
