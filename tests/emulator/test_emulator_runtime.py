@@ -1,0 +1,241 @@
+"""The stand-in HIP module API: image checks, lookup, launch validation and argument
+unpacking at the offsets of the real gfx1100 code object's metadata."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emu_driver import (
+    GFX1100,
+    HIP_ERROR_INVALID_HANDLE,
+    HIP_ERROR_INVALID_IMAGE,
+    HIP_ERROR_INVALID_VALUE,
+    HIP_ERROR_NOT_FOUND,
+    HIP_LAUNCH_PARAM_BUFFER_POINTER,
+    HIP_LAUNCH_PARAM_BUFFER_SIZE,
+    HIP_LAUNCH_PARAM_END,
+    HipCallError,
+    KernelRunner,
+    StandInRuntime,
+    pack_kernargs,
+    pointer,
+)
+from vllm_rdna_w8a8.runtime.code_object import parse_code_object
+
+E_TYPE_OFFSET = 16  # Elf64_Ehdr.e_type
+E_FLAGS_OFFSET = 48  # Elf64_Ehdr.e_flags
+GFX11_MACHS = {"gfx1100": 0x41, "gfx1101": 0x46, "gfx1102": 0x47, "gfx1103": 0x44,
+               "gfx1150": 0x43, "gfx1151": 0x4A}
+GFX90A_MACH = 0x3F
+
+
+def image(test_objects: Path, stem: str) -> bytes:
+    return (test_objects / GFX1100 / f"{stem}.hsaco").read_bytes()
+
+
+def with_mach(data: bytes, mach: int) -> bytes:
+    (flags,) = struct.unpack_from("<I", data, E_FLAGS_OFFSET)
+    patched = bytearray(data)
+    struct.pack_into("<I", patched, E_FLAGS_OFFSET, (flags & ~0xFF) | mach)
+    return bytes(patched)
+
+
+def load_error(runtime: StandInRuntime, data: bytes) -> HipCallError:
+    with pytest.raises(HipCallError) as caught:
+        runtime.load_module(data)
+    return caught.value
+
+
+def test_non_elf_image_is_invalid(runtime: StandInRuntime) -> None:
+    error = load_error(runtime, b"definitely not a code object" + bytes(64))
+    assert error.code == HIP_ERROR_INVALID_IMAGE
+    assert "not an ELF file" in str(error)
+
+
+def test_host_elf_image_is_invalid(runtime: StandInRuntime, emulator_library: Path) -> None:
+    error = load_error(runtime, emulator_library.read_bytes())
+    assert error.code == HIP_ERROR_INVALID_IMAGE
+    assert "not an AMDGPU HSA code object" in str(error)
+
+
+def test_non_gfx11_code_object_is_invalid(runtime: StandInRuntime, test_objects: Path) -> None:
+    error = load_error(runtime, with_mach(image(test_objects, "launch"), GFX90A_MACH))
+    assert error.code == HIP_ERROR_INVALID_IMAGE
+    assert "not for a gfx11 target (EF_AMDGPU_MACH 0x3f)" in str(error)
+
+
+def test_unlinked_code_object_is_invalid(runtime: StandInRuntime, test_objects: Path) -> None:
+    relocatable = bytearray(image(test_objects, "launch"))
+    struct.pack_into("<H", relocatable, E_TYPE_OFFSET, 1)  # ET_REL
+    error = load_error(runtime, bytes(relocatable))
+    assert error.code == HIP_ERROR_INVALID_IMAGE
+    assert "expected ET_DYN" in str(error)
+
+
+@pytest.mark.parametrize("target", sorted(GFX11_MACHS))
+def test_every_gfx11_target_loads(runtime: StandInRuntime, test_objects: Path,
+                                  target: str) -> None:
+    module = runtime.load_module(with_mach(image(test_objects, "launch"), GFX11_MACHS[target]))
+    assert runtime.get_function(module, "emu_test_kernargs").value
+    assert runtime.unload(module) == 0
+
+
+def test_null_arguments_are_invalid_values(runtime: StandInRuntime) -> None:
+    assert runtime.lib.hipModuleLoadData(None, b"x") == HIP_ERROR_INVALID_VALUE
+    handle = ctypes.c_void_p()
+    assert runtime.lib.hipModuleLoadData(ctypes.byref(handle), None) == HIP_ERROR_INVALID_VALUE
+
+
+def test_unknown_kernel_name_is_not_found(runtime: StandInRuntime, test_objects: Path) -> None:
+    module = runtime.load_module(image(test_objects, "launch"))
+    with pytest.raises(HipCallError, match="not defined in the code object") as caught:
+        runtime.get_function(module, "emu_test_wmma_f16")  # defined in another object
+    assert caught.value.code == HIP_ERROR_NOT_FOUND
+
+
+def test_kernel_missing_from_the_library_is_not_found(runtime: StandInRuntime,
+                                                      test_objects: Path) -> None:
+    """A code object naming a kernel whose source was not compiled into the library."""
+    renamed = image(test_objects, "launch").replace(b"emu_test_kernargs", b"emu_test_kernargz")
+    module = runtime.load_module(renamed)
+    with pytest.raises(HipCallError, match="not in the emulator library") as caught:
+        runtime.get_function(module, "emu_test_kernargz")
+    assert caught.value.code == HIP_ERROR_NOT_FOUND
+
+
+def kernargs_values() -> tuple[np.ndarray, np.ndarray, list]:
+    source = np.array([-(2**40) - 5], dtype=np.int64)
+    out = np.zeros(6, dtype=np.int64)
+    args = [ctypes.c_int8(-7), pointer(source), ctypes.c_uint32(4_000_000_000),
+            ctypes.c_double(2.5), ctypes.c_uint16(65535), ctypes.c_float(-1.25), pointer(out)]
+    return source, out, args
+
+
+EXPECTED_KERNARGS = [-7, -(2**40) - 5, 4_000_000_000, 2500, 65535, -5]
+
+
+def test_arguments_unpack_at_the_metadata_offsets(runtime: StandInRuntime,
+                                                  test_objects: Path) -> None:
+    """Pack the way the real launcher does (offsets from the gfx1100 metadata) into a
+    buffer with room for hidden arguments after the explicit ones, and read them back."""
+    metadata = parse_code_object(image(test_objects, "launch")).kernels["emu_test_kernargs"]
+    explicit = metadata.explicit_args
+    source, out, args = kernargs_values()
+    assert len(explicit) == len(args)
+    explicit_end = explicit[-1].offset + explicit[-1].size
+    buffer = bytearray(max(metadata.kernarg_segment_size, explicit_end) + 256)
+    for arg, value in zip(explicit, args):
+        assert arg.size == ctypes.sizeof(value)
+        buffer[arg.offset:arg.offset + arg.size] = bytes(value)
+    module = runtime.load_module(image(test_objects, "launch"))
+    function = runtime.get_function(module, "emu_test_kernargs")
+    runtime.check("launch", runtime.launch_status(function, (1, 1, 1), (32, 1, 1), bytes(buffer)))
+    assert out.tolist() == EXPECTED_KERNARGS
+    # ...and the natural-alignment packing of emu_driver gives the same offsets.
+    natural = pack_kernargs(args)
+    assert len(natural) == explicit_end
+    assert bytes(buffer[:explicit_end]) == natural
+
+
+def test_kernel_params_array_is_supported(runtime: StandInRuntime, test_objects: Path) -> None:
+    module = runtime.load_module(image(test_objects, "launch"))
+    function = runtime.get_function(module, "emu_test_kernargs")
+    source, out, args = kernargs_values()
+    params = (ctypes.c_void_p * len(args))(*[ctypes.addressof(arg) for arg in args])
+    status = runtime.lib.hipModuleLaunchKernel(function, 1, 1, 1, 32, 1, 1, 0, None, params, None)
+    runtime.check("hipModuleLaunchKernel", status)
+    assert out.tolist() == EXPECTED_KERNARGS
+
+
+@pytest.fixture()
+def kernargs_function(runtime: StandInRuntime, test_objects: Path) -> ctypes.c_void_p:
+    return runtime.get_function(runtime.load_module(image(test_objects, "launch")),
+                                "emu_test_kernargs")
+
+
+@pytest.mark.parametrize(
+    ("grid", "block", "shared", "size_change", "message"),
+    [((0, 1, 1), (32, 1, 1), 0, 0, "must be positive"),
+     ((1, 1, 1), (32, 0, 1), 0, 0, "must be positive"),
+     ((1, 1, 1), (1025, 1, 1), 0, 0, "more than 1024 threads"),
+     ((1, 1, 1), (32, 32, 2), 0, 0, "more than 1024 threads"),
+     ((1, 1, 1), (32, 1, 1), 256, 0, "dynamic LDS is not emulated"),
+     ((1, 1, 1), (32, 1, 1), 0, -1, "smaller than the 48 bytes"),
+     ((2**31, 1, 1), (2, 1, 1), 0, 0, "exceeds 2\\^32")],
+)
+def test_invalid_launches_are_refused(runtime: StandInRuntime, kernargs_function, grid, block,
+                                      shared: int, size_change: int, message: str) -> None:
+    _, out, args = kernargs_values()
+    buffer = pack_kernargs(args)
+    status = runtime.launch_status(kernargs_function, grid, block, buffer,
+                                   declared_size=len(buffer) + size_change, shared_bytes=shared)
+    assert status == HIP_ERROR_INVALID_VALUE
+    assert __import__("re").search(message, runtime.last_message())
+    assert not out.any()  # nothing ran
+
+
+def test_extra_must_be_well_formed(runtime: StandInRuntime, kernargs_function) -> None:
+    launch = runtime.lib.hipModuleLaunchKernel
+    unknown_key = (ctypes.c_void_p * 3)(0x7, 0, HIP_LAUNCH_PARAM_END)
+    assert launch(kernargs_function, 1, 1, 1, 32, 1, 1, 0, None, None,
+                  unknown_key) == HIP_ERROR_INVALID_VALUE
+    assert "unknown key in extra" in runtime.last_message()
+    no_size = (ctypes.c_void_p * 3)(HIP_LAUNCH_PARAM_BUFFER_POINTER, 16, HIP_LAUNCH_PARAM_END)
+    assert launch(kernargs_function, 1, 1, 1, 32, 1, 1, 0, None, None,
+                  no_size) == HIP_ERROR_INVALID_VALUE
+    assert "lacks the buffer pointer or its size" in runtime.last_message()
+    assert launch(kernargs_function, 1, 1, 1, 32, 1, 1, 0, None, None,
+                  None) == HIP_ERROR_INVALID_VALUE
+    assert "exactly one of kernelParams and extra" in runtime.last_message()
+    size = ctypes.c_size_t(48)
+    both = (ctypes.c_void_p * 5)(HIP_LAUNCH_PARAM_BUFFER_POINTER, 16,
+                                 HIP_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(size),
+                                 HIP_LAUNCH_PARAM_END)
+    params = (ctypes.c_void_p * 7)()
+    assert launch(kernargs_function, 1, 1, 1, 32, 1, 1, 0, None, params,
+                  both) == HIP_ERROR_INVALID_VALUE
+
+
+def test_unloaded_modules_and_their_functions_become_invalid(runtime: StandInRuntime,
+                                                             test_objects: Path) -> None:
+    module = runtime.load_module(image(test_objects, "launch"))
+    function = runtime.get_function(module, "emu_test_kernargs")
+    assert runtime.unload(module) == 0
+    assert runtime.unload(module) == HIP_ERROR_INVALID_HANDLE
+    with pytest.raises(HipCallError) as caught:
+        runtime.get_function(module, "emu_test_kernargs")
+    assert caught.value.code == HIP_ERROR_INVALID_HANDLE
+    _, _, args = kernargs_values()
+    status = runtime.launch_status(function, (1, 1, 1), (32, 1, 1), pack_kernargs(args))
+    assert status == HIP_ERROR_INVALID_HANDLE
+
+
+def test_last_error_is_reported_once_and_named(runtime: StandInRuntime) -> None:
+    runtime.lib.hipGetLastError()  # clear
+    load_error(runtime, b"\x7fELF" + bytes(60))
+    assert runtime.lib.hipGetLastError() == HIP_ERROR_INVALID_IMAGE
+    assert runtime.lib.hipGetLastError() == 0
+    assert runtime.lib.hipGetErrorName(HIP_ERROR_NOT_FOUND) == b"hipErrorNotFound"
+    assert runtime.lib.hipGetErrorString(HIP_ERROR_NOT_FOUND) == b"named symbol not found"
+    assert runtime.lib.hipGetErrorString(0) == b"no error"
+    assert runtime.lib.hipDeviceSynchronize() == 0
+    assert runtime.lib.hipStreamSynchronize(None) == 0
+
+
+@pytest.mark.parametrize(("grid", "block"), [((3, 2, 2), (8, 4, 2)), ((5, 1, 1), (96, 1, 1)),
+                                             ((1, 1, 3), (4, 4, 4))])
+def test_work_item_coordinates(runner: KernelRunner, grid, block) -> None:
+    blocks, threads = int(np.prod(grid)), int(np.prod(block))
+    out = np.full((blocks, threads, 14), 0xFFFFFFFF, dtype=np.uint32)
+    runner.run("launch", "emu_test_coordinates", grid, block, pointer(out))
+    for b in range(blocks):
+        block_idx = (b % grid[0], b // grid[0] % grid[1], b // (grid[0] * grid[1]))
+        for t in range(threads):
+            thread_idx = (t % block[0], t // block[0] % block[1], t // (block[0] * block[1]))
+            expected = [*thread_idx, *block_idx, *block, *grid, t % 32, 32]
+            assert out[b, t].tolist() == expected, (b, t)
