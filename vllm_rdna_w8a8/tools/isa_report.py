@@ -37,7 +37,8 @@ OBJDUMP_ENV = "LLVM_OBJDUMP"
 OBJDUMP_CANDIDATES = ("llvm-objdump-19", "llvm-objdump-20", "llvm-objdump-18", "llvm-objdump-17",
                       "/opt/rocm/llvm/bin/llvm-objdump")
 # Memory instructions counted in the main loop, by mnemonic prefix.
-LOAD_PREFIXES = ("global_load_", "buffer_load_", "ds_load_")
+GLOBAL_LOAD_PREFIXES = ("global_load_", "buffer_load_")
+LOAD_PREFIXES = (*GLOBAL_LOAD_PREFIXES, "ds_load_")
 
 _SYMBOL_RE = re.compile(r"^([0-9a-fA-F]+) <([^>]+)>:$")
 _INSTRUCTION_RE = re.compile(r"^\s+(\S+)([^/]*?)\s*//\s*([0-9A-Fa-f]+):")
@@ -153,15 +154,17 @@ def parse_disassembly(text: str) -> dict[str, list[Instruction]]:
 
 def main_loop(instructions: list[Instruction]) -> list[Instruction] | None:
     """The instructions of the main loop: among the ranges closed by a backward branch, the
-    one with the most WMMAs, then the most loads, then the shortest (the innermost)."""
+    one with the most WMMAs, then the most global loads (the loop that streams memory),
+    then the most loads, then the shortest (the innermost)."""
     best: tuple[tuple[int, int, int], list[Instruction]] | None = None
     for branch in instructions:
         if branch.branch_target is None or branch.branch_target > branch.offset:
             continue
         body = [i for i in instructions if branch.branch_target <= i.offset <= branch.offset]
         wmma = sum(i.mnemonic.startswith("v_wmma_") for i in body)
+        global_loads = sum(i.mnemonic.startswith(GLOBAL_LOAD_PREFIXES) for i in body)
         loads = sum(i.mnemonic.startswith(LOAD_PREFIXES) for i in body)
-        key = (wmma, loads, -len(body))
+        key = (wmma, global_loads, loads, -len(body))
         if best is None or key > best[0]:
             best = (key, body)
     return None if best is None else best[1]
@@ -249,7 +252,7 @@ def gemm_policy_violations(report: KernelReport) -> list[str]:
         problems.append(f"{where}: no main loop (no backward branch) found")
     else:
         global_loads = {m: n for m, n in report.main_loop_loads.items()
-                        if m.startswith(("global_load_", "buffer_load_"))}
+                        if m.startswith(GLOBAL_LOAD_PREFIXES)}
         narrow = {m: n for m, n in global_loads.items() if m not in WIDE_GLOBAL_LOADS}
         if not global_loads or narrow:
             problems.append(f"{where}: main loop global loads are not all 128-bit: "
