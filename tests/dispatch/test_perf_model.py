@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -124,3 +125,15 @@ def test_occupancy_from_isa_report_rows() -> None:
 ])
 def test_load_widths(opcode: str, width: int) -> None:
     assert perf_model._load_width_bytes(opcode) == width
+
+
+def test_missing_objects_or_report_tool_means_assumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert perf_model.load_occupancies("gfx1100", tmp_path) == {}  # no objects there
+    (tmp_path / "gfx1100").mkdir()
+    from vllm_rdna_w8a8.tools import isa_report
+
+    def no_objdump(environ: object = None) -> Path:
+        raise isa_report.IsaReportError("no llvm-objdump found")
+
+    monkeypatch.setattr(isa_report, "find_objdump", no_objdump)
+    assert perf_model.load_occupancies("gfx1100", tmp_path) == {}
