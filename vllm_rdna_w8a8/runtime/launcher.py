@@ -15,7 +15,6 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from .code_object import CodeObjectError, KernelMetadata, read_code_object
 from .hip import HipRuntime, get_runtime
@@ -47,7 +46,7 @@ class KernelArg:
     .float32(v); a pointer is an integer device address (0 / None for null)."""
 
     kind: str
-    value: Union[int, float]
+    value: int | float
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -166,7 +165,9 @@ class Kernel:
 
 
 @dataclass(frozen=True)
-class _IndexEntry:
+class IndexEntry:
+    """Where a kernel lives for one target, and its metadata."""
+
     object_path: Path
     metadata: KernelMetadata
 
@@ -182,7 +183,7 @@ class Launcher:
         self._runtime = runtime
         self._target_of = target_of
         self._lock = threading.RLock()
-        self._indexes: dict[str, dict[str, _IndexEntry]] = {}
+        self._indexes: dict[str, dict[str, IndexEntry]] = {}
         self._modules: dict[tuple[int, Path], int] = {}
         self._kernels: dict[tuple[int, str], Kernel] = {}
 
@@ -193,13 +194,13 @@ class Launcher:
         return sorted(d.name for d in self.objects_dir.iterdir()
                       if d.is_dir() and any(d.glob(f"*{OBJECT_SUFFIX}")))
 
-    def index(self, target: str) -> dict[str, _IndexEntry]:
+    def index(self, target: str) -> dict[str, IndexEntry]:
         """Kernel name -> defining object for `target`, read from the objects' metadata."""
         with self._lock:
             cached = self._indexes.get(target)
             if cached is not None:
                 return cached
-            index: dict[str, _IndexEntry] = {}
+            index: dict[str, IndexEntry] = {}
             for path in sorted((self.objects_dir / target).glob(f"*{OBJECT_SUFFIX}")):
                 code_object = read_code_object(path)
                 if code_object.target != target:
@@ -209,7 +210,7 @@ class Launcher:
                     if name in index:
                         raise CodeObjectError(f"kernel {name} is defined by both "
                                               f"{index[name].object_path} and {path}")
-                    index[name] = _IndexEntry(path, metadata)
+                    index[name] = IndexEntry(path, metadata)
             self._indexes[target] = index
             return index
 
