@@ -1,0 +1,157 @@
+"""vllm_rdna_w8a8/emulation.py: the emulate switch, the cached library build, the
+sanitizer environment; and the test kernels being real gfx1100 code too."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import emulator_test_sources
+from emu_driver import GFX1100
+from vllm_rdna_w8a8 import emulation
+from vllm_rdna_w8a8.build import find_clang
+from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
+from vllm_rdna_w8a8.emulation import (
+    EMULATE_ENV,
+    EmulatorBuildError,
+    build_emulator,
+    emulated_target,
+    sanitizer_env,
+)
+from vllm_rdna_w8a8.runtime.code_object import read_code_object
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_emulation_is_off_when_unset_or_empty(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.delenv(EMULATE_ENV, raising=False)
+    assert emulated_target() is None
+    monkeypatch.setenv(EMULATE_ENV, value)
+    assert emulated_target() is None
+
+
+@pytest.mark.parametrize("target", sorted(GFX11_TARGETS))
+def test_every_gfx11_target_can_be_emulated(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    monkeypatch.setenv(EMULATE_ENV, target)
+    assert emulated_target() == target
+
+
+@pytest.mark.parametrize("value", ["gfx90a", "gfx1200", "gfx1100:xnack-", "1", "GFX1100"])
+def test_other_values_are_refused_with_the_allowed_list(monkeypatch: pytest.MonkeyPatch,
+                                                        value: str) -> None:
+    monkeypatch.setenv(EMULATE_ENV, value)
+    with pytest.raises(ValueError, match=f"{EMULATE_ENV}=.*gfx1100, gfx1101, gfx1102, gfx1103, "
+                                         "gfx1150, gfx1151"):
+        emulated_target()
+
+
+def test_bad_arguments_are_refused_before_building(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="sequence of paths"):
+        build_emulator("kernels/int8_gemm.hip")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="is not a path"):
+        build_emulator([42])  # type: ignore[list-item]
+    with pytest.raises(EmulatorBuildError, match="does not exist"):
+        build_emulator([tmp_path / "missing.hip"])
+    with pytest.raises(TypeError, match="sanitize must be a bool"):
+        build_emulator([], sanitize="yes")  # type: ignore[arg-type]
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    twins = [tmp_path / "one" / "k.hip", tmp_path / "two" / "k.hip"]
+    for twin in twins:
+        twin.write_text("")
+    with pytest.raises(EmulatorBuildError, match="distinct names"):
+        build_emulator(twins)
+
+
+def test_missing_checkout_is_explained(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(emulation, "KERNELS_DIR", tmp_path / "kernels")
+    with pytest.raises(EmulatorBuildError, match="builds from the vllm-rdna-w8a8 repository "
+                                                 "checkout"):
+        build_emulator()
+
+
+def test_built_library_is_reused(emulator_library: Path) -> None:
+    stamp = emulator_library.stat().st_mtime_ns
+    assert build_emulator(emulator_test_sources()) == emulator_library
+    assert emulator_library.stat().st_mtime_ns == stamp
+
+
+def test_plain_and_sanitized_builds_are_distinct(emulator_library: Path,
+                                                 sanitized_library: Path) -> None:
+    assert emulator_library != sanitized_library
+    assert "-asan-" in sanitized_library.name and "-asan-" not in emulator_library.name
+
+
+def test_input_hash_follows_local_headers_flags_and_sources(tmp_path: Path) -> None:
+    clang = find_clang()
+    source = tmp_path / "probe.hip"
+    header = tmp_path / "probe.h"
+    source.write_text('#include "probe.h"\n')
+    header.write_text("// one\n")
+    first = emulation._inputs_hash(clang, ["-O2"], [source])
+    assert emulation._inputs_hash(clang, ["-O2"], [source]) == first
+    assert emulation._inputs_hash(clang, ["-O1"], [source]) != first
+    header.write_text("// two\n")
+    assert emulation._inputs_hash(clang, ["-O2"], [source]) != first
+
+
+def test_a_failing_source_names_the_compiler_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.hip"
+    broken.write_text("this is not C++;\n")
+    with pytest.raises(EmulatorBuildError, match=r"broken\.hip.*\n(.|\n)*error"):
+        build_emulator([broken])
+
+
+def test_sanitizer_env_preloads_the_asan_runtime() -> None:
+    env = sanitizer_env({"PATH": "/usr/bin", "LD_PRELOAD": "/lib/other.so"})
+    runtime, other = env["LD_PRELOAD"].split(" ")
+    assert Path(runtime).is_file() and "libclang_rt.asan" in runtime
+    assert other == "/lib/other.so"
+    assert env["PATH"] == "/usr/bin"
+    assert "detect_leaks=0" in env["ASAN_OPTIONS"]
+    assert "halt_on_error=1" in env["UBSAN_OPTIONS"]
+    assert sanitizer_env()["HOME"] == os.environ["HOME"]  # default base: this environment
+
+
+def test_sanitized_library_loads_under_sanitizer_env(sanitized_library: Path) -> None:
+    code = ("import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); "
+            "print(lib.hipGetLastError())")
+    result = subprocess.run([sys.executable, "-c", code, str(sanitized_library)],
+                            env=sanitizer_env(), capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+# Instructions each test object must contain when compiled for a real gfx1100.
+EXPECTED_ISA = {
+    "wmma_ops": {"v_wmma_i32_16x16x16_iu8": 5, "v_wmma_f32_16x16x16_f16": 1,
+                 "v_wmma_f32_16x16x16_bf16": 1},
+    "gemm_i8": {"v_wmma_i32_16x16x16_iu8": 4, "s_barrier": 2},
+    "wave_ops": {"ds_bpermute_b32": 5, "s_barrier": 3},
+}
+
+
+@pytest.mark.parametrize("stem", sorted(EXPECTED_ISA))
+def test_test_kernels_are_real_gfx1100_code(test_objects: Path, stem: str) -> None:
+    path = test_objects / GFX1100 / f"{stem}.hsaco"
+    assert read_code_object(path).target == GFX1100
+    objdump = find_clang().llvm_tool("llvm-objdump")
+    disassembly = subprocess.run([str(objdump), "-d", f"--mcpu={GFX1100}", str(path)],
+                                 capture_output=True, text=True, timeout=120, check=True).stdout
+    mnemonics = [line.split()[0] for line in disassembly.splitlines()
+                 if line.startswith("\t") and line.split()]
+    for mnemonic, at_least in EXPECTED_ISA[stem].items():
+        assert mnemonics.count(mnemonic) >= at_least, (stem, mnemonic, mnemonics.count(mnemonic))
+
+
+def test_every_test_kernel_is_in_the_library_and_its_object(runtime, test_objects: Path) -> None:
+    """Names agree between the device build and the host build (RDNA_EXPORT_KERNEL)."""
+    for source in emulator_test_sources():
+        path = test_objects / GFX1100 / f"{source.stem}.hsaco"
+        module = runtime.load_object(path)
+        for name in read_code_object(path).kernels:
+            assert runtime.get_function(module, name).value, name
