@@ -21,6 +21,7 @@ def _build(clang: Clang, kernels_dir: Path, tmp_path: Path, *names: str):
                  tmp_path / "work", log=lambda _: None)
 
 
+@pytest.mark.slow  # three compiles: over 10 s on a busy 2-core machine
 def test_compiles_each_source_for_each_target(clang: Clang, kernels_dir: Path, tmp_path: Path) -> None:
     result = _build(clang, kernels_dir, tmp_path, "gfx1100", "gfx1151")
     objects = tmp_path / "objects"
