@@ -1,0 +1,95 @@
+"""Ask a running vLLM engine which kernel serves each linear layer, inside its workers.
+
+`LLM.apply_model(describe_linear_kernels)` runs `describe_linear_kernels` on the model in
+every worker process (one result per tensor-parallel rank). vLLM sends the function to
+the engine process by pickle, which it only allows with
+``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` (set it for trusted, local engines only).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from typing import Any
+
+# Objects hanging off a linear layer that may hold the scaled-mm kernel: compressed-tensors
+# keeps it on `layer.scheme` (`kernel`, or `fp8_linear` for fp8), other methods on the
+# quant method itself.
+_KERNEL_HOLDERS = ("scheme", "quant_method")
+
+
+def _kernel_base_classes() -> tuple[type, ...]:
+    bases: list[type] = []
+    try:
+        from vllm.model_executor.kernels.linear.scaled_mm.ScaledMMLinearKernel import ScaledMMLinearKernel
+
+        bases.append(ScaledMMLinearKernel)
+    except ImportError:
+        pass
+    try:
+        from vllm.model_executor.kernels.linear.base import MMLinearKernel
+
+        bases.append(MMLinearKernel)
+    except ImportError:
+        pass
+    return tuple(bases)
+
+
+def _find_kernel(layer: Any, kernel_bases: tuple[type, ...]) -> Any | None:
+    for holder_name in _KERNEL_HOLDERS:
+        holder = getattr(layer, holder_name, None)
+        if holder is None:
+            continue
+        if kernel_bases and isinstance(holder, kernel_bases):
+            return holder
+        for value in vars(holder).values():
+            if kernel_bases and isinstance(value, kernel_bases):
+                return value
+    return None
+
+
+def describe_linear_kernels(model: Any) -> dict[str, Any]:
+    """What serves the linear layers of `model` in this process.
+
+    Returns ``{"pid", "plugin_loaded", "layers": {layer name: class name},
+    "hip_kernels_loaded"}`` where the class is the scaled-mm kernel's when the layer has
+    one, else the layer's quant method's (e.g. ``UnquantizedEmbeddingMethod`` for an
+    unquantized lm_head).
+    """
+    from vllm.model_executor.layers.linear import LinearBase
+    from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
+
+    kernel_bases = _kernel_base_classes()
+    layers: dict[str, str] = {}
+    for name, module in model.named_modules():
+        quant_method = getattr(module, "quant_method", None)
+        if quant_method is None or not isinstance(module, (LinearBase, ParallelLMHead)):
+            continue
+        kernel = _find_kernel(module, kernel_bases)
+        layers[name] = type(kernel if kernel is not None else quant_method).__name__
+    return {
+        "pid": os.getpid(),
+        "plugin_loaded": "vllm_rdna_w8a8.plugin" in sys.modules,
+        "layers": layers,
+        "hip_kernels_loaded": _loaded_hip_kernels(),
+    }
+
+
+def _loaded_hip_kernels() -> list[str]:
+    """Names of our HIP kernels this process has loaded through the launcher (on a GPU or
+    in the emulator); empty when the ops ran on the reference implementation."""
+    launcher = sys.modules.get("vllm_rdna_w8a8.runtime.launcher")
+    if launcher is None:
+        return []
+    # The launcher caches one Kernel per (device, name) in its default instance.
+    loaded = getattr(getattr(launcher, "_default", None), "_kernels", {})
+    return sorted({name for _device, name in loaded})
+
+
+def summarize(per_worker: list[dict[str, Any]]) -> dict[str, int]:
+    """Count of linear layers per serving class, over all workers."""
+    counts: Counter[str] = Counter()
+    for worker in per_worker:
+        counts.update(worker["layers"].values())
+    return dict(counts)
