@@ -46,8 +46,6 @@ namespace {
 // Fibers run kernel code compiled at -O1/-O2 (bigger frames under ASan); the
 // kernels keep their tiles in registers, i.e. a few KiB of stack per lane.
 constexpr std::size_t kLaneStackBytes = 128 * 1024;
-// HIP's limit on threads per workgroup (hipModuleLaunchKernel checks it).
-constexpr std::uint32_t kMaxWorkgroupThreads = 1024;
 
 // ASan must be told about every stack switch, or it reports false positives
 // on the fiber stacks (see sanitizer/common_interface_defs.h).
@@ -397,9 +395,6 @@ void* workgroup_lds_storage(const void* type_tag, std::size_t size, std::size_t 
 
 void run_kernel(const RegisteredKernel& kernel, const unsigned char* kernarg, Dim3 grid,
                 Dim3 block) {
-  if (block.x * block.y * block.z > kMaxWorkgroupThreads)
-    fatal("kernel %s: %u threads per workgroup exceed %u", kernel.name.c_str(),
-          block.x * block.y * block.z, kMaxWorkgroupThreads);
   const std::uint64_t workgroups = std::uint64_t{grid.x} * grid.y * grid.z;
   std::atomic<std::uint64_t> next_workgroup{0};
   auto work = [&] {

@@ -3,6 +3,7 @@ sanitizer environment; and the test kernels being real gfx1100 code too."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -11,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from conftest import emulator_test_sources
-from emu_driver import GFX1100
+from emu_driver import GFX1100, StandInRuntime
 from vllm_rdna_w8a8 import emulation
-from vllm_rdna_w8a8.build import find_clang
+from vllm_rdna_w8a8.build import build, find_clang, get_target
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.emulation import (
+    BUILD_DIR,
     EMULATE_ENV,
+    KERNELS_DIR,
     EmulatorBuildError,
     build_emulator,
     emulated_target,
@@ -155,3 +158,40 @@ def test_every_test_kernel_is_in_the_library_and_its_object(runtime, test_object
         module = runtime.load_object(path)
         for name in read_code_object(path).kernels:
             assert runtime.get_function(module, name).value, name
+
+
+@pytest.mark.slow  # compiles the production kernels for gfx1100 and for the host
+def test_every_production_kernel_is_emulated() -> None:
+    """Default build (kernels/*.hip): every kernel of the gfx1100 code objects resolves."""
+    objects_dir = BUILD_DIR / "kernel-objects"
+    result = build(find_clang(), [get_target(GFX1100)], kernels_dir=KERNELS_DIR,
+                   objects_dir=objects_dir, work_dir=BUILD_DIR, log=lambda line: None)
+    assert result.objects, "no production kernels compiled"
+    runtime = StandInRuntime(build_emulator())
+    for path in result.objects:
+        module = runtime.load_object(path)
+        names = read_code_object(path).kernels
+        assert names, path
+        for name in names:
+            assert runtime.get_function(module, name).value, (path.name, name)
+
+
+@pytest.mark.slow  # two full emulator builds at once
+def test_concurrent_builds_of_one_library_agree(tmp_path: Path) -> None:
+    source = tmp_path / "lonely.hip"
+    source.write_text(
+        '#include "rdna_emulator.h"\n'
+        f'extern "C" __global__ void lonely_{os.getpid()}(int* out) {{ out[threadIdx.x] = 1; }}\n'
+        f"RDNA_EXPORT_KERNEL(lonely_{os.getpid()})\n"
+    )
+    code = ("import sys; from pathlib import Path; "
+            "from vllm_rdna_w8a8.emulation import build_emulator; "
+            "print(build_emulator([Path(sys.argv[1])]))")
+    builders = [subprocess.Popen([sys.executable, "-c", code, str(source)],
+                                 cwd=emulation.REPO_ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [builder.communicate(timeout=900) for builder in builders]
+    assert all(builder.returncode == 0 for builder in builders), outputs
+    paths = {stdout.strip() for stdout, _ in outputs}
+    assert len(paths) == 1
+    assert hasattr(ctypes.CDLL(paths.pop()), f"lonely_{os.getpid()}")
