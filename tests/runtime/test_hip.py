@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vllm_rdna_w8a8.runtime import hip
-from vllm_rdna_w8a8.runtime.hip import HipError, HipRuntime, load_runtime
+from vllm_rdna_w8a8.runtime.hip import HipError, HipRuntime, KernargBuffer, load_runtime
 
 
 def test_launch_param_constants_match_the_hip_header() -> None:
@@ -27,8 +27,9 @@ def test_load_get_launch_round_trip(fake_hip: HipRuntime, probe_objects: Path, l
     module = fake_hip.load_module((probe_objects / "gfx1100" / "probe_args.hsaco").read_bytes())
     assert module != 0
     function = fake_hip.get_function(module, "probe_fill")
-    kernargs = ctypes.create_string_buffer(struct.pack("<Qi", 0xDEAD0000, 7), 12)
-    fake_hip.launch(function, (3, 2, 1), (64, 1, 1), kernargs, 12, 0x5000, "probe_fill")
+    kernargs = KernargBuffer(12)
+    struct.pack_into("<Qi", kernargs.data, 0, 0xDEAD0000, 7)
+    fake_hip.launch(function, (3, 2, 1), (64, 1, 1), kernargs, 0x5000, "probe_fill")
     data, dims = last_launch(fake_hip)
     assert data == struct.pack("<Qi", 0xDEAD0000, 7)
     assert dims == (3, 2, 1, 64, 1, 1, 0)

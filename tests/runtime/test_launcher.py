@@ -90,27 +90,36 @@ def test_geometry_checks(launcher: Launcher) -> None:
         kernel.launch((1,), (65,), args)
     with pytest.raises(LaunchError, match=r"block \(8, 8, 2\) has 128 threads"):
         kernel.launch((1,), (8, 8, 2), args)
-    with pytest.raises(LaunchError, match="grid .* must be positive"):
+    with pytest.raises(LaunchError, match=r"grid \(0,\) must be ints in \[1, 2147483647\]"):
         kernel.launch((0,), (64,), args)
+    with pytest.raises(LaunchError, match=r"grid \(2147483648, 1\) must be ints"):
+        kernel.launch((2**31, 1), (64,), args)
+    with pytest.raises(LaunchError, match=r"block \(64.0,\) must be ints"):
+        kernel.launch((1,), (64.0,), args)
     with pytest.raises(LaunchError, match="grid needs 1 to 3 dimensions"):
         kernel.launch((1, 1, 1, 1), (64,), args)
 
 
 @pytest.mark.parametrize(
-    ("make", "error", "message"),
+    ("index", "arg", "message"),
     [
-        (lambda: KernelArg.int32(2**31), ValueError, "int32 argument 2147483648 out of range"),
-        (lambda: KernelArg.uint32(-1), ValueError, "uint32 argument -1 out of range"),
-        (lambda: KernelArg.pointer(-8), ValueError, "pointer argument -8 out of range"),
-        (lambda: KernelArg.int32(1.5), TypeError, "int32 argument needs an int, got float"),
-        (lambda: KernelArg.int32(True), TypeError, "needs an int, got bool"),
-        (lambda: KernelArg.float32("x"), TypeError, "float32 argument needs a number, got str"),
-        (lambda: KernelArg("half", 1), ValueError, "unknown kernel argument kind 'half'"),
+        (2, KernelArg.int32(2**31), r"argument 2 \(int32\) value 2147483648 does not fit"),
+        (4, KernelArg.uint32(-1), r"argument 4 \(uint32\) value -1 does not fit"),
+        (0, KernelArg.pointer(-8), r"argument 0 \(pointer\) value -8 does not fit"),
+        (2, KernelArg.int32(1.5), r"argument 2 \(int32\) value 1.5 does not fit"),
+        (5, KernelArg.float32("x"), r"argument 5 \(float32\) value 'x' does not fit"),
+        (5, KernelArg("half", 1), r"argument 5 has unknown kind 'half'"),
     ],
 )
-def test_kernel_arg_validation(make, error: type[Exception], message: str) -> None:
-    with pytest.raises(error, match=message):
-        make()
+def test_bad_values_name_kernel_argument_and_value(launcher: Launcher, index: int, arg: KernelArg,
+                                                   message: str) -> None:
+    kernel = launcher.get_kernel(0, "probe_args")
+    args = _probe_args()
+    args[index] = arg
+    with pytest.raises(LaunchError, match="probe_args: " + message):
+        kernel.launch((1,), (64,), args)
+    with pytest.raises(LaunchError, match="probe_args: " + message):
+        kernel.pack(args)
 
 
 def test_null_pointer() -> None:

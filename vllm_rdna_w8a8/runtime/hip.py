@@ -17,6 +17,8 @@ HIP_SUCCESS = 0
 HIP_LAUNCH_PARAM_BUFFER_POINTER = 0x01
 HIP_LAUNCH_PARAM_BUFFER_SIZE = 0x02
 HIP_LAUNCH_PARAM_END = 0x03
+# Launch dimensions travel as C ints on the hot path; no real launch comes near this.
+MAX_LAUNCH_DIM = 2**31 - 1
 # A prebuilt stand-in runtime to use in emulated mode (e.g. the AddressSanitizer build that
 # a test subprocess preloads) instead of building the default one.
 EMULATOR_LIBRARY_ENV = "VLLM_RDNA_W8A8_EMULATOR_LIB"
@@ -42,11 +44,15 @@ class HipRuntime:
         self.origin = origin  # where the library came from, for messages
         self._bind("hipModuleLoadData", [ctypes.POINTER(_c_void_p), _c_void_p])
         self._bind("hipModuleGetFunction", [ctypes.POINTER(_c_void_p), _c_void_p, ctypes.c_char_p])
-        self._launch = self._bind(
+        self._bind(
             "hipModuleLaunchKernel",
             [_c_void_p, _c_uint, _c_uint, _c_uint, _c_uint, _c_uint, _c_uint, _c_uint,
              _c_void_p, ctypes.POINTER(_c_void_p), ctypes.POINTER(_c_void_p)],
         )
+        # The hot path calls a second handle without argtypes (their conversions cost more
+        # than the call): every argument is then passed ready-made, dims as C ints.
+        self._launch_unchecked = library["hipModuleLaunchKernel"]
+        self._launch_unchecked.restype = ctypes.c_int
         self._bind("hipModuleUnload", [_c_void_p])
         library.hipGetErrorString.restype = ctypes.c_char_p
         library.hipGetErrorString.argtypes = [ctypes.c_int]
@@ -100,29 +106,42 @@ class HipRuntime:
             self.check("hipSetDevice", self.library.hipSetDevice(previous.value))
         return module.value or 0
 
-    def get_function(self, module: int, name: str) -> int:
+    def get_function(self, module: int, name: str) -> ctypes.c_void_p:
+        """The hipFunction_t of kernel `name`, kept as a c_void_p (what launch passes)."""
         function = _c_void_p()
         code = self.library.hipModuleGetFunction(ctypes.byref(function), module, name.encode())
         if code != HIP_SUCCESS:
             raise HipError(f"hipModuleGetFunction({name!r})", code, self.error_string(code))
-        return function.value or 0
+        return function
 
     def unload_module(self, module: int) -> None:
         self.check("hipModuleUnload", self.library.hipModuleUnload(module))
 
-    def launch(self, function: int, grid: tuple[int, int, int], block: tuple[int, int, int],
-               kernargs: ctypes.Array, kernargs_size: int, stream: int, name: str) -> None:
-        """hipModuleLaunchKernel with the packed-buffer `extra` form; no dynamic LDS."""
-        size = ctypes.c_size_t(kernargs_size)
-        extra = (_c_void_p * 5)(
-            HIP_LAUNCH_PARAM_BUFFER_POINTER, ctypes.addressof(kernargs),
-            HIP_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(size),
-            HIP_LAUNCH_PARAM_END,
-        )
-        code = self._launch(function, grid[0], grid[1], grid[2], block[0], block[1], block[2],
-                            0, stream or None, None, extra)
+    def launch(self, function: ctypes.c_void_p, grid: tuple[int, int, int],
+               block: tuple[int, int, int], kernargs: KernargBuffer, stream: int,
+               name: str) -> None:
+        """hipModuleLaunchKernel with the packed-buffer `extra` form; no dynamic LDS. The
+        runtime copies the kernarg bytes during the call, so the buffer may be reused.
+        Dimensions must be ints in [1, MAX_LAUNCH_DIM] (the caller checks)."""
+        code = self._launch_unchecked(function, grid[0], grid[1], grid[2], block[0], block[1],
+                                      block[2], 0, _c_void_p(stream) if stream else None, None,
+                                      kernargs.extra)
         if code != HIP_SUCCESS:
             raise HipError(f"hipModuleLaunchKernel({name})", code, self.error_string(code))
+
+
+class KernargBuffer:
+    """A kernarg buffer of fixed size and the `extra` array that passes it to
+    hipModuleLaunchKernel: {BUFFER_POINTER, &data, BUFFER_SIZE, &size, END}."""
+
+    def __init__(self, size: int) -> None:
+        self.data = ctypes.create_string_buffer(max(size, 1))
+        self.size = ctypes.c_size_t(size)
+        self.extra = (_c_void_p * 5)(
+            HIP_LAUNCH_PARAM_BUFFER_POINTER, ctypes.addressof(self.data),
+            HIP_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(self.size),
+            HIP_LAUNCH_PARAM_END,
+        )
 
 
 _runtime: HipRuntime | None = None

@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .code_object import CodeObjectError, KernelMetadata, read_code_object
-from .hip import HipRuntime, get_runtime
+from .hip import MAX_LAUNCH_DIM, HipRuntime, KernargBuffer, get_runtime
 
 OBJECTS_DIR = Path(__file__).resolve().parents[1] / "_objects"
 OBJECT_SUFFIX = ".hsaco"
@@ -29,7 +30,6 @@ _KINDS: dict[str, tuple[str, int, str]] = {
     "uint32": ("I", 4, "by_value"),
     "float32": ("f", 4, "by_value"),
 }
-_INT_RANGES = {"pointer": (0, 2**64 - 1), "int32": (-(2**31), 2**31 - 1), "uint32": (0, 2**32 - 1)}
 
 
 class LaunchError(ValueError):
@@ -40,26 +40,13 @@ class KernelNotAvailable(RuntimeError):
     """No loadable code object defines the kernel for this device."""
 
 
-@dataclass(frozen=True, slots=True)
-class KernelArg:
-    """One typed kernel argument. Build with KernelArg.pointer(p), .int32(v), .uint32(v),
-    .float32(v); a pointer is an integer device address (0 / None for null)."""
+class KernelArg(NamedTuple):
+    """One typed kernel argument: KernelArg.pointer(p), .int32(v), .uint32(v), .float32(v).
+    A pointer is an integer device address (0 / None for null). Kinds, types and ranges are
+    checked when the arguments are packed for a kernel, where the message can name both."""
 
     kind: str
     value: int | float
-
-    def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise ValueError(f"unknown kernel argument kind {self.kind!r}; one of {', '.join(_KINDS)}")
-        if self.kind == "float32":
-            if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
-                raise TypeError(f"float32 argument needs a number, got {type(self.value).__name__}")
-            return
-        if isinstance(self.value, bool) or not isinstance(self.value, int):
-            raise TypeError(f"{self.kind} argument needs an int, got {type(self.value).__name__}")
-        low, high = _INT_RANGES[self.kind]
-        if not low <= self.value <= high:
-            raise ValueError(f"{self.kind} argument {self.value} out of range [{low}, {high}]")
 
     @classmethod
     def pointer(cls, address: int | None) -> KernelArg:
@@ -79,20 +66,23 @@ class KernelArg:
 
 
 def _dims(name: str, what: str, dims: Sequence[int]) -> tuple[int, int, int]:
-    if not 1 <= len(dims) <= 3:
+    if len(dims) == 3:
+        x, y, z = dims
+    elif 1 <= len(dims) <= 2:
+        x, y, z = (*dims, 1, 1)[:3]
+    else:
         raise LaunchError(f"{name}: {what} needs 1 to 3 dimensions, got {tuple(dims)}")
-    padded = (*dims, 1, 1)[:3]
-    for value in padded:
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**32 - 1:
-            raise LaunchError(f"{name}: {what} {tuple(dims)} must be positive 32-bit ints")
-    return padded  # type: ignore[return-value]
+    if not (type(x) is int and type(y) is int and type(z) is int
+            and 0 < x <= MAX_LAUNCH_DIM and 0 < y <= MAX_LAUNCH_DIM and 0 < z <= MAX_LAUNCH_DIM):
+        raise LaunchError(f"{name}: {what} {tuple(dims)} must be ints in [1, {MAX_LAUNCH_DIM}]")
+    return x, y, z
 
 
 class Kernel:
-    """A loaded kernel on one device. `launch` is the hot path: it does one dict lookup,
-    one struct.pack and one foreign call."""
+    """A loaded kernel on one device. `launch` is the hot path: a cached layout lookup, one
+    struct.pack_into a per-thread buffer and one foreign call."""
 
-    def __init__(self, metadata: KernelMetadata, function: int, runtime: HipRuntime,
+    def __init__(self, metadata: KernelMetadata, function: ctypes.c_void_p, runtime: HipRuntime,
                  device_index: int, target: str, object_path: Path) -> None:
         self.name = metadata.name
         self.metadata = metadata
@@ -104,22 +94,38 @@ class Kernel:
         self._explicit = metadata.explicit_args
         # The runtime reads each explicit argument at its offset; hidden ones it writes itself.
         self.kernarg_size = max((arg.offset + arg.size for arg in self._explicit), default=0)
-        self._structs: dict[tuple[str, ...], struct.Struct] = {}
+        self._layouts: dict[tuple[str, ...], struct.Struct] = {}
+        self._per_thread = threading.local()  # a KernargBuffer per launching thread
 
     def _describe_arg(self, index: int) -> str:
         arg = self._explicit[index]
         label = f" ({arg.name})" if arg.name else ""
         return f"argument {index}{label}"
 
-    def _struct_for(self, kinds: tuple[str, ...]) -> struct.Struct:
-        """Check `kinds` against the metadata once per distinct combination and cache the
-        packing layout (explicit padding where the metadata leaves gaps)."""
-        layout = self._structs.get(kinds)
-        if layout is not None:
-            return layout
+    def _layout(self, args: Sequence[KernelArg]) -> tuple[struct.Struct, tuple]:
+        """The packing layout for these argument kinds (checked against the metadata once per
+        distinct combination) and the values to pack."""
+        if len(args) != len(self._explicit):
+            raise LaunchError(f"{self.name}: takes {len(self._explicit)} arguments, got {len(args)}")
+        try:
+            kinds, values = zip(*args) if args else ((), ())  # one C-level pass over the pairs
+        except (TypeError, ValueError):
+            bad = next(i for i, arg in enumerate(args) if not isinstance(arg, tuple) or len(arg) != 2)
+            raise LaunchError(f"{self.name}: {self._describe_arg(bad)} must be a KernelArg, "
+                              f"got {type(args[bad]).__name__}") from None
+        layout = self._layouts.get(kinds)
+        if layout is None:
+            layout = self._build_layout(kinds)
+            self._layouts[kinds] = layout
+        return layout, values
+
+    def _build_layout(self, kinds: tuple[str, ...]) -> struct.Struct:
         fmt = "<"
         position = 0
         for index, (kind, arg) in enumerate(zip(kinds, self._explicit)):
+            if kind not in _KINDS:
+                raise LaunchError(f"{self.name}: {self._describe_arg(index)} has unknown kind "
+                                  f"{kind!r} (one of {', '.join(_KINDS)})")
             code, size, value_kind = _KINDS[kind]
             if arg.value_kind != value_kind or arg.size != size:
                 raise LaunchError(
@@ -131,34 +137,44 @@ class Kernel:
             fmt += f"{arg.offset - position}x" if arg.offset > position else ""
             fmt += code
             position = arg.offset + size
-        layout = struct.Struct(fmt)
-        self._structs[kinds] = layout
-        return layout
+        return struct.Struct(fmt)
+
+    def _value_error(self, args: Sequence[KernelArg]) -> LaunchError:
+        """Which value struct refused, and why (only on the error path)."""
+        for index, (kind, value) in enumerate(args):
+            try:
+                struct.pack("<" + _KINDS[kind][0], value)
+            except struct.error as exc:
+                return LaunchError(f"{self.name}: {self._describe_arg(index)} ({kind}) "
+                                   f"value {value!r} does not fit: {exc}")
+        return LaunchError(f"{self.name}: arguments could not be packed")
 
     def pack(self, args: Sequence[KernelArg]) -> bytes:
-        """The kernarg buffer for `args`, checked against the kernel's metadata."""
-        if len(args) != len(self._explicit):
-            raise LaunchError(f"{self.name}: takes {len(self._explicit)} arguments, got {len(args)}")
+        """The kernarg bytes for `args`, checked against the kernel's metadata."""
+        layout, values = self._layout(args)
         try:
-            kinds = tuple(arg.kind for arg in args)
-        except AttributeError:
-            bad = next(i for i, arg in enumerate(args) if not isinstance(arg, KernelArg))
-            raise LaunchError(f"{self.name}: {self._describe_arg(bad)} must be a KernelArg, "
-                              f"got {type(args[bad]).__name__}") from None
-        return self._struct_for(kinds).pack(*(arg.value for arg in args))
+            return layout.pack(*values)
+        except struct.error:
+            raise self._value_error(args) from None
 
     def launch(self, grid: Sequence[int], block: Sequence[int], args: Sequence[KernelArg],
                stream: int = 0) -> None:
         """Launch on `stream` (a hipStream_t as int; 0 = null stream). Grid is in blocks."""
-        packed = self.pack(args)
+        layout, values = self._layout(args)
         grid3 = _dims(self.name, "grid", grid)
         block3 = _dims(self.name, "block", block)
         threads = block3[0] * block3[1] * block3[2]
         if threads > self.metadata.max_flat_workgroup_size:
             raise LaunchError(f"{self.name}: block {tuple(block)} has {threads} threads, more than "
                               f"its max_flat_workgroup_size {self.metadata.max_flat_workgroup_size}")
-        buffer = ctypes.create_string_buffer(packed, max(len(packed), 1))
-        self._runtime.launch(self._function, grid3, block3, buffer, len(packed), stream, self.name)
+        buffer = getattr(self._per_thread, "buffer", None)
+        if buffer is None:
+            buffer = self._per_thread.buffer = KernargBuffer(self.kernarg_size)
+        try:
+            layout.pack_into(buffer.data, 0, *values)
+        except struct.error:
+            raise self._value_error(args) from None
+        self._runtime.launch(self._function, grid3, block3, buffer, stream, self.name)
 
     def __repr__(self) -> str:
         return f"Kernel({self.name!r}, device={self.device_index}, target={self.target})"
