@@ -126,3 +126,12 @@ def model_dtype_fp16() -> Iterator[None]:
     torch.set_default_dtype(torch.float16)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True)
+def single_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's parameters ask for their tensor-parallel rank: one rank of one."""
+    import vllm.model_executor.parameter as parameter
+
+    monkeypatch.setattr(parameter, "get_tensor_model_parallel_rank", lambda: 0)
+    monkeypatch.setattr(parameter, "get_tensor_model_parallel_world_size", lambda: 1)

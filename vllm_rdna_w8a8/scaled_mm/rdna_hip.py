@@ -14,7 +14,7 @@ from vllm.model_executor.kernels.linear.scaled_mm.ScaledMMLinearKernel import (
     Int8ScaledMMLinearKernel,
     Int8ScaledMMLinearLayerConfig,
 )
-from vllm.model_executor.layers.quantization.utils import replace_parameter
+from vllm.model_executor.utils import replace_parameter
 
 from vllm_rdna_w8a8.ops.custom_ops import int8_scaled_mm, scaled_int8_quant
 from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES
