@@ -244,6 +244,17 @@ def fault_partial_shuffle(runner: KernelRunner) -> None:
     runner.run("faults", "emu_fault_partial_shuffle", 1, 32, pointer(out))
 
 
+def fault_divergent_shuffles(runner: KernelRunner) -> None:
+    out = np.zeros(32, dtype=np.int32)
+    runner.run("faults", "emu_fault_divergent_shuffles", 1, 32, pointer(out))
+
+
+def fault_misaligned_load(runner: KernelRunner) -> None:
+    data = np.zeros(256, dtype=np.int8)
+    out = np.zeros(32, dtype=np.int32)
+    runner.run("faults", "emu_fault_misaligned_load", 1, 32, pointer(data), pointer(out))
+
+
 GLOBAL_OVERFLOW_INTS = 1000  # > numpy's small-allocation cache: a plain malloc
 
 
@@ -266,6 +277,8 @@ SCENARIOS: dict[str, Callable[[KernelRunner], None]] = {
     "exit_before_barrier": fault_exit_before_barrier,
     "partial_wave_wmma": fault_partial_wave_wmma,
     "partial_shuffle": fault_partial_shuffle,
+    "divergent_shuffles": fault_divergent_shuffles,
+    "misaligned_load": fault_misaligned_load,
     "global_overflow": fault_global_overflow,
     "lds_overrun": fault_lds_overrun,
 }

@@ -70,6 +70,24 @@ def test_shuffle_not_reached_by_all_lanes_is_a_deadlock(run_driver) -> None:
     )
 
 
+def test_lanes_at_different_shuffles_are_refused(run_driver) -> None:
+    result = run_driver("divergent_shuffles", sanitized=False)
+    assert_aborted(
+        result,
+        r"kernel emu_fault_divergent_shuffles, workgroup \(0,0,0\), wave 0: lanes reached "
+        r"different wave operations",
+        rf"lane 0 at __shfl_xor\(\) \(\S*{FAULTS_SOURCE}:(\d+)\), "
+        rf"lane 16 at __shfl_xor\(\) \(\S*{FAULTS_SOURCE}:(\d+)\)",
+    )
+
+
+def test_undefined_behaviour_is_fatal_under_ubsan(run_driver) -> None:
+    result = run_driver("misaligned_load", sanitized=True)
+    assert result.returncode != 0
+    assert re.search(rf"{FAULTS_SOURCE}:\d+:\d+: runtime error: load of misaligned address",
+                     result.stderr), result.stderr
+
+
 def test_out_of_bounds_global_write_is_caught_by_asan(run_driver) -> None:
     result = run_driver("global_overflow", sanitized=True)
     assert_aborted(

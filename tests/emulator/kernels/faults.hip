@@ -89,3 +89,23 @@ extern "C" __global__ void __launch_bounds__(kLdsInts) emu_fault_lds_overrun(int
   out[threadIdx.x] = lds.values[threadIdx.x + 1];
 }
 RDNA_EXPORT_KERNEL(emu_fault_lds_overrun)
+
+// Lanes 0-15 shuffle at one call, lanes 16-31 at another.
+extern "C" __global__ void __launch_bounds__(32) emu_fault_divergent_shuffles(int* out) {
+  const int value = static_cast<int>(threadIdx.x);
+  if (threadIdx.x < 16) {
+    out[threadIdx.x] = __shfl_xor(value, 1);
+  } else {
+    out[threadIdx.x] = __shfl_xor(value, 2);
+  }
+}
+RDNA_EXPORT_KERNEL(emu_fault_divergent_shuffles)
+
+// A 16-byte vector load from an address that is not 16-byte aligned
+// (undefined behaviour in C++; UBSan reports it).
+extern "C" __global__ void __launch_bounds__(32)
+    emu_fault_misaligned_load(const int8_t* bytes, int* out) {
+  const v4i32 value = *reinterpret_cast<const v4i32*>(bytes + 4 * threadIdx.x + 1);
+  out[threadIdx.x] = value[0];
+}
+RDNA_EXPORT_KERNEL(emu_fault_misaligned_load)
