@@ -195,3 +195,36 @@ def test_concurrent_builds_of_one_library_agree(tmp_path: Path) -> None:
     paths = {stdout.strip() for stdout, _ in outputs}
     assert len(paths) == 1
     assert hasattr(ctypes.CDLL(paths.pop()), f"lonely_{os.getpid()}")
+
+
+def host_syntax_check(tmp_path: Path, body: str, *defines: str) -> subprocess.CompletedProcess:
+    source = tmp_path / "check.hip"
+    source.write_text(f'#include "rdna_emulator.h"\n{body}\n')
+    return subprocess.run(
+        [str(find_clang().path), "-fsyntax-only", "-std=c++20", *defines,
+         f"-I{emulation.EMULATOR_DIR / 'include'}", "-x", "c++", str(source)],
+        capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_shared_variables_point_to_workgroup_lds(tmp_path: Path) -> None:
+    result = host_syntax_check(tmp_path, "__device__ void f() { __shared__ int x[4]; x[0] = 1; }",
+                               "-DRDNA_W8A8_EMULATOR")
+    assert result.returncode != 0
+    assert "use workgroup_lds<T>() instead of __shared__" in result.stderr
+
+
+def test_header_is_only_for_the_emulator_build(tmp_path: Path) -> None:
+    result = host_syntax_check(tmp_path, "")
+    assert result.returncode != 0
+    assert "compile with -DRDNA_W8A8_EMULATOR" in result.stderr
+
+
+def test_lds_objects_must_be_plain_data(tmp_path: Path) -> None:
+    body = ("struct Counter { int n = 0; };\n"
+            "__device__ void f() { workgroup_lds<Counter>().n = 1; }")
+    result = host_syntax_check(tmp_path, body, "-DRDNA_W8A8_EMULATOR")
+    assert result.returncode != 0
+    assert "LDS holds plain data" in result.stderr
+    big = "struct Big { char bytes[65537]; };\n__device__ void f() { workgroup_lds<Big>(); }"
+    result = host_syntax_check(tmp_path, big, "-DRDNA_W8A8_EMULATOR")
+    assert "at most 64 KiB of LDS per workgroup" in result.stderr
