@@ -87,9 +87,10 @@ struct Range {
     lo = v < lo ? v : lo;
     hi = v > hi ? v : hi;
   }
+  // Not add(other.lo), add(other.hi): an empty range {FLT_MAX, -FLT_MAX} holds no values.
   __device__ __forceinline__ void merge(Range other) {
-    add(other.lo);
-    add(other.hi);
+    lo = other.lo < lo ? other.lo : lo;
+    hi = other.hi > hi ? other.hi : hi;
   }
 };
 

@@ -9,55 +9,21 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kernel_harness import KERNELS_DIR, REPO, Launch
 from vllm_rdna_w8a8.build import build, find_clang, get_target
-from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig, parse_tile_configs
 from vllm_rdna_w8a8.emulation import build_emulator, sanitizer_env
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-KERNELS_DIR = REPO / "kernels"
 PROBE_SOURCES = sorted((HERE / "probe").glob("*.hip"))
 RUNNER = HERE / "kernel_runner.py"
 TARGET = "gfx1100"
 OBJECTS_CACHE = REPO / "build" / "kernel-tests"
 RUN_TIMEOUT_S = 1800
-
-
-
-def tile_configs() -> tuple[TileConfig, ...]:
-    """The rows of kernels/gemm_configs.def (the source tree's, not a packaged copy)."""
-    configs = parse_tile_configs((KERNELS_DIR / "gemm_configs.def").read_text())
-    assert configs, "kernels/gemm_configs.def has no W8A8_GEMM_CONFIG rows"
-    return configs
-
-
-@dataclass
-class Launch:
-    """One kernel launch: `args` are (kind, value) with pointers naming entries of `arrays`."""
-
-    kernel: str
-    grid: tuple[int, int, int]
-    block: tuple[int, int, int]
-    args: list[tuple[str, object]]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def pointer(name: str | None) -> tuple[str, object]:
-    return ("pointer", name)
-
-
-def int32(value: int) -> tuple[str, object]:
-    return ("int32", int(value))
-
-
-def uint32(value: int) -> tuple[str, object]:
-    return ("uint32", int(value))
 
 
 @pytest.fixture(scope="session")
