@@ -176,17 +176,18 @@ def build_emulator(
 
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=BUILD_DIR, prefix="objects-") as scratch:
-        # Kernel sources are .hip files compiled as plain host C++.
-        jobs = [(source, ["-x", "c++"] if source.suffix != ".cpp" else [])
-                for source in [*emulator_sources, *sources]]
-        objects = [Path(scratch) / f"{index}-{source.stem}.o"
-                   for index, (source, _) in enumerate(jobs)]
-        commands = [
-            [str(clang.path), *flags, *language, "-c", str(source), "-o", str(obj)]
-            for (source, language), obj in zip(jobs, objects)
-        ]
+        # Kernel sources (.hip, compiled as plain host C++) first: their errors are the
+        # likely ones and end the build before the emulator's own sources compile.
+        objects: list[Path] = []
         with ThreadPoolExecutor(max_workers=COMPILE_JOBS) as pool:
-            list(pool.map(_run_compiler, commands))
+            for stage, language in ((sources, ["-x", "c++"]), (emulator_sources, [])):
+                stage_objects = [Path(scratch) / f"{len(objects) + index}-{source.stem}.o"
+                                 for index, source in enumerate(stage)]
+                list(pool.map(_run_compiler, [
+                    [str(clang.path), *flags, *language, "-c", str(source), "-o", str(obj)]
+                    for source, obj in zip(stage, stage_objects)
+                ]))
+                objects += stage_objects
         temporary = Path(scratch) / library.name
         _run_compiler([
             str(clang.path), *flags, "-shared", *(str(obj) for obj in objects),
