@@ -7,6 +7,14 @@ import pytest
 from vllm_rdna_w8a8.runtime import device
 
 
+@pytest.fixture(autouse=True)
+def fresh_device_caches():
+    """Each test fakes its own devices: start and end without cached facts."""
+    device.clear_caches()
+    yield
+    device.clear_caches()
+
+
 @pytest.fixture
 def fake_torch(monkeypatch: pytest.MonkeyPatch):
     """A ROCm torch with configurable devices, installed in place of the real module."""
@@ -57,6 +65,7 @@ def test_emulation_refused_with_a_real_rocm_gpu(monkeypatch, fake_torch) -> None
                                            "with 2 real ROCm GPU"):
         device.gfx_target(0)
     fake_torch.archs = []  # ROCm torch but no visible GPU: emulation is allowed
+    device.clear_caches()
     assert device.gfx_target(0) == "gfx1100"
 
 
@@ -73,3 +82,12 @@ def test_bad_device_index() -> None:
 ])
 def test_is_gfx11(target: str | None, expected: bool) -> None:
     assert device.is_gfx11(target) is expected
+
+
+def test_device_facts_are_cached(monkeypatch, fake_torch) -> None:
+    _emulate(monkeypatch, None)
+    assert device.gfx_target(0) == "gfx1100"
+    fake_torch.archs[0] = "gfx1151"  # not asked again within the process
+    assert device.gfx_target(0) == "gfx1100"
+    device.clear_caches()
+    assert device.gfx_target(0) == "gfx1151"

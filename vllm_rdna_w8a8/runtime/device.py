@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
@@ -26,10 +27,28 @@ def torch_is_rocm() -> bool:
     return getattr(torch.version, "hip", None) is not None
 
 
+# Devices and their targets do not change within a process, and the ops ask per call.
+@functools.cache
 def _real_rocm_device_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch_is_rocm() and torch.cuda.is_available() else 0
+
+
+@functools.cache
+def _rocm_target(device_index: int) -> str:
+    import torch
+
+    count = torch.cuda.device_count()
+    if device_index >= count:
+        raise ValueError(f"device_index {device_index} out of range: {count} ROCm device(s)")
+    return torch.cuda.get_device_properties(device_index).gcnArchName.split(":", 1)[0]
+
+
+def clear_caches() -> None:
+    """Forget the cached device facts (tests that fake devices call this)."""
+    _real_rocm_device_count.cache_clear()
+    _rocm_target.cache_clear()
 
 
 def _check_device_index(device_index: int) -> None:
@@ -57,12 +76,7 @@ def gfx_target(device_index: int) -> str | None:
         return emulated
     if not torch_is_rocm():
         return None
-    import torch
-
-    count = torch.cuda.device_count()
-    if device_index >= count:
-        raise ValueError(f"device_index {device_index} out of range: {count} ROCm device(s)")
-    return torch.cuda.get_device_properties(device_index).gcnArchName.split(":", 1)[0]
+    return _rocm_target(device_index)
 
 
 def is_gfx11(target: str | None) -> bool:
