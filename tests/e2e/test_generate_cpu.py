@@ -61,7 +61,7 @@ def test_fp16_online_quantization_is_close_to_unquantized(cpu_engines: EngineGro
     same text teacher-forced, the two models agree on the most likely next token at
     >= 75% of the positions, and the log-probabilities they give the actual next tokens
     differ by <= 5% of their size on average. (Measured here: 58/68 positions agree and
-    the difference is 2.3%: the random model finds the text unlikely, about -13 nats a
+    the difference is 2.1%: the random model finds the text unlikely, about -13 nats a
     token. Int8 rounding of weights and activations perturbs the logits, so exact token
     equality is not expected.)
     """

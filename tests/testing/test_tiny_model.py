@@ -117,10 +117,11 @@ def test_compressed_weights_dequantize_to_the_fp16_weights(tiny_models: dict[str
     restored = compressed[f"{name}.weight"].double() * scale
     if scheme == "int8":
         # round to nearest of w / scale, which the library computes in the model's fp16
-        # (relative error 2^-11 before rounding); each row's extreme value uses the range
+        # (relative error 2^-11 before rounding); each row's extreme value is at the limit
         steps = original / scale
         assert (restored / scale - steps).abs().le(0.5 + steps.abs() * 2**-10).all()
-        assert compressed[f"{name}.weight"].double().abs().amax(dim=1).ge(127).all()
+        row_max = compressed[f"{name}.weight"].double().abs().amax(dim=1)
+        assert row_max.eq(TinyModelSpec().int8_weight_limit).all()
     else:
         # e4m3 has 3 mantissa bits: relative error at most 2^-4 for normal values
         assert (restored - original).abs().le(original.abs() / 16 + scale * 2**-9).all()
@@ -191,6 +192,8 @@ def test_bad_arguments() -> None:
         TinyModelSpec(hidden_size=0)
     with pytest.raises(TypeError, match="seed must be an int"):
         TinyModelSpec(seed="0")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="int8_weight_limit 128 exceeds"):
+        TinyModelSpec(int8_weight_limit=128)
     with pytest.raises(ValueError, match="vocab_size 100 is too small"):
         TinyModelSpec(vocab_size=100)
 

@@ -39,7 +39,7 @@ SCHEMES = ("fp16", "int8", "fp8")
 CACHE_ENV = "VLLM_RDNA_W8A8_TINY_MODELS"
 MARKER_FILE = "tiny_model.json"
 # Bump when the builder's output changes for the same inputs.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 # compressed-tensors preset scheme per checkpoint scheme.
 _PRESET_SCHEMES = {"int8": "W8A8", "fp8": "FP8_DYNAMIC"}
@@ -68,6 +68,13 @@ class TinyModelSpec:
     reduction dimension K that the W8A8 kernels must pad (also per shard with
     tensor parallelism 2), and ``gate_up_proj`` an output dimension N with a partial tile.
     The head size 32 is one the vLLM CPU attention backend supports.
+
+    ``int8_weight_limit`` bounds the int8 checkpoint's weights to [-limit, limit] by
+    widening the per-channel scales (the fp8 checkpoint is not affected). vLLM's CPU int8
+    kernel (oneDNN) on x86 CPUs without VNNI adds pairs of u8 x s8 products in 16 bits,
+    which saturates for full-range weights (oneDNN's documented behaviour: 2 x 255 x 127
+    > 32767), so its results would not be the exact int8 math our kernels are compared
+    against. With |w| <= 64 (2 x 255 x 64 <= 32767) every int8 path computes exactly.
     """
 
     hidden_size: int = 128
@@ -77,6 +84,7 @@ class TinyModelSpec:
     num_key_value_heads: int = 2
     vocab_size: int = 512
     max_position_embeddings: int = 512
+    int8_weight_limit: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -96,6 +104,8 @@ class TinyModelSpec:
                 f"num_attention_heads {self.num_attention_heads} is not divisible by "
                 f"num_key_value_heads {self.num_key_value_heads}"
             )
+        if self.int8_weight_limit > 127:
+            raise ValueError(f"int8_weight_limit {self.int8_weight_limit} exceeds the int8 range (127)")
         if self.vocab_size < 300:
             raise ValueError(
                 f"vocab_size {self.vocab_size} is too small: the byte-level tokenizer "
@@ -213,7 +223,7 @@ def _write_checkpoint(directory: Path, scheme: str, spec: TinyModelSpec) -> None
     if scheme == "fp16":
         model.save_pretrained(directory)
     else:
-        _save_compressed(model, directory, _PRESET_SCHEMES[scheme])
+        _save_compressed(model, directory, _PRESET_SCHEMES[scheme], spec.int8_weight_limit)
 
 
 def build_tokenizer(spec: TinyModelSpec | None = None) -> Any:
@@ -292,22 +302,24 @@ def build_random_model(spec: TinyModelSpec | None = None) -> Any:
     return model.to(torch.float16).eval()
 
 
-def _save_compressed(model: Any, directory: Path, preset: str) -> None:
+def _save_compressed(model: Any, directory: Path, preset: str, int8_weight_limit: int) -> None:
     """Quantize every Linear except lm_head with `preset` and save in compressed form.
 
     Weight scales come from compressed-tensors' own `calculate_qparams` over the
-    per-channel min/max (what a min-max observer computes); the compressor then writes
-    the quantized weights and the `quantization_config` into config.json.
+    per-channel min/max (what a min-max observer computes), for int8 with the range
+    widened so that the weights stay within +-`int8_weight_limit`; the compressor then
+    writes the quantized weights and the `quantization_config` into config.json.
     """
     import torch
     from compressed_tensors.compressors import ModelCompressor
     from compressed_tensors.quantization import (
         QuantizationConfig,
         QuantizationStatus,
+        QuantizationType,
         apply_quantization_config,
         preset_name_to_scheme,
     )
-    from compressed_tensors.quantization.utils import calculate_qparams
+    from compressed_tensors.quantization.utils import calculate_qparams, calculate_range
 
     config = QuantizationConfig(
         config_groups={"group_0": preset_name_to_scheme(preset, ["Linear"])},
@@ -321,8 +333,12 @@ def _save_compressed(model: Any, directory: Path, preset: str) -> None:
             if scheme is None:
                 continue
             weight = module.weight.float()
+            widen = 1.0
+            if scheme.weights.type == QuantizationType.INT:
+                q_min, q_max = calculate_range(scheme.weights, "cpu")
+                widen = float(q_max - q_min) / 2 / int8_weight_limit
             scale, zero_point = calculate_qparams(
-                weight.amin(dim=1, keepdim=True), weight.amax(dim=1, keepdim=True), scheme.weights
+                weight.amin(dim=1, keepdim=True) * widen, weight.amax(dim=1, keepdim=True) * widen, scheme.weights
             )
             module.weight_scale.copy_(scale.to(module.weight_scale.dtype))
             if hasattr(module, "weight_zero_point"):
