@@ -64,14 +64,15 @@ def test_failing_source_names_source_target_and_message(clang: Clang, kernels_di
 
 
 def test_removed_source_removes_its_objects(clang: Clang, kernels_dir: Path, tmp_path: Path) -> None:
-    (kernels_dir / "second.hip").write_text(
+    # A dotted stem must not be mistaken for probe_saxpy's or anyone else's files.
+    (kernels_dir / "second.v2.hip").write_text(
         "#include <hip/hip_runtime.h>\nextern \"C\" __global__ void second(int* p) { p[0] = 1; }\n"
     )
     _build(clang, kernels_dir, tmp_path, "gfx1103")
-    assert (tmp_path / "objects" / "gfx1103" / "second.hsaco").is_file()
-    (kernels_dir / "second.hip").unlink()
+    assert (tmp_path / "objects" / "gfx1103" / "second.v2.hsaco").is_file()
+    (kernels_dir / "second.v2.hip").unlink()
     result = _build(clang, kernels_dir, tmp_path, "gfx1103")
-    assert result.removed == [tmp_path / "objects" / "gfx1103" / "second.hsaco"]
+    assert result.removed == [tmp_path / "objects" / "gfx1103" / "second.v2.hsaco"]
     assert sorted(p.name for p in (tmp_path / "objects" / "gfx1103").iterdir()) == [
         "probe_saxpy.hsaco", "probe_saxpy.hsaco.inputs-sha256"]
 

@@ -153,7 +153,7 @@ def _remove_stale(objects_dir: Path, targets: Sequence[GfxTarget],
             shutil.rmtree(target_dir)
             continue
         for item in sorted(target_dir.iterdir()):
-            stem = item.name.split(".", 1)[0]
+            stem = item.name.split(OBJECT_SUFFIX, 1)[0]  # x.hsaco, x.hsaco.inputs-sha256, x.hsaco.tmp
             if stem not in wanted_stems:
                 if item.suffix == OBJECT_SUFFIX:
                     removed.append(item)
