@@ -107,3 +107,24 @@ def test_completion_request(served: dict[str, Any], cpu_engines: EngineGroup) ->
 
     log = served["log_path"].read_text()
     assert plugin_log_lines(log), "no rdna_w8a8 log line from the server's processes"
+
+
+def test_example_client(served: dict[str, Any]) -> None:
+    client = Path(__file__).resolve().parents[2] / "examples" / "serve_client.py"
+    completed = subprocess.run(
+        [sys.executable, str(client), "--base-url", served["base_url"], "--prompt", PROMPTS[1], "--max-tokens", "8"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert f"model:      {served['model']}" in completed.stdout
+    assert "'completion_tokens': 8" in completed.stdout
+
+
+def test_example_client_reports_a_missing_server() -> None:
+    client = Path(__file__).resolve().parents[2] / "examples" / "serve_client.py"
+    completed = subprocess.run(
+        [sys.executable, str(client), "--base-url", f"http://127.0.0.1:{_free_port()}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert completed.returncode == 1
+    assert "is `vllm serve` running there?" in completed.stderr
