@@ -3,6 +3,8 @@
 // Launches run the kernels registered by RDNA_EXPORT_KERNEL synchronously.
 #include <elf.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <set>
@@ -56,6 +58,14 @@ const std::map<unsigned, const char*> kGfx11Machs = {
     {0x44, "gfx1103"}, {0x43, "gfx1150"}, {0x4a, "gfx1151"},
 };
 constexpr unsigned char kElfOsAbiAmdgpuHsa = 64;
+// Names the emulated device's target (vllm_rdna_w8a8/emulation.py validates it).
+constexpr const char* kEmulatedTargetEnv = "VLLM_RDNA_W8A8_EMULATE";
+
+bool is_gfx11_name(const char* name) {
+  for (const auto& [code, target] : kGfx11Machs)
+    if (std::strcmp(name, target) == 0) return true;
+  return false;
+}
 // Bounds for header fields, since the API passes no image size.
 constexpr Elf64_Half kMaxSections = 4096;
 
@@ -75,14 +85,19 @@ hipError_t read_code_object(const unsigned char* image, std::set<std::string>& k
     return fail(hipErrorInvalidImage, "AMDGPU ELF is not a linked code object (e_type " +
                                           std::to_string(header.e_type) + ", expected ET_DYN)");
   const auto mach = kGfx11Machs.find(header.e_flags & kMachMask);
-  if (mach == kGfx11Machs.end())
-    return fail(hipErrorInvalidImage, "code object is not for a gfx11 target (EF_AMDGPU_MACH 0x" +
-                                          [&] {
-                                            char hex[16];
-                                            std::snprintf(hex, sizeof hex, "%x",
-                                                          header.e_flags & kMachMask);
-                                            return std::string(hex);
-                                          }() + ")");
+  if (mach == kGfx11Machs.end()) {
+    char hex[16];
+    std::snprintf(hex, sizeof hex, "%x", header.e_flags & kMachMask);
+    return fail(hipErrorInvalidImage,
+                std::string("code object is not for a gfx11 target (EF_AMDGPU_MACH 0x") + hex + ")");
+  }
+  // Like a real device, the emulated one runs only code objects of its own target.
+  const char* device_target = std::getenv(kEmulatedTargetEnv);
+  if (device_target != nullptr && is_gfx11_name(device_target) &&
+      std::strcmp(device_target, mach->second) != 0)
+    return fail(hipErrorNoBinaryForGpu, std::string("code object is for ") + mach->second +
+                                            ", the emulated device is " + device_target + " (" +
+                                            kEmulatedTargetEnv + ")");
   if (header.e_shentsize != sizeof(Elf64_Shdr) || header.e_shnum == 0 ||
       header.e_shnum > kMaxSections || header.e_shoff == 0)
     return fail(hipErrorInvalidImage, "code object has no usable section header table");
@@ -260,6 +275,8 @@ const char* hipGetErrorName(hipError_t hip_error) {
       return "hipErrorInvalidHandle";
     case hipErrorNotFound:
       return "hipErrorNotFound";
+    case hipErrorNoBinaryForGpu:
+      return "hipErrorNoBinaryForGpu";
     default:
       return "hipErrorUnknown";
   }
@@ -277,10 +294,29 @@ const char* hipGetErrorString(hipError_t hipError) {
       return "invalid resource handle";
     case hipErrorNotFound:
       return "named symbol not found";
+    case hipErrorNoBinaryForGpu:
+      return "no kernel image is available for execution on the device";
     default:
       return "unknown error";
   }
 }
 
-// Emulator extension: the detail of the last failed call on this thread.
+// Emulator extensions.
+
+// The detail of the last failed call on this thread.
 extern "C" const char* rdnaEmulatorLastErrorMessage(void) { return last_message.c_str(); }
+
+// The explicit arguments of a registered kernel as the emulator unpacks them
+// (offset and size of each, in order), for comparing with a code object's
+// metadata. Returns the argument count (writing at most `capacity` entries),
+// or -1 when no kernel of that name is compiled into the library.
+extern "C" int rdnaEmulatorKernelArgs(const char* name, unsigned* offsets, unsigned* sizes,
+                                      int capacity) {
+  const RegisteredKernel* kernel = name ? find_registered_kernel(name) : nullptr;
+  if (kernel == nullptr) return -1;
+  for (std::size_t i = 0; i < kernel->args.size() && static_cast<int>(i) < capacity; ++i) {
+    offsets[i] = kernel->args[i].offset;
+    sizes[i] = kernel->args[i].size;
+  }
+  return static_cast<int>(kernel->args.size());
+}

@@ -22,6 +22,7 @@ HIP_ERROR_INVALID_VALUE = 1
 HIP_ERROR_INVALID_IMAGE = 200
 HIP_ERROR_INVALID_HANDLE = 400
 HIP_ERROR_NOT_FOUND = 500
+HIP_ERROR_NO_BINARY_FOR_GPU = 209
 # <hip/hip_runtime_api.h>
 HIP_LAUNCH_PARAM_BUFFER_POINTER = 0x01
 HIP_LAUNCH_PARAM_BUFFER_SIZE = 0x02
@@ -74,12 +75,26 @@ class StandInRuntime:
         lib.hipGetErrorString.restype = ctypes.c_char_p
         lib.hipGetErrorName.restype = ctypes.c_char_p
         lib.rdnaEmulatorLastErrorMessage.restype = ctypes.c_char_p
+        lib.rdnaEmulatorKernelArgs.argtypes = [
+            ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint),
+            ctypes.c_int]
+        lib.rdnaEmulatorKernelArgs.restype = ctypes.c_int
         for name in ("hipModuleLoadData", "hipModuleGetFunction", "hipModuleLaunchKernel",
                      "hipModuleUnload", "hipGetLastError"):
             getattr(lib, name).restype = ctypes.c_int
 
     def last_message(self) -> str:
         return self.lib.rdnaEmulatorLastErrorMessage().decode()
+
+    def kernel_args(self, name: str) -> list[tuple[int, int]] | None:
+        """(offset, size) of each explicit argument as the emulator unpacks them."""
+        capacity = 64
+        offsets, sizes = (ctypes.c_uint * capacity)(), (ctypes.c_uint * capacity)()
+        count = self.lib.rdnaEmulatorKernelArgs(name.encode(), offsets, sizes, capacity)
+        if count < 0:
+            return None
+        assert count <= capacity
+        return list(zip(offsets[:count], sizes[:count]))
 
     def check(self, call: str, code: int) -> None:
         if code != HIP_SUCCESS:

@@ -162,7 +162,8 @@ def test_every_test_kernel_is_in_the_library_and_its_object(runtime, test_object
 
 @pytest.mark.slow  # compiles the production kernels for gfx1100 and for the host
 def test_every_production_kernel_is_emulated() -> None:
-    """Default build (kernels/*.hip): every kernel of the gfx1100 code objects resolves."""
+    """Default build (kernels/*.hip): every kernel of the gfx1100 code objects resolves and
+    unpacks its arguments where the metadata puts them."""
     objects_dir = BUILD_DIR / "kernel-objects"
     result = build(find_clang(), [get_target(GFX1100)], kernels_dir=KERNELS_DIR,
                    objects_dir=objects_dir, work_dir=BUILD_DIR, log=lambda line: None)
@@ -172,8 +173,10 @@ def test_every_production_kernel_is_emulated() -> None:
         module = runtime.load_object(path)
         names = read_code_object(path).kernels
         assert names, path
-        for name in names:
+        for name, metadata in names.items():
             assert runtime.get_function(module, name).value, (path.name, name)
+            assert runtime.kernel_args(name) == [
+                (arg.offset, arg.size) for arg in metadata.explicit_args], (path.name, name)
 
 
 @pytest.mark.slow  # two full emulator builds at once

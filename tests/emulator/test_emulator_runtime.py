@@ -15,6 +15,7 @@ from emu_driver import (
     HIP_ERROR_INVALID_HANDLE,
     HIP_ERROR_INVALID_IMAGE,
     HIP_ERROR_INVALID_VALUE,
+    HIP_ERROR_NO_BINARY_FOR_GPU,
     HIP_ERROR_NOT_FOUND,
     HIP_LAUNCH_PARAM_BUFFER_POINTER,
     HIP_LAUNCH_PARAM_BUFFER_SIZE,
@@ -25,6 +26,7 @@ from emu_driver import (
     pack_kernargs,
     pointer,
 )
+from vllm_rdna_w8a8.emulation import EMULATE_ENV
 from vllm_rdna_w8a8.runtime.code_object import parse_code_object
 
 E_TYPE_OFFSET = 16  # Elf64_Ehdr.e_type
@@ -79,10 +81,35 @@ def test_unlinked_code_object_is_invalid(runtime: StandInRuntime, test_objects: 
 
 @pytest.mark.parametrize("target", sorted(GFX11_MACHS))
 def test_every_gfx11_target_loads(runtime: StandInRuntime, test_objects: Path,
-                                  target: str) -> None:
+                                  monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    monkeypatch.delenv(EMULATE_ENV, raising=False)  # no emulated device target to match
     module = runtime.load_module(with_mach(image(test_objects, "launch"), GFX11_MACHS[target]))
     assert runtime.get_function(module, "emu_test_kernargs").value
     assert runtime.unload(module) == 0
+
+
+def test_emulated_device_runs_only_its_own_target(runtime: StandInRuntime, test_objects: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EMULATE_ENV, "gfx1101")
+    error = load_error(runtime, image(test_objects, "launch"))  # a gfx1100 object
+    assert error.code == HIP_ERROR_NO_BINARY_FOR_GPU
+    assert "code object is for gfx1100, the emulated device is gfx1101" in str(error)
+    module = runtime.load_module(with_mach(image(test_objects, "launch"), GFX11_MACHS["gfx1101"]))
+    assert runtime.unload(module) == 0
+
+
+def test_registered_arguments_match_the_gfx1100_metadata(runtime: StandInRuntime,
+                                                         test_objects: Path) -> None:
+    """The host build of every test kernel unpacks each argument at the offset and size
+    the device build's metadata gives (the launcher packs by that metadata)."""
+    checked = 0
+    for path in sorted((test_objects / GFX1100).glob("*.hsaco")):
+        for name, metadata in parse_code_object(path.read_bytes()).kernels.items():
+            expected = [(arg.offset, arg.size) for arg in metadata.explicit_args]
+            assert runtime.kernel_args(name) == expected, name
+            checked += 1
+    assert checked >= 15
+    assert runtime.kernel_args("no_such_kernel") is None
 
 
 def test_null_arguments_are_invalid_values(runtime: StandInRuntime) -> None:
