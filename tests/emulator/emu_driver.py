@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+# <hip/hip_runtime_api.h>
 HIP_SUCCESS = 0
 HIP_ERROR_INVALID_VALUE = 1
 HIP_ERROR_INVALID_IMAGE = 200
+HIP_ERROR_NO_BINARY_FOR_GPU = 209
 HIP_ERROR_INVALID_HANDLE = 400
 HIP_ERROR_NOT_FOUND = 500
-HIP_ERROR_NO_BINARY_FOR_GPU = 209
-# <hip/hip_runtime_api.h>
 HIP_LAUNCH_PARAM_BUFFER_POINTER = 0x01
 HIP_LAUNCH_PARAM_BUFFER_SIZE = 0x02
 HIP_LAUNCH_PARAM_END = 0x03
@@ -32,7 +32,7 @@ GFX1100 = "gfx1100"
 # The int32 every 4 bytes of unwritten LDS read as (rdna_emulator.h: kLdsPoisonByte 0xA5).
 LDS_POISON_INT32 = np.frombuffer(bytes([0xA5] * 4), dtype=np.int32)[0]
 
-KernelArg = ctypes.c_void_p | ctypes.c_int32 | ctypes.c_uint32 | ctypes.c_float
+KernelArg = ctypes._SimpleCData  # c_void_p, c_int32, c_float, ... by value
 
 
 class HipCallError(RuntimeError):
@@ -157,7 +157,6 @@ class KernelRunner:
         self.runtime.launch(self.function(object_stem, kernel), grid3, block3, args)
 
 
-
 # --- Reference math (numpy, exact) ---------------------------------------------------
 
 def gemm_i8_reference(a: np.ndarray, b_nk: np.ndarray) -> np.ndarray:
@@ -167,18 +166,12 @@ def gemm_i8_reference(a: np.ndarray, b_nk: np.ndarray) -> np.ndarray:
 
 # --- Scenarios for subprocess runs ---------------------------------------------------
 
-def _wmma_tile_inputs(rng: np.random.Generator, waves: int, k_len: int, dtype=np.int8):
-    info = np.iinfo(dtype)
-    a = rng.integers(info.min, info.max, size=(waves, 16, k_len), endpoint=True, dtype=dtype)
-    b = rng.integers(info.min, info.max, size=(waves, 16, k_len), endpoint=True, dtype=dtype)
-    return a, b
-
-
 def scenario_wmma_signed(runner: KernelRunner) -> None:
     """A signed int8 WMMA chain with extremes (the sanitized library must agree exactly)."""
     rng = np.random.default_rng(7)
     waves, k_len = 4, 64
-    a, b = _wmma_tile_inputs(rng, waves, k_len)
+    a = rng.integers(-128, 127, size=(waves, 16, k_len), endpoint=True, dtype=np.int8)
+    b = rng.integers(-128, 127, size=(waves, 16, k_len), endpoint=True, dtype=np.int8)
     a[0, 0, :] = -128
     b[0, 0, :] = -128
     c = rng.integers(-1000, 1000, size=(waves, 16, 16), dtype=np.int32)
@@ -215,20 +208,26 @@ def scenario_wave_ops(runner: KernelRunner) -> None:
     print("wave_ops ok")
 
 
-def scenario_gemm_timing(runner: KernelRunner) -> None:
-    """The 256x256x256 int8 GEMM test kernel: checks the result, prints the wall time."""
-    size = 256
+GEMM_SIZE = 256
+
+
+def run_gemm_256(runner: KernelRunner) -> float:
+    """The 256x256x256 int8 GEMM test kernel (16 workgroups x 128 threads): checks the
+    result exactly and returns the launch's wall time in seconds."""
     rng = np.random.default_rng(3)
-    a = rng.integers(-128, 127, size=(size, size), endpoint=True, dtype=np.int8)
-    b = rng.integers(-128, 127, size=(size, size), endpoint=True, dtype=np.int8)
-    c = np.zeros((size, size), dtype=np.int32)
-    args = (pointer(a), pointer(b), pointer(c), *(ctypes.c_int32(size),) * 3)
-    grid = (size // 64) * (size // 64)
+    a = rng.integers(-128, 127, size=(GEMM_SIZE, GEMM_SIZE), endpoint=True, dtype=np.int8)
+    b = rng.integers(-128, 127, size=(GEMM_SIZE, GEMM_SIZE), endpoint=True, dtype=np.int8)
+    c = np.zeros((GEMM_SIZE, GEMM_SIZE), dtype=np.int32)
+    args = (pointer(a), pointer(b), pointer(c), *(ctypes.c_int32(GEMM_SIZE),) * 3)
     start = time.perf_counter()
-    runner.run("gemm_i8", "emu_test_gemm_i8", grid, 128, *args)
+    runner.run("gemm_i8", "emu_test_gemm_i8", (GEMM_SIZE // 64) ** 2, 128, *args)
     elapsed = time.perf_counter() - start
     np.testing.assert_array_equal(c, gemm_i8_reference(a, b))
-    print(f"gemm_i8 256x256x256 (16 workgroups x 128 threads): {elapsed:.3f} s")
+    return elapsed
+
+
+def scenario_gemm_timing(runner: KernelRunner) -> None:
+    print(f"gemm_i8 256x256x256 (16 workgroups x 128 threads): {run_gemm_256(runner):.3f} s")
 
 
 # Kernels that break a rule (tests/emulator/kernels/faults.hip): each must abort.

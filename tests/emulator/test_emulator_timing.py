@@ -6,12 +6,18 @@ from __future__ import annotations
 import ctypes
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from emu_driver import GFX1100, KernelRunner, StandInRuntime, gemm_i8_reference, pointer
+from emu_driver import (
+    GFX1100,
+    KernelRunner,
+    StandInRuntime,
+    gemm_i8_reference,
+    pointer,
+    run_gemm_256,
+)
 from vllm_rdna_w8a8.build import build, find_clang, get_target
 from vllm_rdna_w8a8.emulation import BUILD_DIR, KERNELS_DIR, build_emulator
 
@@ -26,15 +32,7 @@ def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
 
 
 def test_gemm_256_cubed_test_kernel(runner: KernelRunner, capsys) -> None:
-    rng = np.random.default_rng(0)
-    a = rng.integers(-128, 127, size=(SIZE, SIZE), endpoint=True, dtype=np.int8)
-    b = rng.integers(-128, 127, size=(SIZE, SIZE), endpoint=True, dtype=np.int8)
-    c = np.zeros((SIZE, SIZE), dtype=np.int32)
-    start = time.perf_counter()
-    runner.run("gemm_i8", "emu_test_gemm_i8", (SIZE // 64) ** 2, 128, pointer(a), pointer(b),
-               pointer(c), *(ctypes.c_int32(SIZE),) * 3)
-    elapsed = time.perf_counter() - start
-    np.testing.assert_array_equal(c, gemm_i8_reference(a, b))
+    elapsed = run_gemm_256(runner)
     report(capsys, f"tests/emulator gemm_i8 {SIZE}^3, 16 workgroups x 128 threads, plain build: "
                    f"{elapsed:.3f} s")
 
