@@ -126,8 +126,14 @@ std::string describe_site(const SourceSite& site) {
 }
 
 // Runs workgroups one at a time on the calling OS thread.
+// The order in which the scheduler resumes runnable threads. The GPU gives no
+// order between waves, so a kernel that reads another thread's LDS write
+// without a barrier in between sees poison or stale data in one of the two.
+enum class ScheduleOrder : std::uint8_t { Forward, Reverse };
+
 class WorkgroupRunner {
  public:
+  explicit WorkgroupRunner(ScheduleOrder order) : order_(order) {}
   void run(const RegisteredKernel& kernel, const unsigned char* kernarg, Dim3 grid, Dim3 block,
            Dim3 block_idx);
   void suspend(Lane& lane);
@@ -148,6 +154,7 @@ class WorkgroupRunner {
   std::string describe_lane_states() const;
   void free_lds();
 
+  const ScheduleOrder order_;
   const RegisteredKernel* kernel_ = nullptr;
   const unsigned char* kernarg_ = nullptr;
   Dim3 block_idx_{};
@@ -227,8 +234,10 @@ void WorkgroupRunner::run(const RegisteredKernel& kernel, const unsigned char* k
   prepare_lanes(grid, block, block_idx);
   current_runner = this;
   for (;;) {
-    for (Lane& lane : lanes_)
+    for (std::size_t i = 0; i < lanes_.size(); ++i) {
+      Lane& lane = lanes_[order_ == ScheduleOrder::Forward ? i : lanes_.size() - 1 - i];
       if (lane.state == LaneState::Runnable) resume(lane);
+    }
     // Every lane is now blocked or done.
     if (std::all_of(lanes_.begin(), lanes_.end(),
                     [](const Lane& lane) { return lane.state == LaneState::Exited; }))
@@ -358,6 +367,13 @@ void WorkgroupRunner::free_lds() {
   lds_bytes_ = 0;
 }
 
+ScheduleOrder schedule_order() {
+  const char* text = std::getenv("RDNA_EMULATOR_SCHEDULE");
+  if (text == nullptr || std::strcmp(text, "forward") == 0) return ScheduleOrder::Forward;
+  if (std::strcmp(text, "reverse") == 0) return ScheduleOrder::Reverse;
+  fatal("RDNA_EMULATOR_SCHEDULE=%s: expected forward (thread 0 first) or reverse", text);
+}
+
 std::uint32_t worker_count(std::uint32_t workgroups) {
   unsigned wanted = std::min(2u, std::max(1u, std::thread::hardware_concurrency()));
   if (const char* text = std::getenv("RDNA_EMULATOR_THREADS")) {
@@ -397,8 +413,9 @@ void run_kernel(const RegisteredKernel& kernel, const unsigned char* kernarg, Di
                 Dim3 block) {
   const std::uint64_t workgroups = std::uint64_t{grid.x} * grid.y * grid.z;
   std::atomic<std::uint64_t> next_workgroup{0};
+  const ScheduleOrder order = schedule_order();
   auto work = [&] {
-    WorkgroupRunner runner;
+    WorkgroupRunner runner(order);
     for (std::uint64_t index = next_workgroup++; index < workgroups; index = next_workgroup++) {
       const Dim3 block_idx{static_cast<std::uint32_t>(index % grid.x),
                            static_cast<std::uint32_t>(index / grid.x % grid.y),

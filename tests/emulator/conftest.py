@@ -3,6 +3,7 @@ host code into the emulator library (plain and sanitized), and ways to run them.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -64,12 +65,14 @@ def run_driver(test_objects: Path, request: pytest.FixtureRequest) -> DriverRun:
     """Runs one emu_driver.py scenario in a subprocess, against the sanitized library
     (in sanitizer_env()) or the plain one."""
 
-    def run(scenario: str, *, sanitized: bool) -> subprocess.CompletedProcess[str]:
+    def run(scenario: str, *, sanitized: bool,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         library = request.getfixturevalue(
             "sanitized_library" if sanitized else "emulator_library")
+        env = sanitizer_env() if sanitized else dict(os.environ)
         return subprocess.run(
             [sys.executable, str(DRIVER), str(library), str(test_objects), scenario],
-            env=sanitizer_env() if sanitized else None, capture_output=True, text=True,
+            env={**env, **(extra_env or {})}, capture_output=True, text=True,
             timeout=SUBPROCESS_TIMEOUT_S, check=False,
         )
 

@@ -88,6 +88,16 @@ def test_undefined_behaviour_is_fatal_under_ubsan(run_driver) -> None:
                      result.stderr), result.stderr
 
 
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("RDNA_EMULATOR_SCHEDULE", "sideways", "expected forward \\(thread 0 first\\) or reverse"),
+    ("RDNA_EMULATOR_THREADS", "0", "expected a thread count from 1 to 64"),
+])
+def test_bad_emulator_settings_are_named(run_driver, variable: str, value: str,
+                                         expected: str) -> None:
+    result = run_driver("wave_ops", sanitized=False, extra_env={variable: value})
+    assert_aborted(result, rf"{variable}={value}: {expected}")
+
+
 def test_out_of_bounds_global_write_is_caught_by_asan(run_driver) -> None:
     result = run_driver("global_overflow", sanitized=True)
     assert_aborted(

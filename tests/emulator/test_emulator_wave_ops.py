@@ -77,3 +77,32 @@ def test_lds_is_fresh_for_every_workgroup(runner: KernelRunner, monkeypatch: pyt
     np.testing.assert_array_equal(out[0, 0::2], np.arange(0, 64, 2) * 10)
     np.testing.assert_array_equal(out[0, 1::2], LDS_POISON_INT32)
     np.testing.assert_array_equal(out[1:], LDS_POISON_INT32)
+
+
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+def test_schedule_order_does_not_change_correct_kernels(runner: KernelRunner,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        order: str) -> None:
+    monkeypatch.setenv("RDNA_EMULATOR_SCHEDULE", order)
+    values = np.arange(256, dtype=np.int32) * 7
+    first, second = np.zeros_like(values), np.zeros_like(values)
+    runner.run("wave_ops", "emu_test_lds_exchange", 2, 128, pointer(values), pointer(first),
+               pointer(second))
+    expected_first, expected_second = lds_exchange_expected(values)
+    np.testing.assert_array_equal(first, expected_first)
+    np.testing.assert_array_equal(second, expected_second)
+
+
+@pytest.mark.parametrize(("order", "stale_half"), [("forward", 0), ("reverse", 1)])
+def test_a_missing_barrier_shows_in_one_schedule_order(runner: KernelRunner,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       order: str, stale_half: int) -> None:
+    """Thread t reads slot 127 - t without a barrier: the threads scheduled before their
+    writer read poison, so running both orders exposes every such read."""
+    monkeypatch.setenv("RDNA_EMULATOR_SCHEDULE", order)
+    out = np.zeros(128, dtype=np.int32)
+    runner.run("faults", "emu_fault_missing_barrier", 1, 128, pointer(out))
+    halves = out.reshape(2, 64)
+    correct = (128 - np.arange(128)).reshape(2, 64)
+    np.testing.assert_array_equal(halves[stale_half], LDS_POISON_INT32)
+    np.testing.assert_array_equal(halves[1 - stale_half], correct[1 - stale_half])

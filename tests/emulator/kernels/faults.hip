@@ -109,3 +109,17 @@ extern "C" __global__ void __launch_bounds__(32)
   out[threadIdx.x] = value[0];
 }
 RDNA_EXPORT_KERNEL(emu_fault_misaligned_load)
+
+constexpr unsigned kRaceThreads = 128;
+struct RaceLds {
+  int slots[kRaceThreads];
+};
+
+// Thread t publishes t + 1 in slot t and reads slot 127 - t with no barrier in
+// between: a data race between waves, visible in one schedule order or the other.
+extern "C" __global__ void __launch_bounds__(kRaceThreads) emu_fault_missing_barrier(int* out) {
+  RaceLds& lds = workgroup_lds<RaceLds>();
+  lds.slots[threadIdx.x] = static_cast<int>(threadIdx.x) + 1;
+  out[threadIdx.x] = lds.slots[kRaceThreads - 1 - threadIdx.x];
+}
+RDNA_EXPORT_KERNEL(emu_fault_missing_barrier)
