@@ -21,6 +21,12 @@ def activations() -> torch.Tensor:
     return x
 
 
+def _sat32(values: np.ndarray) -> np.ndarray:
+    """float -> int32 as the GPU converts: NaN -> 0, saturating; as int64."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=2**31 - 1, neginf=-(2**31))
+    return np.clip(values, -(2**31), 2**31 - 1).astype(np.int64)
+
+
 @pytest.fixture
 def numpy_quant():
     """The numpy transcription of vLLM's quantization kernel (below)."""
@@ -47,8 +53,8 @@ def numpy_scaled_int8_quant(x: np.ndarray, symmetric: bool, scale: float | None 
             return q.astype(np.int8), scales, None
         row_max, row_min = x.max(axis=1), x.min(axis=1)
         scales = ((row_max - row_min) / f32(255)).astype(np.float32)
-        constant = scales == 0
-        zps = np.where(constant, f32(0), np.rint(f32(-128) - row_min / scales)).astype(np.float32)
-        inverse = np.where(constant, f32(0), f32(1) / scales).astype(np.float32)
-        q = np.clip(np.rint(x * inverse[:, None]) + zps[:, None], -128, 127)
+        zps = _sat32(np.rint(f32(-128) - row_min / scales))
+        inverse = (f32(1) / scales).astype(np.float32)
+        shifted = _sat32(np.rint(x * inverse[:, None]))
+        q = np.clip((shifted + zps[:, None] + 2**31) % 2**32 - 2**31, -128, 127)  # int32 add wraps
         return q.astype(np.int8), scales, zps.astype(np.int32)

@@ -31,7 +31,16 @@ def test_zero_rows_give_zeros_not_nan(activations) -> None:
         assert not q[1].any() and scale[1] == 0
         assert torch.isfinite(scale).all()
         if not symmetric:
-            assert azp[1] == 0 and azp[2] == 0 and not q[2].any()  # constant row
+            assert azp[1] == 0
+            assert scale[2] == 0  # constant row: scale 0, so its GEMM output is 0
+
+
+def test_inverse_scale_is_one_division() -> None:
+    # absmax 5.1875: 127 / 5.1875 rounded once, times 2.59375, is exactly 63.5 -> 64 (even);
+    # torch's `127.0 / t` (reciprocal, then multiply) would give 63.4999... -> 63.
+    x = torch.tensor([[2.59375, 5.1875] + [0.0] * 14], dtype=torch.bfloat16)
+    q, _, _ = reference.scaled_int8_quant(x)
+    assert q[0, :2].tolist() == [64, 127]
 
 
 def test_ties_round_half_to_even(activations) -> None:

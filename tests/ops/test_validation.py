@@ -51,7 +51,7 @@ def test_gemm_rejects_bad_input(backend, changes, error, match) -> None:
 
 QUANT_CASES = [
     (dict(x=torch.zeros(4, 32)), TypeError, "x must be float16, bfloat16, got float32"),
-    (dict(x=torch.zeros(4, 2, 16, dtype=torch.float16)), ValueError, r"x must be 2-D \[M, K\]"),
+    (dict(x=torch.zeros(4, 2, 16, dtype=torch.float16)), ValueError, r"x must be 2-D \[M, K\] with K >= 1"),
     (dict(padded_k=40), ValueError, "padded_k must be a multiple of 16 and >= K=32, got 40"),
     (dict(padded_k=16), ValueError, "padded_k must be a multiple of 16 and >= K=32, got 16"),
     (dict(padded_k=32.0), TypeError, "padded_k must be an int"),

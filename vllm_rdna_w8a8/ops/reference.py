@@ -3,18 +3,22 @@
 Not a production path (it materialises float copies and runs on whatever device the
 tensors are on); the ops use it on the CPU and when `VLLM_RDNA_W8A8_OPS=reference`.
 
-Quantization is bit-compatible with vLLM's `scaled_int8_quant` CUDA kernel
-(csrc/quantization/w8a8/int8/scaled_quant.cu), computed in float32 like the kernel:
-- dynamic symmetric:  scale = absmax / 127;  q = rne(x * (127 / absmax)), saturated
-- dynamic asymmetric: scale = (max - min) / 255;  azp = rne(-128 - min / scale);
-                      q = sat8(rne(x * (1 / scale)) + azp)
-- static symmetric:   q = rne(x / scale), saturated (a division, as upstream)
-- static asymmetric:  q = sat8(rne(x * (1 / scale)) + azp)
-rne is round-half-to-even (nearbyint). Where upstream is undefined we choose:
-- a row of zeros (or, asymmetric, any constant row) gives scale 0, azp 0, q 0: never NaN;
-- NaN converts to 0 (CUDA's saturating convert); min/max/absmax skip NaN (fmaxf/fminf);
-- dynamic: an inf in a row makes that row's scale inf and its q 0 (x * 0, inf * 0 -> 0);
-  static: +-inf saturates to 127 / -128.
+Quantization is bit-compatible with vLLM's `scaled_int8_quant` kernel
+(csrc/quantization/w8a8/int8/scaled_quant.cu, ROCm path) and with our
+kernels/quant_int8.hip, computed in float32 like both:
+- dynamic symmetric:  scale = absmax / 127;  q = sat8(rne(x * (absmax == 0 ? 0 : 127 / absmax)))
+- dynamic asymmetric: scale = (max - min) / 255;  azp = sat32(rne(-128 - min / scale));
+                      q = sat8(sat32(rne(x * (1 / scale))) + azp)   (the int32 sum wraps)
+- static symmetric:   q = sat8(rne(x / scale))   (a division, as upstream)
+- static asymmetric:  q = sat8(sat32(rne(x * (1 / scale))) + azp)
+rne is round-half-to-even (nearbyint); float -> int conversions give 0 for NaN (the
+hardware's answer). Consequences, where vLLM leaves the result to the hardware:
+- a row of zeros gives q 0, scale 0 (azp 0): never NaN;
+- absmax / min / max skip NaN (fmaxf / fminf, starting from 0 resp. +-FLT_MAX), so an
+  all-NaN row gives symmetric scale 0, asymmetric scale -inf and azp -128;
+- an inf element makes the dynamic scale inf and the row's q 0 (asymmetric: sat8(azp));
+  static scales saturate +-inf to 127 / -128;
+- a constant non-zero row (asymmetric) has scale 0: its output is 0 whatever q and azp.
 Columns K..padded_k-1 of q are 0.
 
 GEMM: acc[m, n] = sum_k a[m, k] * b[n, k] exactly (int32 in the kernel; the sum is
@@ -31,13 +35,33 @@ from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args
 from vllm_rdna_w8a8.ops.validation import padded_k as round_up_k
 
 _INT8_MIN, _INT8_MAX = -128, 127
-_INT32_LIMIT = 2.0**31
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 
 
-def _round_to_int(values: torch.Tensor, low: float, high: float) -> torch.Tensor:
+def _round_to_int(values: torch.Tensor, low: int, high: int) -> torch.Tensor:
     """Round half to even, NaN -> 0, saturate to [low, high]; returns int64."""
-    rounded = torch.nan_to_num(values.round(), nan=0.0, posinf=high, neginf=low)
+    rounded = torch.nan_to_num(values.double().round(), nan=0.0, posinf=high, neginf=low)
     return rounded.clamp(low, high).to(torch.int64)
+
+
+def _divide(numerator: float, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator with one rounding, as the kernels divide.
+
+    (`127.0 / tensor` in torch is reciprocal() then multiply: two roundings, which
+    moves x * (127 / absmax) off the kernels' value at ties.)
+    """
+    return torch.full_like(denominator, numerator) / denominator
+
+
+def _int32_wrapping_add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a + b of int32 values with two's-complement wrap-around (as the GPU adds)."""
+    return (a + b + 2**31) % 2**32 - 2**31
+
+
+def _asymmetric_q(values: torch.Tensor, inverse: torch.Tensor, azp: torch.Tensor) -> torch.Tensor:
+    shifted = _round_to_int(values * inverse, _INT32_MIN, _INT32_MAX)
+    return _int32_wrapping_add(shifted, azp).clamp(_INT8_MIN, _INT8_MAX).to(torch.int8)
 
 
 def _pad_columns(q: torch.Tensor, padded_k: int) -> torch.Tensor:
@@ -62,36 +86,25 @@ def scaled_int8_quant(
     k_out = round_up_k(x.shape[-1]) if padded_k is None and isinstance(x, torch.Tensor) else padded_k
     check_quant_args(x, scale, azp, symmetric, k_out)
     values = x.float()
-    zero = torch.zeros((), dtype=torch.float32, device=x.device)
     if scale is None:
-        finite_or_inf = torch.nan_to_num(values, nan=0.0, posinf=torch.inf, neginf=-torch.inf)
         if symmetric:
-            absmax = finite_or_inf.abs().amax(dim=1) if values.shape[1] else zero.expand(values.shape[0])
-            row_scale = absmax / 127.0
-            inverse = torch.where(absmax == 0, zero, 127.0 / absmax)
-            q = _round_to_int(values * inverse[:, None], _INT8_MIN, _INT8_MAX)
-            return _pad_columns(q.to(torch.int8), k_out), row_scale, None
-        # NaN must not win min or max: replace it by the row's other values' neutral.
-        row_max = torch.where(values.isnan(), -torch.inf, values).amax(dim=1)
-        row_min = torch.where(values.isnan(), torch.inf, values).amin(dim=1)
-        all_nan = row_max < row_min  # only NaN in the row: behaves as a zero row
-        row_max = torch.where(all_nan, zero, row_max)
-        row_min = torch.where(all_nan, zero, row_min)
+            no_nan = torch.nan_to_num(values, nan=0.0, posinf=torch.inf, neginf=-torch.inf)
+            absmax = no_nan.abs().amax(dim=1)
+            inverse = torch.where(absmax == 0, 0.0, _divide(127.0, absmax))
+            q = _round_to_int(values * inverse[:, None], _INT8_MIN, _INT8_MAX).to(torch.int8)
+            return _pad_columns(q, k_out), absmax / 127.0, None
+        row_max = torch.where(values.isnan(), -_FLOAT32_MAX, values).amax(dim=1)
+        row_min = torch.where(values.isnan(), _FLOAT32_MAX, values).amin(dim=1)
         row_scale = (row_max - row_min) / 255.0
-        constant = row_scale == 0
-        safe_scale = torch.where(constant, torch.ones_like(row_scale), row_scale)
-        row_azp = torch.where(constant, zero, (-128.0 - row_min / safe_scale).round())
-        inverse = torch.where(constant, zero, 1.0 / safe_scale)
-        shifted = _round_to_int(values * inverse[:, None], -_INT32_LIMIT, _INT32_LIMIT - 1)
-        q = (shifted + row_azp.to(torch.int64)[:, None]).clamp(_INT8_MIN, _INT8_MAX)
-        return _pad_columns(q.to(torch.int8), k_out), row_scale, row_azp.to(torch.int32)
+        row_azp = _round_to_int(-128.0 - row_min / row_scale, _INT32_MIN, _INT32_MAX)
+        q = _asymmetric_q(values, _divide(1.0, row_scale)[:, None], row_azp[:, None])
+        return _pad_columns(q, k_out), row_scale, row_azp.to(torch.int32)
     static_scale = scale.reshape(()).float()
     if symmetric:
-        q = _round_to_int(values / static_scale, _INT8_MIN, _INT8_MAX)
-        return _pad_columns(q.to(torch.int8), k_out), scale, None
-    shifted = _round_to_int(values * (1.0 / static_scale), -_INT32_LIMIT, _INT32_LIMIT - 1)
-    q = (shifted + azp.reshape(()).to(torch.int64)).clamp(_INT8_MIN, _INT8_MAX)
-    return _pad_columns(q.to(torch.int8), k_out), scale, azp
+        q = _round_to_int(values / static_scale, _INT8_MIN, _INT8_MAX).to(torch.int8)
+        return _pad_columns(q, k_out), scale, None
+    q = _asymmetric_q(values, _divide(1.0, static_scale), azp.reshape(()).to(torch.int64))
+    return _pad_columns(q, k_out), scale, azp
 
 
 def int8_scaled_mm(

@@ -55,8 +55,8 @@ def check_quant_args(
     """Checks for scaled_int8_quant: x [M, K] fp16/bf16 -> q [M, k_out] int8."""
     _tensor("x", x)
     _dtype("x", x, ACTIVATION_DTYPES)
-    if x.dim() != 2:
-        raise ValueError(f"x must be 2-D [M, K], got shape {list(x.shape)}")
+    if x.dim() != 2 or x.shape[1] == 0:
+        raise ValueError(f"x must be 2-D [M, K] with K >= 1, got shape {list(x.shape)}")
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
     if isinstance(k_out, bool) or not isinstance(k_out, int):

@@ -1,0 +1,205 @@
+"""`python -m vllm_rdna_w8a8 doctor`: is the plugin active here, and why (not)?
+
+Reports versions, each visible GPU with its gfx target, the code objects present and
+loadable for it, and which kernel class vLLM would pick for an int8 and an fp8 W8A8
+layer, with the (ok, reason) answer of every candidate in the platform's list. Works on
+any machine; each section says what it could not find instead of failing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Candidate:
+    name: str
+    ok: bool
+    reason: str
+
+
+@dataclass
+class Selection:
+    layer: str
+    candidates: list[Candidate] = field(default_factory=list)
+    chosen: str | None = None
+    problem: str | None = None
+
+
+@dataclass
+class Device:
+    index: int
+    target: str | None
+    code_objects: str
+
+
+@dataclass
+class Report:
+    versions: dict[str, str]
+    plugin: str
+    platform: str
+    devices: list[Device]
+    built_targets: list[str]
+    selections: list[Selection]
+
+
+def _guarded(action: Callable[[], Any], fallback: Callable[[Exception], Any]) -> Any:
+    try:
+        return action()
+    except Exception as exc:  # the doctor reports problems, it does not stop at them
+        return fallback(exc)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _versions() -> dict[str, str]:
+    def version_of(distribution: str) -> str:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    import torch
+
+    from vllm_rdna_w8a8.plugin import vllm_version
+
+    return {
+        "vllm-rdna-w8a8": version_of("vllm-rdna-w8a8"),
+        "vLLM": _guarded(vllm_version, lambda exc: f"not importable ({_describe(exc)})"),
+        "torch": torch.__version__,
+        "HIP (torch build)": getattr(torch.version, "hip", None) or "none (not a ROCm torch)",
+    }
+
+
+def _devices() -> list[Device]:
+    import torch
+
+    from vllm_rdna_w8a8.runtime.device import gfx_target, torch_is_rocm
+    from vllm_rdna_w8a8.scaled_mm import support
+
+    if support.emulated_target() is not None:
+        indices = [0]
+    elif torch_is_rocm() and torch.cuda.is_available():
+        indices = list(range(torch.cuda.device_count()))
+    else:
+        return []
+    devices = []
+    for index in indices:
+        target = gfx_target(index)
+        if not support.is_gfx11(target):
+            state = "not gfx11: stays on upstream kernels"
+        else:
+            problem = support.code_object_problem(index, target)
+            state = f"unusable: {problem}" if problem else "present and loadable"
+        devices.append(Device(index, target, state))
+    return devices
+
+
+def _int8_layer() -> Any:
+    from vllm.model_executor.kernels.linear import Int8ScaledMMLinearLayerConfig
+
+    return Int8ScaledMMLinearLayerConfig(is_static_input_scheme=False, is_channelwise=True, input_symmetric=True)
+
+
+def _fp8_layer() -> Any:
+    import torch
+    from vllm.model_executor.kernels.linear import FP8ScaledMMLinearLayerConfig
+    from vllm.model_executor.layers.quantization.utils.quant_utils import (
+        kFp8DynamicTokenSym,
+        kFp8StaticChannelSym,
+    )
+
+    return FP8ScaledMMLinearLayerConfig(
+        weight_quant_key=kFp8StaticChannelSym, activation_quant_key=kFp8DynamicTokenSym,
+        weight_shape=(4096, 4096), input_dtype=torch.float16, out_dtype=torch.float16,
+    )
+
+
+LAYERS = {
+    "int8 W8A8 (per-channel weights, dynamic per-token activations)": ("_POSSIBLE_INT8_KERNELS", _int8_layer),
+    "fp8 W8A8 (per-channel weights, dynamic per-token activations)": ("_POSSIBLE_FP8_KERNELS", _fp8_layer),
+}
+
+
+def _selection(layer: str, registry_name: str, make_config: Callable[[], Any]) -> Selection:
+    import torch
+    from vllm.model_executor.kernels import linear
+    from vllm.platforms import current_platform
+
+    selection = Selection(layer)
+    candidates = getattr(linear, registry_name).get(current_platform._enum, [])
+    if not candidates:
+        selection.problem = f"vLLM lists no candidates for platform {current_platform.device_name or 'unspecified'}"
+        return selection
+    config = make_config()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float16)  # vLLM builds layers under the model dtype
+    try:
+        for kernel in candidates:
+            ok, reason = _guarded(
+                lambda: linear.is_supported_and_can_implement_kernel(kernel, config, None),
+                lambda exc: (False, f"{kernel.__name__} raised {_describe(exc)}"),
+            )
+            # vLLM words reasons as "<class> <reason>."; keep just the reason.
+            reason = reason.strip().removeprefix(kernel.__name__).strip().rstrip(".")
+            selection.candidates.append(Candidate(kernel.__name__, ok, reason or "ok"))
+            if ok and selection.chosen is None:
+                selection.chosen = kernel.__name__
+    finally:
+        torch.set_default_dtype(previous)
+    if selection.chosen is None:
+        selection.problem = "no candidate accepts this layer: vLLM would fail to build it"
+    return selection
+
+
+def collect_report() -> Report:
+    """Everything the doctor prints, as data (registers the plugin first, as vLLM would)."""
+    from vllm.platforms import current_platform
+
+    from vllm_rdna_w8a8.plugin import register_plugin
+    from vllm_rdna_w8a8.runtime.launcher import available_targets
+
+    plugin_line = register_plugin()
+    platform = current_platform.device_name or "unspecified"
+    return Report(
+        versions=_versions(),
+        plugin=plugin_line,
+        platform=platform,
+        devices=_guarded(_devices, lambda exc: [Device(-1, None, f"device query failed: {_describe(exc)}")]),
+        built_targets=available_targets(),
+        selections=[
+            _guarded(lambda: _selection(layer, registry, make),
+                     lambda exc, layer=layer: Selection(layer, problem=f"selection failed: {_describe(exc)}"))
+            for layer, (registry, make) in LAYERS.items()
+        ],
+    )
+
+
+def format_report(report: Report) -> str:
+    lines = ["vllm-rdna-w8a8 doctor", ""]
+    lines += [f"  {name}: {value}" for name, value in report.versions.items()]
+    lines += ["", f"plugin: {report.plugin}", f"platform: {report.platform}", "", "devices:"]
+    if not report.devices:
+        lines.append("  no ROCm GPU visible (and VLLM_RDNA_W8A8_EMULATE not set)")
+    for device in report.devices:
+        lines.append(f"  device {device.index}: {device.target or 'unknown target'}, code objects {device.code_objects}")
+    lines.append(f"code objects shipped for: {', '.join(report.built_targets) or 'none (built without kernels)'}")
+    for selection in report.selections:
+        lines += ["", f"{selection.layer}:"]
+        for candidate in selection.candidates:
+            mark = "yes" if candidate.ok else "no "
+            chosen = "  <- vLLM picks this" if candidate.name == selection.chosen else ""
+            lines.append(f"  [{mark}] {candidate.name}: {candidate.reason}{chosen}")
+        if selection.problem:
+            lines.append(f"  {selection.problem}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    print(format_report(collect_report()))
+    return 0
