@@ -83,4 +83,47 @@ struct Int8Math {
   }
 };
 
+// fp8 e4m3fn -> f16, exact (every e4m3fn value is an f16 value), two values per 32-bit word.
+// `pair` holds one e4m3fn byte in bits 0-7 and one in bits 16-23. Exponent and mantissa
+// (7 bits) moved to the f16 field positions give 2^-8 times the value, normal or subnormal;
+// a packed f16 multiply by 2^8 fixes it exactly. The e4m3fn NaN encoding (S.1111.111, bytes
+// 0x7f / 0xff) would become 480, which no e4m3fn value reaches (the largest is 448): it is
+// replaced by the f16 NaN 0x7e00 (sign kept), so NaN inputs propagate to the outputs they touch.
+__device__ __forceinline__ uint32_t e4m3fn_pair_to_f16_pair(uint32_t pair) {
+  typedef _Float16 v2f16 __attribute__((ext_vector_type(2)));
+  constexpr uint16_t kF16Of480 = 0x5f80;
+  constexpr uint16_t kF16Nan = 0x7e00;
+  const uint32_t shifted = (pair & 0x007f007fu) << 7;
+  const v2f16 rescaled = __builtin_bit_cast(v2f16, shifted) * v2f16{256.f16, 256.f16};
+  uint32_t bits = __builtin_bit_cast(uint32_t, rescaled);
+  if ((bits & 0xffffu) == kF16Of480) bits = (bits & 0xffff0000u) | kF16Nan;
+  if ((bits >> 16) == kF16Of480) bits = (bits & 0x0000ffffu) | (static_cast<uint32_t>(kF16Nan) << 16);
+  return bits | ((pair & 0x00800080u) << 8);
+}
+
+// 16 e4m3fn k-values (one 128-bit load) -> the f16 operand of the same k order.
+__device__ __forceinline__ FragF16 e4m3fn_frag_to_f16(FragI8 raw) {
+  typedef uint32_t v8u32 __attribute__((ext_vector_type(8)));
+  v8u32 words;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t w = static_cast<uint32_t>(raw[j]);  // k = 4j .. 4j+3
+    words[2 * j] = e4m3fn_pair_to_f16_pair((w & 0xffu) | ((w & 0xff00u) << 8));
+    words[2 * j + 1] = e4m3fn_pair_to_f16_pair(((w >> 16) & 0xffu) | ((w >> 8) & 0xff0000u));
+  }
+  return __builtin_bit_cast(FragF16, words);
+}
+
+// fp8 e4m3fn operands widened to f16 in registers; fp32 sums (every f16 x f16 product of
+// e4m3 values is exact in fp32; the sums round like fp32).
+struct Fp8Math {
+  using Frag = FragF16;
+  using Acc = AccF32;
+  using AccElem = float;
+  static __device__ __forceinline__ Frag to_frag(FragI8 raw) { return e4m3fn_frag_to_f16(raw); }
+  static __device__ __forceinline__ Acc zero() { return zero_acc_f32(); }
+  static __device__ __forceinline__ Acc mma(Frag a, Frag b, Acc acc) { return rdna_w8a8::mma(a, b, acc); }
+  static __device__ __forceinline__ AccElem add(AccElem x, AccElem y) { return x + y; }
+};
+
 }  // namespace rdna_w8a8

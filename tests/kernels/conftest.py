@@ -6,6 +6,7 @@ runtime launcher and returns every array after its launch."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ import pytest
 
 from kernel_harness import KERNELS_DIR, REPO, Launch
 from vllm_rdna_w8a8.build import build, find_clang, get_target
-from vllm_rdna_w8a8.emulation import build_emulator, sanitizer_env
+from vllm_rdna_w8a8.emulation import EMULATE_ENV, build_emulator, sanitizer_env
 
 HERE = Path(__file__).resolve().parent
 PROBE_SOURCES = sorted((HERE / "probe").glob("*.hip"))
@@ -24,6 +25,9 @@ RUNNER = HERE / "kernel_runner.py"
 TARGET = "gfx1100"
 OBJECTS_CACHE = REPO / "build" / "kernel-tests"
 RUN_TIMEOUT_S = 1800
+# The emulator runs a workgroup's threads in this order between barriers ("forward" or
+# "reverse"): a missing barrier shows up as a difference between the two.
+SCHEDULE_ENV = "RDNA_EMULATOR_SCHEDULE"
 
 
 @pytest.fixture(scope="session")
@@ -31,17 +35,21 @@ def kernel_objects() -> Path:
     """gfx1100 code objects of kernels/*.hip and the probe (the stand-in runtime loads real
     images and serves only the kernels they define)."""
     sources = OBJECTS_CACHE / "sources"
-    sources.mkdir(parents=True, exist_ok=True)
-    links = {"common": KERNELS_DIR / "common", "gemm_configs.def": KERNELS_DIR / "gemm_configs.def"}
-    links.update({path.name: path for path in [*KERNELS_DIR.glob("*.hip"), *PROBE_SOURCES]})
-    for stale in sources.iterdir():
-        if stale.name not in links:
-            stale.unlink()
-    for name, target in links.items():
-        link = sources / name
-        if not (link.is_symlink() and link.resolve() == target.resolve()):
-            link.unlink(missing_ok=True)
-            link.symlink_to(target)
+    # Links to every file (not to directories: the build's header digest does not follow
+    # directory links), so that the build sees exactly kernels/ plus the probe.
+    wanted = {path.relative_to(KERNELS_DIR): path
+              for path in KERNELS_DIR.rglob("*") if path.is_file() and path.suffix != ".hip"}
+    wanted.update({Path(path.name): path for path in [*KERNELS_DIR.glob("*.hip"), *PROBE_SOURCES]})
+    for path in sorted(sources.rglob("*"), reverse=True) if sources.exists() else []:
+        if path.is_symlink() and path.relative_to(sources) not in wanted:
+            path.unlink()
+    for relative, target in wanted.items():
+        link = sources / relative
+        if link.is_symlink() and link.resolve() == target.resolve():
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
     build(find_clang(), [get_target(TARGET)], sources, OBJECTS_CACHE / "objects",
           OBJECTS_CACHE / "work", log=lambda _: None)
     return OBJECTS_CACHE / "objects"
@@ -52,16 +60,17 @@ def sanitized_emulator() -> Path:
     return build_emulator([*sorted(KERNELS_DIR.glob("*.hip")), *PROBE_SOURCES], sanitize=True)
 
 
-RunLaunches = Callable[[Sequence[Launch]], list[dict[str, np.ndarray]]]
+RunLaunches = Callable[..., list[dict[str, np.ndarray]]]
 
 
 @pytest.fixture(scope="session")
 def run_launches(kernel_objects: Path, sanitized_emulator: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> RunLaunches:
-    """Runs the launches in order in one sanitized subprocess; returns each launch's arrays
-    as they are after it ran. Any sanitizer report or emulator abort fails the test."""
+    """Runs the launches in order in one sanitized subprocess (threads scheduled in
+    `schedule` order); returns each launch's arrays as they are after it ran. Any sanitizer
+    report or emulator abort fails the test."""
 
-    def run(launches: Sequence[Launch]) -> list[dict[str, np.ndarray]]:
+    def run(launches: Sequence[Launch], schedule: str = "forward") -> list[dict[str, np.ndarray]]:
         cases = tmp_path_factory.mktemp("cases")
         for index, launch in enumerate(launches):
             spec = {"kernel": launch.kernel, "grid": list(launch.grid),
@@ -71,7 +80,8 @@ def run_launches(kernel_objects: Path, sanitized_emulator: Path,
         completed = subprocess.run(
             [sys.executable, str(RUNNER), str(sanitized_emulator), str(kernel_objects),
              str(cases)],
-            env=sanitizer_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+            env=sanitizer_env({**os.environ, EMULATE_ENV: TARGET, SCHEDULE_ENV: schedule}),
+            capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
             cwd=REPO, check=False)
         if completed.returncode != 0:
             pytest.fail(f"kernel runner failed (exit {completed.returncode}):\n"

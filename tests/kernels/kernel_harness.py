@@ -126,15 +126,16 @@ def encode_output(values: np.ndarray, bf16: bool) -> np.ndarray:
 
 
 def assert_within_output_rounding(actual: np.ndarray, expected: np.ndarray,
-                                  magnitude: np.ndarray, bf16: bool, what: str) -> None:
+                                  magnitude: np.ndarray, bf16: bool, what: str,
+                                  sum_error: np.ndarray | float = 0.0) -> None:
     """|actual - expected| <= half an output ulp of `expected` plus the fp32 epilogue's
-    rounding (a few fp32 ulps of the largest term, `magnitude`)."""
+    rounding (a few fp32 ulps of the largest term, `magnitude`) plus `sum_error`."""
     mantissa = output_dtype_bits(bf16)
     smallest_normal_exponent = -126 if bf16 else -14
     exponent = np.floor(np.log2(np.maximum(np.abs(expected), np.finfo(np.float64).tiny)))
     exponent = np.maximum(exponent, smallest_normal_exponent)
     half_ulp = np.exp2(exponent - mantissa - 1)
-    fp32_error = 4 * np.finfo(np.float32).eps * magnitude
+    fp32_error = 4 * np.finfo(np.float32).eps * magnitude + sum_error
     error = np.abs(actual - expected)
     bad = ~(error <= half_ulp + fp32_error)  # also catches NaN
     if bad.any():
@@ -242,35 +243,48 @@ ALL_VARIANTS = tuple(
 
 
 @dataclass
+class Operands:
+    a: np.ndarray              # [M, lda] int8 or e4m3fn bytes
+    b: np.ndarray              # [N, ldb]
+    product: np.ndarray        # exact A x B^T over K, float64
+    sum_error: np.ndarray      # bound on |kernel sum - product| before scaling
+    b_row_sums: np.ndarray | None = None  # int8: sum_k B[n][k], for azp_adj
+
+
+def int8_operands(rng: np.random.Generator, m: int, n: int, k: int) -> Operands:
+    """Random int8 with extreme rows, strided with junk past K; int32 sums are exact."""
+    a, b = int8_matrix(rng, m, k, k + 16), int8_matrix(rng, n, k, k)
+    with_extreme_rows(a, b, k)
+    product = gemm_reference_i64(a, b, k).astype(np.float64)
+    return Operands(a, b, product, np.zeros_like(product),
+                    b[:, :k].astype(np.int64).sum(axis=1))
+
+
+@dataclass
 class GemmCase:
     launch: Launch
     expected: np.ndarray   # float64 [M, N]
     magnitude: np.ndarray  # float64 [M, N], the largest term of each output
+    sum_error: np.ndarray  # float64 [M, N], accumulation error bound after scaling
     n: int
     bf16: bool
 
 
 def scaled_gemm_case(rng: np.random.Generator, kind: str, config: TileConfig, m: int, n: int,
-                     k: int, variant: EpilogueVariant,
-                     operands: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                     k: int, variant: EpilogueVariant, operands: Operands | None = None,
                      ) -> GemmCase:
-    """A production GEMM launch (`kind` "i8" or "f8") with its float64 reference.
-    `operands` = (a bytes [M, lda], b bytes [N, ldb], exact product A x B^T as float64);
-    default: random int8 with extreme rows."""
+    """A production GEMM launch (`kind` "i8" or "f8") with its float64 reference; default
+    operands: int8_operands / fp8_operands."""
     if operands is None:
-        a, b = int8_matrix(rng, m, k, k + 16), int8_matrix(rng, n, k, k)
-        with_extreme_rows(a, b, k)
-        product = gemm_reference_i64(a, b, k).astype(np.float64)
-        b_row_sums = b[:, :k].astype(np.int64).sum(axis=1)
-    else:
-        a, b, product = operands
-        b_row_sums = None
+        operands = (int8_operands if kind == "i8" else fp8_operands)(rng, m, n, k)
+    a, b, product = operands.a, operands.b, operands.product
     a_scale = (rng.uniform(0.5, 2.0, m if variant.per_token_a else 1) * 2.0**-9).astype(np.float32)
     b_scale = (rng.uniform(0.5, 2.0, n if variant.per_channel_b else 1) * 2.0**-8).astype(np.float32)
     corrected = product.copy()
     arrays: dict[str, np.ndarray] = {"a": a, "b": b, "a_scale": a_scale, "b_scale": b_scale}
     azp_name = azp_adj_name = bias_name = None
     if variant.zero_point != "none":
+        b_row_sums = operands.b_row_sums
         if b_row_sums is None:
             raise ValueError("zero points apply to int8 GEMMs only")
         azp_adj_name = "azp_adj"
@@ -288,8 +302,9 @@ def scaled_gemm_case(rng: np.random.Generator, kind: str, config: TileConfig, m:
         bias_bits = encode_output(rng.normal(0.0, 4.0, n).astype(np.float32), variant.bf16)
         arrays["bias"], bias_name = bias_bits, "bias"
         bias = decode_output(bias_bits, variant.bf16)
-    scale = a_scale.astype(np.float64)[:, None] * b_scale.astype(np.float64)[None, :]
-    scaled = np.broadcast_to(scale, (m, n)) * corrected
+    scale = np.broadcast_to(a_scale.astype(np.float64)[:, None] * b_scale.astype(np.float64)[None, :],
+                            (m, n))
+    scaled = scale * corrected
     ldc = n + 5
     arrays["c"] = np.full((m, ldc), POISON_F16_BITS, dtype=np.uint16)
     launch = Launch(
@@ -300,11 +315,48 @@ def scaled_gemm_case(rng: np.random.Generator, kind: str, config: TileConfig, m:
          uint32(variant.flags)],
         arrays)
     return GemmCase(launch, scaled + bias[None, :], np.abs(scaled) + np.abs(bias)[None, :],
-                    n, variant.bf16)
+                    scale * operands.sum_error, n, variant.bf16)
 
 
 def check_gemm_case(case: GemmCase, result: dict[str, np.ndarray], what: str) -> None:
     c = result["c"]
     assert (c[:, case.n:] == POISON_F16_BITS).all(), f"{what}: wrote past N into C's padding"
     assert_within_output_rounding(decode_output(c[:, :case.n], case.bf16), case.expected,
-                                  case.magnitude, case.bf16, what)
+                                  case.magnitude, case.bf16, what, case.sum_error)
+
+
+# --- fp8 e4m3fn ------------------------------------------------------------------------------
+
+E4M3FN_MAX_BYTE = 0x7E  # 448
+E4M3FN_NAN_BYTES = (0x7F, 0xFF)
+
+
+def e4m3fn_values() -> np.ndarray:
+    """float64 value of every byte 0..255 (NaN for 0x7f / 0xff)."""
+    byte = np.arange(256)
+    exponent, mantissa = (byte >> 3) & 0xF, byte & 0x7
+    magnitude = np.where(exponent == 0, mantissa * 2.0**-9,
+                         (1 + mantissa / 8) * np.exp2(exponent.astype(np.float64) - 7))
+    values = np.where(byte & 0x80, -magnitude, magnitude)
+    values[list(E4M3FN_NAN_BYTES)] = np.nan
+    return values
+
+
+def fp8_operands(rng: np.random.Generator, m: int, n: int, k: int) -> Operands:
+    """Random e4m3fn bytes (no NaN) with ±448 rows, subnormal rows and a zero row, strided
+    with junk past K. fp32 sums of exact products: error bound (K + 8) eps32 sum|a||b|."""
+    finite = np.array([byte for byte in range(256) if byte not in E4M3FN_NAN_BYTES], np.uint8)
+    a = rng.choice(finite, size=(m, k + 16))
+    b = rng.choice(finite, size=(n, k))
+    a[0, :k] = E4M3FN_MAX_BYTE
+    b[0, :k] = E4M3FN_MAX_BYTE | 0x80  # -448
+    if m > 1:
+        a[1, :k] = rng.choice(np.array([1, 2, 5, 7, 0x81, 0x86], np.uint8), size=k)  # subnormals
+    if m > 2:
+        a[2, :k] = 0
+    if n > 1:
+        b[1, :k] = rng.choice(np.array([1, 3, 7, 0x82, 0x87], np.uint8), size=k)
+    values = e4m3fn_values()
+    a_values, b_values = values[a[:, :k]], values[b[:, :k]]
+    sum_error = (k + 8) * np.finfo(np.float32).eps * (np.abs(a_values) @ np.abs(b_values).T)
+    return Operands(a.view(np.int8), b.view(np.int8), a_values @ b_values.T, sum_error)

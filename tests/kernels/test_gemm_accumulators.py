@@ -29,7 +29,7 @@ LONG_K_SHAPE = (17, 24, 4096 + 16)  # -128 * -128 over K = 4112: 67,371,008 in C
 GROUPED_SHAPE_TILES_M = 19
 
 
-def run_and_check(run_launches, config, shapes, seed: int) -> None:
+def run_and_check(run_launches, config, shapes, seed: int, schedule: str = "forward") -> None:
     rng = np.random.default_rng(seed)
     launches, expected = [], []
     for m, n, k in shapes:
@@ -38,7 +38,7 @@ def run_and_check(run_launches, config, shapes, seed: int) -> None:
         with_extreme_rows(a, b, k)
         launches.append(probe_launch(config, a, b, m, n, k, ldc))
         expected.append(gemm_reference_i64(a, b, k))
-    for (m, n, k), result, reference in zip(shapes, run_launches(launches), expected):
+    for (m, n, k), result, reference in zip(shapes, run_launches(launches, schedule), expected):
         c = result["c"]
         assert np.abs(reference).max() < 2**31, "reference overflows int32: test shape too long"
         mismatches = np.argwhere(c[:, :n] != reference)
@@ -50,10 +50,13 @@ def run_and_check(run_launches, config, shapes, seed: int) -> None:
         assert (c[:, n:] == POISON_I32).all(), f"{config.tag} M={m} N={n}: wrote past N"
 
 
+@pytest.mark.parametrize("schedule", ["forward", "reverse"])
 @pytest.mark.parametrize("config", CONFIGS, ids=config_ids(CONFIGS))
-def test_accumulators_exact(run_launches, config) -> None:
+def test_accumulators_exact(run_launches, config, schedule) -> None:
+    """Both thread orders between barriers: a missing barrier would show in one of them."""
     grouped = (GROUPED_SHAPE_TILES_M * config.block_m - 5, 2 * config.block_n + 8, 32)
-    run_and_check(run_launches, config, [*FAST_SHAPES, LONG_K_SHAPE, grouped], seed=1)
+    run_and_check(run_launches, config, [*FAST_SHAPES, LONG_K_SHAPE, grouped], seed=1,
+                  schedule=schedule)
 
 
 def test_extreme_rows_reach_int32_range(run_launches) -> None:
