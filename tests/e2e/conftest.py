@@ -30,7 +30,7 @@ RDNA = {"quantization": "rdna_w8a8"}
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints() -> dict[str, Path]:
-    return {scheme: build_tiny_model(scheme) for scheme in ("int8", "fp16", "fp8")}
+    return {scheme: build_tiny_model(scheme) for scheme in ("int8", "fp16")}
 
 
 def _group(tmp_path_factory: pytest.TempPathFactory, name: str, runs: list, env: dict) -> EngineGroup:
@@ -40,7 +40,7 @@ def _group(tmp_path_factory: pytest.TempPathFactory, name: str, runs: list, env:
 @pytest.fixture(scope="session")
 def cpu_engines(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> EngineGroup:
     """Plain CPU platform, plugin installed: upstream kernels whatever the method."""
-    int8, fp16, fp8 = tiny_checkpoints["int8"], tiny_checkpoints["fp16"], tiny_checkpoints["fp8"]
+    int8, fp16 = tiny_checkpoints["int8"], tiny_checkpoints["fp16"]
     # the fp16 runs also score SCORED_TEXT (last prompt) through its prompt logprobs
     scored = {"prompts": [*PROMPTS, SCORED_TEXT], "prompt_logprobs": SCORED_TOP_LOGPROBS}
     runs = [
@@ -48,7 +48,6 @@ def cpu_engines(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.Temp
         run_spec("int8_rdna", int8, RDNA),
         run_spec("fp16", fp16, **scored),
         run_spec("fp16_rdna", fp16, RDNA, **scored),
-        run_spec("fp8", fp8),
     ]
     return _group(tmp_path_factory, "cpu", runs, {})
 

@@ -58,9 +58,13 @@ def test_reference_ops_tp2(emulated_reference_tp2_engines: EngineGroup, cpu_engi
     assert_greedy_tokens_match(emulated_reference_tp2_engines.run("int8_tp2"), cpu_engines.run("int8"))
 
 
-def test_emulated_kernels_tp1(emulated_kernel_engines: EngineGroup, cpu_engines: EngineGroup) -> None:
+def test_emulated_kernels_tp1(
+    emulated_kernel_engines: EngineGroup, emulated_reference_engines: EngineGroup, cpu_engines: EngineGroup
+) -> None:
     _assert_ours_everywhere(emulated_kernel_engines, "int8", workers=1, hip_kernels=True)
     assert_greedy_tokens_match(emulated_kernel_engines.run("int8"), cpu_engines.run("int8"))
+    # and the oracle: the same engine configuration with the ops on the reference implementation
+    assert_greedy_tokens_match(emulated_kernel_engines.run("int8"), emulated_reference_engines.run("int8_rdna"))
 
 
 def test_emulated_kernels_tp2(emulated_kernel_tp2_engines: EngineGroup, cpu_engines: EngineGroup) -> None:
