@@ -87,7 +87,7 @@ def _register() -> str:
                 f"rdna_w8a8: {arch} is not gfx11, {', '.join(classes)} registered but will "
                 "decline; staying on upstream kernels"
             )
-        return f"rdna_w8a8: {arch}, {_code_object_summary(arch)}, int8 W8A8 routed to {', '.join(classes)}"
+        return f"rdna_w8a8: {arch}, {_code_object_summary(arch)}, int8+fp8 W8A8 routed to {', '.join(classes)}"
     emulated = support.emulated_target()
     if emulated is not None and current_platform.is_cpu():
         from vllm_rdna_w8a8.scaled_mm.registry import insert_kernels
@@ -95,7 +95,7 @@ def _register() -> str:
         classes = insert_kernels(PlatformEnum.CPU)
         return (
             f"rdna_w8a8: emulated {emulated} on CPU, {_code_object_summary(emulated)}, "
-            f"int8 W8A8 routed to {', '.join(classes)}"
+            f"int8+fp8 W8A8 routed to {', '.join(classes)}"
         )
     platform = current_platform.device_name or "unspecified"
     return f"rdna_w8a8: platform {platform}, quantization method registered, staying on upstream kernels"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -42,13 +41,15 @@ def fresh_plugin_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     for name in PLUGIN_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
-    saved_int8 = copy.copy({k: list(v) for k, v in linear._POSSIBLE_INT8_KERNELS.items()})
+    tables = (linear._POSSIBLE_INT8_KERNELS, linear._POSSIBLE_FP8_KERNELS)
+    saved_tables = [{k: list(v) for k, v in table.items()} for table in tables]
     saved_methods = list(quantization.QUANTIZATION_METHODS)
     saved_custom = dict(quantization._CUSTOMIZED_METHOD_TO_QUANT_CONFIG)
     monkeypatch.setattr(plugin, "_outcome", None)
     yield
-    linear._POSSIBLE_INT8_KERNELS.clear()
-    linear._POSSIBLE_INT8_KERNELS.update(saved_int8)
+    for table, saved in zip(tables, saved_tables):
+        table.clear()
+        table.update(saved)
     quantization.QUANTIZATION_METHODS[:] = saved_methods
     quantization._CUSTOMIZED_METHOD_TO_QUANT_CONFIG.clear()
     quantization._CUSTOMIZED_METHOD_TO_QUANT_CONFIG.update(saved_custom)

@@ -136,9 +136,10 @@ def test_emulated_gfx11_puts_our_class_first_in_the_cpu_list(fresh_plugin_state,
     monkeypatch.setattr(support, "emulated_target", lambda: "gfx1151")
     line = plugin.register_plugin()
     assert line.startswith("rdna_w8a8: emulated gfx1151 on CPU, ")
-    assert line.endswith("int8 W8A8 routed to RdnaHipInt8ScaledMMLinearKernel")
+    assert line.endswith("int8+fp8 W8A8 routed to RdnaHipInt8ScaledMMLinearKernel, RdnaHipFp8ScaledMMLinearKernel")
     names = [k.__name__ for k in linear._POSSIBLE_INT8_KERNELS[PlatformEnum.CPU]]
     assert names == ["RdnaHipInt8ScaledMMLinearKernel", "ZentorchInt8ScaledMMLinearKernel", "CPUInt8ScaledMMLinearKernel"]
+    assert linear._POSSIBLE_FP8_KERNELS[PlatformEnum.CPU][0].__name__ == "RdnaHipFp8ScaledMMLinearKernel"
 
 
 def test_plain_cpu_leaves_vllm_kernel_lists_alone(fresh_plugin_state) -> None:
@@ -146,6 +147,7 @@ def test_plain_cpu_leaves_vllm_kernel_lists_alone(fresh_plugin_state) -> None:
 
     import vllm_rdna_w8a8.plugin as plugin
 
-    before = {k: list(v) for k, v in linear._POSSIBLE_INT8_KERNELS.items()}
+    tables = (linear._POSSIBLE_INT8_KERNELS, linear._POSSIBLE_FP8_KERNELS)
+    before = [{k: list(v) for k, v in table.items()} for table in tables]
     plugin.register_plugin()
-    assert {k: list(v) for k, v in linear._POSSIBLE_INT8_KERNELS.items()} == before
+    assert [{k: list(v) for k, v in table.items()} for table in tables] == before

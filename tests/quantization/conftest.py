@@ -64,8 +64,8 @@ def ours_on_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     from vllm_rdna_w8a8.scaled_mm import registry, support
 
-    saved = list(linear._POSSIBLE_INT8_KERNELS[PlatformEnum.CPU])
+    saved = [list(table[PlatformEnum.CPU]) for table in (linear._POSSIBLE_INT8_KERNELS, linear._POSSIBLE_FP8_KERNELS)]
     monkeypatch.setattr(support, "hip_kernels_usable", lambda: (True, None))
     registry.insert_kernels(PlatformEnum.CPU)
     yield
-    linear._POSSIBLE_INT8_KERNELS[PlatformEnum.CPU] = saved
+    linear._POSSIBLE_INT8_KERNELS[PlatformEnum.CPU], linear._POSSIBLE_FP8_KERNELS[PlatformEnum.CPU] = saved

@@ -66,13 +66,15 @@ PLATFORMS = {
 
 @pytest.fixture
 def kernel_lists() -> Iterator[dict]:
-    """vLLM's int8 kernel lists, restored after the test."""
+    """vLLM's int8 kernel lists (and the fp8 ones), restored after the test."""
     from vllm.model_executor.kernels import linear
 
-    saved = {k: list(v) for k, v in linear._POSSIBLE_INT8_KERNELS.items()}
+    tables = (linear._POSSIBLE_INT8_KERNELS, linear._POSSIBLE_FP8_KERNELS)
+    saved_tables = [{k: list(v) for k, v in table.items()} for table in tables]
     yield linear._POSSIBLE_INT8_KERNELS
-    linear._POSSIBLE_INT8_KERNELS.clear()
-    linear._POSSIBLE_INT8_KERNELS.update(saved)
+    for table, saved in zip(tables, saved_tables):
+        table.clear()
+        table.update(saved)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""torch.library ops `rdna_w8a8::scaled_int8_quant` and `rdna_w8a8::int8_scaled_mm`.
+"""torch.library ops `rdna_w8a8::scaled_int8_quant`, `::int8_scaled_mm`, `::fp8_scaled_mm`.
 
 Each op has its fake (shape-only) implementation beside it, so torch.compile treats it
 as opaque and HIP graph capture works. The implementation is chosen per call:
@@ -94,6 +94,30 @@ def _int8_scaled_mm_fake(
     return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype)
 
 
+@torch.library.custom_op("rdna_w8a8::fp8_scaled_mm", mutates_args=())
+def _fp8_scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    return _implementation(a).fp8_scaled_mm(a, b, a_scale, b_scale, out_dtype, bias)
+
+
+@_fp8_scaled_mm.register_fake
+def _fp8_scaled_mm_fake(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype)
+
+
 def scaled_int8_quant(
     x: torch.Tensor,
     scale: torch.Tensor | None = None,
@@ -125,3 +149,15 @@ def int8_scaled_mm(
 ) -> torch.Tensor:
     """a [M, K] int8 x b [N, K] int8 -> [M, N] out_dtype (see `reference` for the math)."""
     return torch.ops.rdna_w8a8.int8_scaled_mm(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+
+
+def fp8_scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """a [M, K] x b [N, K] float8_e4m3fn -> [M, N] out_dtype (see `reference`)."""
+    return torch.ops.rdna_w8a8.fp8_scaled_mm(a, b, a_scale, b_scale, out_dtype, bias)

@@ -115,7 +115,8 @@ def scaled_int8_quant(
     return q, out_scale, out_azp
 
 
-def int8_scaled_mm(
+def _scaled_mm(
+    kind: str,
     a: torch.Tensor,
     b: torch.Tensor,
     a_scale: torch.Tensor,
@@ -125,8 +126,9 @@ def int8_scaled_mm(
     azp_adj: torch.Tensor | None,
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Same contract as `reference.int8_scaled_mm`, one launch of w8a8_i8_gemm_<tag>."""
-    m, n, k = check_gemm_args(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+    """One launch of w8a8_<kind>_gemm_<tag>; kind "i8" (int8) or "f8" (fp8 e4m3fn)."""
+    operand_dtype = torch.int8 if kind == "i8" else torch.float8_e4m3fn
+    m, n, k = check_gemm_args(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias, operand_dtype)
     if k % K_ALIGNMENT:
         raise ValueError(f"K={k} must be a multiple of {K_ALIGNMENT}: pad the weight and activations")
     lda = _check_rows("a", a, K_ALIGNMENT)
@@ -142,14 +144,14 @@ def int8_scaled_mm(
     device_index, stream = _device_and_stream(a)
     from vllm_rdna_w8a8.dispatch import pick_gemm_config
 
-    config = pick_gemm_config(_target(device_index), m, n, k, "i8")
+    config = pick_gemm_config(_target(device_index), m, n, k, kind)
     flags = (
         (A_SCALE_PER_TOKEN if a_scale.numel() == m and m > 1 else 0)
         | (B_SCALE_PER_CHANNEL if b_scale.numel() == n and n > 1 else 0)
         | (OUTPUT_BF16 if out_dtype == torch.bfloat16 else 0)
     )
     arg = _args()
-    _kernel(device_index, config.kernel_name("i8")).launch(
+    _kernel(device_index, config.kernel_name(kind)).launch(
         config.grid(m, n),
         (config.threads, 1, 1),
         [
@@ -161,3 +163,29 @@ def int8_scaled_mm(
         stream,
     )
     return out
+
+
+def int8_scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp: torch.Tensor | None,
+    azp_adj: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """Same contract as `reference.int8_scaled_mm`, one launch of w8a8_i8_gemm_<tag>."""
+    return _scaled_mm("i8", a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+
+
+def fp8_scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """Same contract as `reference.fp8_scaled_mm`, one launch of w8a8_f8_gemm_<tag>."""
+    return _scaled_mm("f8", a, b, a_scale, b_scale, out_dtype, None, None, bias)

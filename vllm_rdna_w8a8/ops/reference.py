@@ -21,7 +21,8 @@ hardware's answer). Consequences, where vLLM leaves the result to the hardware:
 - a constant non-zero row (asymmetric) has scale 0: its output is 0 whatever q and azp.
 Columns K..padded_k-1 of q are 0.
 
-GEMM: acc[m, n] = sum_k a[m, k] * b[n, k] exactly (int32 in the kernel; the sum is
+GEMM (int8; fp8 alike without zero points, see fp8_scaled_mm):
+acc[m, n] = sum_k a[m, k] * b[n, k] exactly (int32 in the kernel; the sum is
 exact in float64 here for K < 2**24); acc -= azp[m] * azp_adj[n] (azp_adj[n] alone when
 azp is None: static zero point folded in); out = a_scale * (b_scale * float32(acc)) + bias
 in float32 (the kernel's fused multiply-add), then rounded to the output dtype.
@@ -107,6 +108,17 @@ def scaled_int8_quant(
     return _pad_columns(q, k_out), scale, azp
 
 
+def _epilogue(acc: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor, bias: torch.Tensor | None,
+              out_dtype: torch.dtype) -> torch.Tensor:
+    # The kernels' epilogue order (kernels/common/epilogue.h):
+    # fma(a_scale, b_scale * float32(acc), bias); the fma is done in float64 here.
+    column_scaled = b_scale.reshape(1, -1).float() * acc.float()
+    out = a_scale.reshape(-1, 1).double() * column_scaled.double()
+    if bias is not None:
+        out = out + bias.reshape(1, -1).double()
+    return out.float().to(out_dtype)
+
+
 def int8_scaled_mm(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -125,10 +137,22 @@ def int8_scaled_mm(
         if azp is not None:
             correction = azp.reshape(m, 1).double() * correction
         acc = acc - correction
-    # The kernel's epilogue order (kernels/common/epilogue.h):
-    # fma(a_scale, b_scale * float32(acc), bias); the fma is done in float64 here.
-    column_scaled = b_scale.reshape(1, -1).float() * acc.float()
-    out = a_scale.reshape(-1, 1).double() * column_scaled.double()
-    if bias is not None:
-        out = out + bias.reshape(1, n).double()
-    return out.float().to(out_dtype)
+    return _epilogue(acc, a_scale, b_scale, bias, out_dtype)
+
+
+def fp8_scaled_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """a [M, K] x b [N, K] float8_e4m3fn -> [M, N] out_dtype with the scale epilogue.
+
+    The sum is exact here (float64); the kernel sums in float32, so results agree to
+    float32 accumulation error, not bit for bit.
+    """
+    check_gemm_args(a, b, a_scale, b_scale, out_dtype, None, None, bias, torch.float8_e4m3fn)
+    acc = a.double() @ b.double().T
+    return _epilogue(acc, a_scale, b_scale, bias, out_dtype)

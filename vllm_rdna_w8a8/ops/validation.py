@@ -92,12 +92,16 @@ def check_gemm_args(
     azp: torch.Tensor | None,
     azp_adj: torch.Tensor | None,
     bias: torch.Tensor | None,
+    operand_dtype: torch.dtype = torch.int8,
 ) -> tuple[int, int, int]:
-    """Checks for int8_scaled_mm: a [M, K] int8, b [N, K] int8 -> [M, N]; returns M, N, K."""
+    """Checks for the GEMMs: a [M, K], b [N, K] of `operand_dtype` (int8, or float8_e4m3fn
+    without zero points) -> [M, N]; returns M, N, K."""
     for name, value in (("a", a), ("b", b), ("a_scale", a_scale), ("b_scale", b_scale)):
         _tensor(name, value)
-    _dtype("a", a, (torch.int8,))
-    _dtype("b", b, (torch.int8,))
+    _dtype("a", a, (operand_dtype,))
+    _dtype("b", b, (operand_dtype,))
+    if operand_dtype != torch.int8 and (azp is not None or azp_adj is not None):
+        raise ValueError("fp8 GEMMs take no zero points: azp and azp_adj must be None")
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(f"a and b must be 2-D, got shapes {list(a.shape)} and {list(b.shape)}")
     m, k = a.shape

@@ -1,23 +1,30 @@
-"""`RdnaHipInt8ScaledMMLinearKernel`: vLLM's int8 W8A8 linear layers on our gfx11 HIP kernels.
+"""vLLM's W8A8 linear layers on our gfx11 HIP kernels.
 
-Selected by vLLM (first in its ROCm list, see `registry.py`) when `is_supported` finds
-ROCm gfx11 (or the emulated gfx11 backend) with a loadable code object for the device's
-exact target. Weight layout after `process_weights_after_loading`: see `weights.py`.
-`apply_weights` makes two launches: quantize the activations, then the GEMM with the
-scale / zero-point / bias epilogue fused.
+- `RdnaHipInt8ScaledMMLinearKernel` (int8): weight layout after
+  `process_weights_after_loading` in `weights.py`; `apply_weights` makes two launches:
+  our activation quantizer, then the GEMM with scale / zero-point / bias fused.
+- `RdnaHipFp8ScaledMMLinearKernel` (fp8 e4m3fn): vLLM's base class prepares the weight
+  (requantized to one scale for fused per-tensor shards, seen as [K, N]) and quantizes
+  the activations (QuantFP8); we run the GEMM with the scale / bias epilogue fused.
+
+Both are selected by vLLM (first in its lists, see `registry.py`) when `is_supported`
+finds ROCm gfx11 (or the emulated gfx11 backend) with a loadable code object for the
+device's exact target.
 """
 
 from __future__ import annotations
 
 import torch
 from vllm.model_executor.kernels.linear.scaled_mm.ScaledMMLinearKernel import (
+    FP8ScaledMMLinearKernel,
+    FP8ScaledMMLinearLayerConfig,
     Int8ScaledMMLinearKernel,
     Int8ScaledMMLinearLayerConfig,
 )
 from vllm.model_executor.utils import replace_parameter
 
-from vllm_rdna_w8a8.ops.custom_ops import int8_scaled_mm, scaled_int8_quant
-from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES
+from vllm_rdna_w8a8.ops.custom_ops import fp8_scaled_mm, int8_scaled_mm, scaled_int8_quant
+from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES, K_ALIGNMENT, OUTPUT_DTYPES
 from vllm_rdna_w8a8.scaled_mm import support, weights
 
 
@@ -78,3 +85,42 @@ class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
             q, weight, x_scale, weight_scale, x.dtype, azp=per_token_azp, azp_adj=azp_adj, bias=bias
         )
         return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+class RdnaHipFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
+    @classmethod
+    def is_supported(cls, compute_capability: int | None = None) -> tuple[bool, str | None]:
+        return support.hip_kernels_usable("f8")
+
+    @classmethod
+    def can_implement(cls, c: FP8ScaledMMLinearLayerConfig) -> tuple[bool, str | None]:
+        weight_key, activation_key = c.weight_quant_key, c.activation_quant_key
+        if weight_key.dtype != torch.float8_e4m3fn or activation_key.dtype != torch.float8_e4m3fn:
+            return False, "requires float8_e4m3fn weights and activations"
+        activation_group = activation_key.scale.group_shape
+        if not (activation_group.is_per_tensor() or activation_group.is_per_token()):
+            return False, "requires per-tensor or per-token activation scales"
+        weight_group = weight_key.scale.group_shape
+        if not weight_key.scale.static or not (weight_group.is_per_tensor() or weight_group.is_per_channel()):
+            return False, "requires static per-tensor or per-channel weight scales"
+        if c.out_dtype not in OUTPUT_DTYPES:
+            return False, f"requires a float16 or bfloat16 output, got {c.out_dtype}"
+        in_features = c.weight_shape[1]
+        if in_features % K_ALIGNMENT:
+            return False, f"requires the input size to be a multiple of {K_ALIGNMENT}, got {in_features}"
+        return True, None
+
+    def apply_scaled_mm(
+        self,
+        *,
+        A: torch.Tensor,
+        B: torch.Tensor,
+        out_dtype: torch.dtype,
+        As: torch.Tensor,
+        Bs: torch.Tensor,
+        bias: torch.Tensor | None,
+        output_shape: list,
+    ) -> torch.Tensor:
+        # B is vLLM's [K, N] view of the [N, K] weight: its transpose is our B operand.
+        out = fp8_scaled_mm(A, B.t(), As.reshape(-1), Bs.reshape(-1), out_dtype, bias)
+        return out.view(*output_shape)

@@ -1,17 +1,19 @@
 """The one place that edits vLLM's private scaled-mm kernel lists.
 
 Ledger (vllm-ascend style):
-- What: put our kernel classes at index 0 of `_POSSIBLE_INT8_KERNELS[ROCM]` (and of
-  `[CPU]` only when the gfx11 backend is emulated on the CPU), in
+- What: put our kernel classes at index 0 of `_POSSIBLE_INT8_KERNELS[ROCM]` and
+  `_POSSIBLE_FP8_KERNELS[ROCM]` (and of their `[CPU]` lists only when the gfx11 backend
+  is emulated on the CPU), in
   `vllm/model_executor/kernels/linear/__init__.py` (vLLM 0.32 and 0.33).
 - Why index 0: the lists are priority order and `choose_scaled_mm_linear_kernel`
   takes the first class whose `is_supported` and `can_implement` say yes. vLLM's own
   `register_linear_kernel` appends, which would put us behind
-  `TritonInt8ScaledMMLinearKernel`, which accepts every int8 layer on ROCm.
+  `TritonInt8ScaledMMLinearKernel`, which accepts every int8 layer on ROCm (fp8: behind
+  the torch fallbacks).
   The dicts are read at call time, so inserting before model construction works.
 - Safe off gfx11: our `is_supported` says no there, and selection moves on to the
   next (upstream) class; `VLLM_DISABLED_KERNELS=RdnaHipInt8ScaledMMLinearKernel`
-  returns a user to upstream.
+  (or `...,RdnaHipFp8ScaledMMLinearKernel`) returns a user to upstream.
 - Remove when: vLLM offers a public way to register a scaled-mm kernel with a
   priority (or ships gfx11-tuned kernels of its own).
 """
@@ -26,15 +28,19 @@ logger = logging.getLogger("vllm.rdna_w8a8")
 
 # Names of vLLM's registries this module edits, by precision.
 INT8_REGISTRY = "_POSSIBLE_INT8_KERNELS"
+FP8_REGISTRY = "_POSSIBLE_FP8_KERNELS"
 
 
 def _kernel_registries() -> dict[str, tuple[dict, list[type]]]:
     """registry name -> (vLLM's dict, our classes for it, highest priority first)."""
     from vllm.model_executor.kernels import linear
 
-    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipInt8ScaledMMLinearKernel
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import (
+        RdnaHipFp8ScaledMMLinearKernel,
+        RdnaHipInt8ScaledMMLinearKernel,
+    )
 
-    ours = {INT8_REGISTRY: [RdnaHipInt8ScaledMMLinearKernel]}
+    ours = {INT8_REGISTRY: [RdnaHipInt8ScaledMMLinearKernel], FP8_REGISTRY: [RdnaHipFp8ScaledMMLinearKernel]}
     registries = {}
     for name, classes in ours.items():
         table = getattr(linear, name, None)

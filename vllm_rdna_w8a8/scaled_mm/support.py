@@ -26,11 +26,13 @@ def emulated_target() -> str | None:
     return read_emulated_target()
 
 
-def int8_kernel_names() -> list[str]:
-    """Every kernel an int8 layer may launch: both quantizers and each GEMM tile config."""
+def kernel_names(kind: str) -> list[str]:
+    """Every kernel a layer of `kind` may launch: each GEMM tile config, and for int8
+    ("i8") both quantizers (fp8 ("f8") activations are quantized by vLLM's QuantFP8)."""
     from vllm_rdna_w8a8.dispatch import load_tile_configs
 
-    return [*QUANT_KERNELS, *(config.kernel_name("i8") for config in load_tile_configs())]
+    gemms = [config.kernel_name(kind) for config in load_tile_configs()]
+    return [*QUANT_KERNELS, *gemms] if kind == "i8" else gemms
 
 
 def ops_backend() -> str:
@@ -64,8 +66,9 @@ def device_target(device_index: int) -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def code_object_problem(device_index: int, target: str) -> str | None:
-    """Why the code objects for `target` cannot serve device `device_index`, or None.
+def code_object_problem(device_index: int, target: str, kind: str = "i8") -> str | None:
+    """Why the code objects for `target` cannot serve `kind` layers on device
+    `device_index`, or None.
 
     Cached: is_supported runs for every linear layer, the answer never changes in a
     process (code objects are package data).
@@ -74,17 +77,18 @@ def code_object_problem(device_index: int, target: str) -> str | None:
         from vllm_rdna_w8a8.runtime import launcher
     except ImportError as exc:
         return f"needs the HIP runtime module ({exc})"
-    missing = launcher.missing_reason(target, int8_kernel_names())
+    names = kernel_names(kind)
+    missing = launcher.missing_reason(target, names)
     if missing:
         return missing
     try:  # loading one kernel loads (and so checks) its code object on this device
-        launcher.get_kernel(device_index, QUANT_KERNELS[0])
+        launcher.get_kernel(device_index, names[0])
     except Exception as exc:  # any load failure means: stay on upstream kernels
         return f"cannot load the {target} code object ({type(exc).__name__}: {exc})"
     return None
 
 
-def hip_kernels_usable() -> tuple[bool, str | None]:
+def hip_kernels_usable(kind: str = "i8") -> tuple[bool, str | None]:
     """(ok, reason) for vLLM's `is_supported`: ROCm gfx11 or the emulated gfx11
     backend, with a loadable code object for the device's exact target."""
     device_index = current_device_index()
@@ -101,7 +105,7 @@ def hip_kernels_usable() -> tuple[bool, str | None]:
         )
     if ops_backend() == "reference":
         return True, None  # the ops run in plain torch: no code object needed
-    problem = code_object_problem(device_index, target)
+    problem = code_object_problem(device_index, target, kind)
     if problem:
         return False, problem
     return True, None
