@@ -1,9 +1,8 @@
-// Execution model: the threads of a workgroup run as fibers (ucontext) on one
+// Execution model: the threads of a workgroup run as fibers (fiber.h) on one
 // OS thread; a lane runs until it reaches a barrier, a wave operation or its
 // end, then the scheduler decides what can proceed. Workgroups are
 // independent (as on the GPU) and are spread over a few OS threads.
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,10 +14,12 @@
 #include <thread>
 
 #include "engine.h"
+#include "fiber.h"
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define RDNA_EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 #endif
@@ -64,6 +65,16 @@ void asan_finish_switch(void* fake_stack_save, const void** bottom_old, std::siz
 #endif
 }
 
+// A reused stack may keep ASan poison from the redzones of frames that never
+// returned (each fiber's entry frame): clear it before a new fiber starts.
+void asan_unpoison_stack(unsigned char* bottom, std::size_t size) {
+#ifdef RDNA_EMU_ASAN
+  __asan_unpoison_memory_region(bottom, size);
+#else
+  (void)bottom, (void)size;
+#endif
+}
+
 // A fiber stack with an inaccessible guard page below it, so that a stack
 // overflow faults immediately instead of corrupting a neighbour.
 class FiberStack {
@@ -97,7 +108,7 @@ struct Lane {
   LaneState state;
   SourceSite barrier_site;
   WaveOpRequest* request;  // set while AtWaveOp
-  ucontext_t context;
+  void* stack_pointer;  // saved while the lane is suspended
   void* asan_fake_stack;
 };
 
@@ -163,7 +174,7 @@ class WorkgroupRunner {
   std::vector<std::uint32_t> waves_arrived_;
   std::vector<LdsAllocation> lds_;
   std::size_t lds_bytes_ = 0;
-  ucontext_t scheduler_context_{};
+  void* scheduler_stack_pointer_ = nullptr;
   void* scheduler_fake_stack_ = nullptr;
   const void* scheduler_stack_bottom_ = nullptr;
   std::size_t scheduler_stack_size_ = 0;
@@ -191,11 +202,9 @@ void WorkgroupRunner::prepare_lanes(Dim3 grid, Dim3 block, Dim3 block_idx) {
     lane.coordinates.grid_dim = grid;
     lane.coordinates.lane_id = id % kWaveSize;
     lane.state = LaneState::Runnable;
-    if (getcontext(&lane.context) != 0) fatal("getcontext failed");
-    lane.context.uc_stack.ss_sp = stacks_[id]->bottom();
-    lane.context.uc_stack.ss_size = kLaneStackBytes;
-    lane.context.uc_link = nullptr;
-    makecontext(&lane.context, &WorkgroupRunner::lane_entry, 0);
+    asan_unpoison_stack(stacks_[id]->bottom(), kLaneStackBytes);
+    lane.stack_pointer =
+        prepare_fiber_stack(stacks_[id]->bottom(), kLaneStackBytes, &WorkgroupRunner::lane_entry);
   }
 }
 
@@ -206,15 +215,15 @@ void WorkgroupRunner::lane_entry() {
   Lane& lane = *running_lane;
   lane.state = LaneState::Exited;
   asan_start_switch(nullptr, runner.scheduler_stack_bottom_, runner.scheduler_stack_size_);
-  swapcontext(&lane.context, &runner.scheduler_context_);
+  rdna_emu_switch_fiber(&lane.stack_pointer, runner.scheduler_stack_pointer_);
   fatal("an exited lane was resumed");  // the scheduler never resumes Exited lanes
 }
 
 void WorkgroupRunner::resume(Lane& lane) {
   running_lane = &lane;
   current_lane = &lane.coordinates;
-  asan_start_switch(&scheduler_fake_stack_, lane.context.uc_stack.ss_sp, kLaneStackBytes);
-  swapcontext(&scheduler_context_, &lane.context);
+  asan_start_switch(&scheduler_fake_stack_, stacks_[lane.thread_id]->bottom(), kLaneStackBytes);
+  rdna_emu_switch_fiber(&scheduler_stack_pointer_, lane.stack_pointer);
   asan_finish_switch(scheduler_fake_stack_, nullptr, nullptr);
   running_lane = nullptr;
   current_lane = nullptr;
@@ -222,7 +231,7 @@ void WorkgroupRunner::resume(Lane& lane) {
 
 void WorkgroupRunner::suspend(Lane& lane) {
   asan_start_switch(&lane.asan_fake_stack, scheduler_stack_bottom_, scheduler_stack_size_);
-  swapcontext(&lane.context, &scheduler_context_);
+  rdna_emu_switch_fiber(&lane.stack_pointer, scheduler_stack_pointer_);
   asan_finish_switch(lane.asan_fake_stack, &scheduler_stack_bottom_, &scheduler_stack_size_);
 }
 

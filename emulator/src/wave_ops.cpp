@@ -96,7 +96,7 @@ void execute_wmma_iu8(const WaveLocation& where, WaveOpRequest* const* requests)
   check_uniform_flags<WmmaIu8Operands>(where, requests);
   const auto& flags = *static_cast<const WmmaIu8Operands*>(requests[0]->operands);
 
-  std::int32_t a[kTile][kTile], b[kTile][kTile];  // a[m][k], b[k][n]
+  std::int32_t a[kTile][kTile], b[kTile][kTile];  // a[m][k], b[n][k]: k contiguous
   for (int l = 0; l < kTile; ++l) {
     const auto& operands = *static_cast<const WmmaIu8Operands*>(requests[l]->operands);
     unsigned char a_bytes[kTile], b_bytes[kTile];
@@ -104,7 +104,7 @@ void execute_wmma_iu8(const WaveLocation& where, WaveOpRequest* const* requests)
     std::memcpy(b_bytes, &operands.b, kTile);
     for (int k = 0; k < kTile; ++k) {
       a[l][k] = flags.a_signed ? static_cast<std::int8_t>(a_bytes[k]) : a_bytes[k];
-      b[k][l] = flags.b_signed ? static_cast<std::int8_t>(b_bytes[k]) : b_bytes[k];
+      b[l][k] = flags.b_signed ? static_cast<std::int8_t>(b_bytes[k]) : b_bytes[k];
     }
   }
   std::int32_t c[kTile][kTile], d[kTile][kTile];
@@ -112,8 +112,10 @@ void execute_wmma_iu8(const WaveLocation& where, WaveOpRequest* const* requests)
       requests, [](const void* p) { return static_cast<const WmmaIu8Operands*>(p)->c; }, c);
   for (int m = 0; m < kTile; ++m) {
     for (int n = 0; n < kTile; ++n) {
-      std::int64_t sum = c[m][n];
-      for (int k = 0; k < kTile; ++k) sum += std::int64_t{a[m][k]} * b[k][n];
+      // 16 products of at most 255 * 255: the dot product is exact in int32.
+      std::int32_t dot = 0;
+      for (int k = 0; k < kTile; ++k) dot += a[m][k] * b[n][k];
+      std::int64_t sum = std::int64_t{c[m][n]} + dot;
       if (flags.clamp) {
         sum = std::min<std::int64_t>(std::max<std::int64_t>(sum, INT32_MIN), INT32_MAX);
       }
