@@ -87,3 +87,16 @@ def test_compiled_graph_keeps_the_ops_opaque() -> None:
     w_scale = torch.rand(8)
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x, w, w_scale), layer(x, w, w_scale), rtol=0, atol=0)
+
+
+def test_fp8_gemm_op_passes_opcheck_and_its_fake_matches() -> None:
+    a = torch.randn(5, 32).to(torch.float8_e4m3fn)
+    b = torch.randn(7, 32).to(torch.float8_e4m3fn)
+    args = (a, b, torch.rand(5), torch.rand(1), torch.bfloat16, torch.randn(7).to(torch.bfloat16))
+    # test_schema compares fp8 inputs with ops the CPU build lacks for float8: skip that one.
+    torch.library.opcheck(torch.ops.rdna_w8a8.fp8_scaled_mm.default, args,
+                          test_utils=("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
+    real = custom_ops.fp8_scaled_mm(*args)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake = torch.ops.rdna_w8a8.fp8_scaled_mm(*(mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in args))
+    assert (fake.shape, fake.dtype) == (real.shape, real.dtype) == ((5, 7), torch.bfloat16)

@@ -88,3 +88,14 @@ def test_quant_launch_follows_the_documented_argument_list(launches, dtype, kern
     assert _values(launch["args"]) == [
         ("pointer", 0 if t is None else t.data_ptr()) for t in expected_pointers] + [
         ("int32", 6), ("int32", 20), ("int32", 20), ("int32", 32), ("uint32", flags)]
+
+
+def test_fp8_gemm_launches_the_f8_kernel_without_zero_points(launches) -> None:
+    a = torch.zeros((9, 64), dtype=torch.float8_e4m3fn)
+    b = torch.zeros((20, 64), dtype=torch.float8_e4m3fn)
+    out = hip_backend.fp8_scaled_mm(a, b, torch.ones(9), torch.ones(20), torch.bfloat16, None)
+    assert out.shape == (9, 20)
+    (launch,) = launches
+    assert launch["name"] == pick_gemm_config("gfx1100", 9, 20, 64, "f8").kernel_name("f8")
+    values = _values(launch["args"])
+    assert values[5:8] == [("pointer", 0)] * 3 and values[-1] == ("uint32", 1 | 2 | 4)

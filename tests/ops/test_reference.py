@@ -95,3 +95,15 @@ def test_gemm_static_zero_point_folded_into_azp_adj() -> None:
     folded = torch.full((3,), 16 * 2, dtype=torch.int32)  # azp 2 times the column sums
     out = reference.int8_scaled_mm(a, b, ones, ones, torch.float16, None, folded)
     assert out.tolist() == [[16.0] * 3] * 2  # 3*16 - 2*16
+
+
+def test_fp8_gemm_matches_float64_math() -> None:
+    generator = torch.Generator().manual_seed(3)
+    a = (torch.randn(6, 48, generator=generator) * 100).clamp(-448, 448).to(torch.float8_e4m3fn)
+    b = (torch.randn(5, 48, generator=generator) * 100).clamp(-448, 448).to(torch.float8_e4m3fn)
+    a[0] = 448.0  # the largest e4m3fn value
+    a_scale, b_scale = torch.rand(6, generator=generator), torch.rand(1, generator=generator)
+    bias = torch.randn(5, generator=generator).to(torch.float16)
+    out = reference.fp8_scaled_mm(a, b, a_scale, b_scale, torch.float16, bias)
+    want = a_scale.double()[:, None] * b_scale.double() * (a.double() @ b.double().T) + bias.double()
+    torch.testing.assert_close(out.double(), want, rtol=2**-10, atol=1e-3)

@@ -112,3 +112,20 @@ class _Recorder:
 
     def launch(self, grid, block, args, stream) -> None:
         self.launches.append((grid, block, args, stream))
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_fp8_gemm_rejects_int8_operands(backend) -> None:
+    args = _gemm_args()
+    with pytest.raises(TypeError, match="a must be float8_e4m3fn, got int8"):
+        backend.fp8_scaled_mm(args["a"], args["b"], args["a_scale"], args["b_scale"], torch.float16, None)
+
+
+def test_fp8_gemm_takes_no_zero_points() -> None:
+    from vllm_rdna_w8a8.ops.validation import check_gemm_args
+
+    a = torch.zeros((4, 32), dtype=torch.float8_e4m3fn)
+    b = torch.zeros((8, 32), dtype=torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match="fp8 GEMMs take no zero points"):
+        check_gemm_args(a, b, torch.ones(4), torch.ones(8), torch.float16, None,
+                        torch.zeros(8, dtype=torch.int32), None, torch.float8_e4m3fn)

@@ -126,3 +126,65 @@ def test_bad_ops_setting_is_a_clear_error(simulate, monkeypatch) -> None:
 
     with pytest.raises(ValueError, match="VLLM_RDNA_W8A8_OPS='fast' is not one of auto, reference"):
         support.ops_backend()
+
+
+def _fp8_config(activation: str, weight: str, k: int = 4096):
+    import torch
+    from vllm.model_executor.kernels.linear import FP8ScaledMMLinearLayerConfig
+    from vllm.model_executor.layers.quantization.utils import quant_utils as keys
+
+    activation_keys = {"token": keys.kFp8DynamicTokenSym, "tensor-static": keys.kFp8StaticTensorSym,
+                       "tensor-dynamic": keys.kFp8DynamicTensorSym, "group": keys.kFp8Dynamic128Sym}
+    weight_keys = {"channel": keys.kFp8StaticChannelSym, "tensor": keys.kFp8StaticTensorSym,
+                   "block": keys.kFp8Static128BlockSym}
+    return FP8ScaledMMLinearLayerConfig(weight_quant_key=weight_keys[weight], activation_quant_key=activation_keys[activation],
+                                        weight_shape=(4096, k), input_dtype=torch.float16, out_dtype=torch.float16)
+
+
+def _choose_fp8(config) -> str:
+    from vllm.model_executor.kernels import linear
+
+    return choose_scaled_mm_linear_kernel(config, linear._POSSIBLE_FP8_KERNELS, quantization="fp8_w8a8").__name__
+
+
+@pytest.mark.parametrize("arch", GFX11)
+@pytest.mark.parametrize(("activation", "weight"), [("token", "channel"), ("token", "tensor"),
+                                                    ("tensor-static", "tensor"), ("tensor-dynamic", "channel")])
+def test_every_gfx11_target_picks_our_fp8_kernel(simulate, arch, activation, weight) -> None:
+    simulate("rocm", arch)
+    assert _choose_fp8(_fp8_config(activation, weight)) == "RdnaHipFp8ScaledMMLinearKernel"
+
+
+@pytest.mark.parametrize(("config_args", "reason"), [
+    (("group", "block"), "requires per-tensor or per-token activation scales"),
+    (("token", "block"), "requires static per-tensor or per-channel weight scales"),
+    (("token", "channel", 4100), "requires the input size to be a multiple of 16, got 4100"),
+])
+def test_fp8_layers_we_cannot_serve_are_declined_with_a_reason(config_args, reason) -> None:
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipFp8ScaledMMLinearKernel
+
+    assert RdnaHipFp8ScaledMMLinearKernel.can_implement(_fp8_config(*config_args)) == (False, reason)
+
+
+@pytest.mark.parametrize("arch", ["gfx942", "gfx1201"])
+def test_other_rocm_targets_do_not_pick_our_fp8_kernel(simulate, arch) -> None:
+    simulate("rocm", arch)
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipFp8ScaledMMLinearKernel
+
+    assert RdnaHipFp8ScaledMMLinearKernel.is_supported() == (
+        False, f"requires a gfx11 target (gfx1100, gfx1101, gfx1102, gfx1103, gfx1150, gfx1151); device 0 is {arch}")
+
+
+def test_disabling_our_fp8_kernel_is_honoured(simulate, monkeypatch) -> None:
+    # Only our class is asked: upstream's ROCm fp8 candidates call into ROCm libraries
+    # that this CPU machine does not have.
+    from vllm.model_executor.kernels.linear import is_supported_and_can_implement_kernel
+
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipFp8ScaledMMLinearKernel
+
+    simulate("rocm", "gfx1100")
+    config = _fp8_config("token", "channel")
+    assert is_supported_and_can_implement_kernel(RdnaHipFp8ScaledMMLinearKernel, config, None) == (True, "")
+    monkeypatch.setenv("VLLM_DISABLED_KERNELS", "RdnaHipFp8ScaledMMLinearKernel")
+    ok, reason = is_supported_and_can_implement_kernel(RdnaHipFp8ScaledMMLinearKernel, config, None)
+    assert not ok and "disabled by environment variable" in reason
