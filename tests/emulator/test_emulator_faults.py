@@ -132,5 +132,4 @@ def test_correct_kernels_run_clean_under_asan_and_ubsan(run_driver, scenario: st
     result = run_driver(scenario, sanitized=True)
     assert result.returncode == 0, result.stderr
     assert f"{scenario} ok" in result.stdout
-    assert "runtime error" not in result.stderr  # UBSan
-    assert "ERROR: AddressSanitizer" not in result.stderr
+    assert result.stderr == ""  # no sanitizer report, not even a warning
