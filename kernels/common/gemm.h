@@ -66,8 +66,6 @@ struct GemmConfig {
                 "VGPRs: at most 16 WMMA tiles (e.g. 64x64) per wave");
   static_assert(kLdsBytes <= kMaxLdsBytesPerWorkgroup,
                 "LDS use exceeds the 64 KiB a gfx11 workgroup may allocate: shrink the tile or WAVES_K");
-  static_assert(!kStreamsWeights || WavesM == 1,
-                "decode tiles (BLOCK_M == 16) have one 16-row WMMA tile: WAVES_M must be 1");
   static_assert(kStreamsWeights || WavesK == 1,
                 "split-K across waves (WAVES_K > 1) is implemented for decode tiles (BLOCK_M == 16) only");
 };
@@ -251,7 +249,7 @@ __device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const Ou
   const int lane = lane_id();
   const int wave = wave_id();
   const int wave_col = (wave % Cfg::kWavesN) * Cfg::kWaveTileN;
-  const int wave_k = wave / Cfg::kWavesN;
+  const int wave_k = wave / Cfg::kWavesN;  // BLOCK_M == 16 leaves WAVES_M == 1
 
   // Rows past M (the tile is padded to 16 rows) and columns past N read as zeros.
   const int a_row = m0 + operand_index(lane);
