@@ -30,7 +30,7 @@ RDNA = {"quantization": "rdna_w8a8"}
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints() -> dict[str, Path]:
-    return {scheme: build_tiny_model(scheme) for scheme in ("int8", "fp16")}
+    return {scheme: build_tiny_model(scheme) for scheme in ("int8", "fp16", "fp8")}
 
 
 def _group(tmp_path_factory: pytest.TempPathFactory, name: str, runs: list, env: dict) -> EngineGroup:
@@ -48,6 +48,7 @@ def cpu_engines(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.Temp
         run_spec("int8_rdna", int8, RDNA),
         run_spec("fp16", fp16, **scored),
         run_spec("fp16_rdna", fp16, RDNA, **scored),
+        run_spec("fp8", tiny_checkpoints["fp8"]),
     ]
     return _group(tmp_path_factory, "cpu", runs, {})
 
@@ -74,8 +75,10 @@ def emulated_reference_tp2_engines(
 
 @pytest.fixture(scope="session")
 def emulated_kernel_engines(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> EngineGroup:
-    """gfx1100 emulated with the real HIP kernels running in the emulator."""
-    runs = [run_spec("int8", tiny_checkpoints["int8"], RDNA)]
+    """gfx1100 emulated with the real HIP kernels running in the emulator; fp8 through the
+    default compressed-tensors method and through rdna_w8a8."""
+    fp8 = tiny_checkpoints["fp8"]
+    runs = [run_spec("int8", tiny_checkpoints["int8"], RDNA), run_spec("fp8", fp8), run_spec("fp8_rdna", fp8, RDNA)]
     return _group(tmp_path_factory, "emulated-kernels", runs, {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET})
 
 

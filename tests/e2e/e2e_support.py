@@ -34,7 +34,7 @@ TOP_LOGPROBS = 5
 # Greedy decoding may then pick a different token only where the two best candidates
 # were within this many nats of each other in both engines; after that step the
 # sequences legitimately diverge and are not compared further.
-NEAR_TIE_NATS = 0.1
+NEAR_TIE_NATS = 0.15
 
 # Log prefix of the plugin's one line per process.
 PLUGIN_LOG_PREFIX = "rdna_w8a8:"

@@ -1,0 +1,44 @@
+"""FP8 W8A8 (issue 5): the tiny FP8-Dynamic checkpoint on the emulated gfx1100 backend, our
+fp8 kernels running in the emulator, matches vLLM's own CPU fp8 path.
+
+On a real gfx11 upstream vLLM has no fp8 kernel at all; that failure (every ROCm fp8
+candidate declining gfx11 once our class is disabled or absent) is proven by the
+selection tests in tests/scaled_mm/test_selection.py. Here the emulated CPU platform
+keeps vLLM's CPU fp8 kernels behind ours, so a layer our class declines still runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e_support import EngineGroup, assert_greedy_tokens_match, kernel_counts, plugin_log_lines
+
+pytestmark = pytest.mark.slow
+
+OUR_FP8 = "RdnaHipFp8ScaledMMLinearKernel"
+# Per worker: qkv_proj, o_proj and gate_up_proj of both layers have K = hidden size (128).
+# down_proj has K = 344, not a multiple of 16: our fp8 class declines it (vLLM quantizes
+# fp8 activations itself, unpadded), so it is left out of the count.
+K_ALIGNED_LAYERS = 6
+
+
+def test_upstream_cpu_fp8_path(cpu_engines: EngineGroup) -> None:
+    counts = kernel_counts(cpu_engines.run("fp8"))
+    assert OUR_FP8 not in counts
+    assert sum(n for name, n in counts.items() if "FP8" in name) == 8, counts
+
+
+@pytest.mark.parametrize("run_name", ["fp8", "fp8_rdna"])
+def test_emulated_fp8_kernels_match_upstream(
+    emulated_kernel_engines: EngineGroup, cpu_engines: EngineGroup, run_name: str
+) -> None:
+    result = emulated_kernel_engines.run(run_name)
+    layers = result["workers"][0]["layers"]
+    ours = [name for name, cls in layers.items() if cls == OUR_FP8]
+    assert len(ours) == K_ALIGNED_LAYERS, layers
+    assert not any(name.endswith("down_proj") for name in ours)
+    loaded = result["workers"][0]["hip_kernels_loaded"]
+    assert any(name.startswith("w8a8_f8_gemm_") for name in loaded), loaded
+    assert f"Selected {OUR_FP8}" in emulated_kernel_engines.run_log(run_name)
+    assert all("emulated gfx1100" in line for line in plugin_log_lines(emulated_kernel_engines.run_log(run_name)))
+    assert_greedy_tokens_match(result, cpu_engines.run("fp8"))
