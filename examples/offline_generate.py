@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections import Counter
 
 DEFAULT_PROMPTS = ["Hello, my name is", "The capital of France is", "Once upon a time"]
 
@@ -56,7 +55,7 @@ def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform
 
-    from vllm_rdna_w8a8.testing.engine_probe import describe_linear_kernels
+    from vllm_rdna_w8a8.testing.engine_probe import describe_linear_kernels, summarize
 
     llm = LLM(
         model,
@@ -72,8 +71,8 @@ def main() -> None:
 
     print("\nlinear layers served by (per worker):")
     for rank, worker in enumerate(llm.apply_model(describe_linear_kernels)):
-        counts = Counter(worker["layers"].values())
-        summary = ", ".join(f"{name} x{count}" for name, count in counts.most_common())
+        counts = summarize([worker])
+        summary = ", ".join(f"{name} x{count}" for name, count in counts.items())
         print(f"  rank {rank} (pid {worker['pid']}): {summary}")
         if worker["hip_kernels_loaded"]:
             print(f"    HIP kernels loaded: {', '.join(worker['hip_kernels_loaded'])}")

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vllm_rdna_w8a8.testing.engine_probe import summarize
+
 RUNNER = Path(__file__).with_name("engine_runner.py")
 
 PROMPTS = [
@@ -115,11 +117,7 @@ def run_engine_group(
 
 def kernel_counts(result: dict[str, Any]) -> dict[str, int]:
     """Linear layers per serving class, over all workers of a run."""
-    counts: dict[str, int] = {}
-    for worker in result["workers"]:
-        for class_name in worker["layers"].values():
-            counts[class_name] = counts.get(class_name, 0) + 1
-    return counts
+    return summarize(result["workers"])
 
 
 def plugin_log_lines(log: str) -> list[str]:

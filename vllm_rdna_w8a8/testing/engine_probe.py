@@ -43,7 +43,7 @@ def _find_kernel(layer: Any, kernel_bases: tuple[type, ...]) -> Any | None:
             continue
         if kernel_bases and isinstance(holder, kernel_bases):
             return holder
-        for value in vars(holder).values():
+        for value in getattr(holder, "__dict__", {}).values():
             if kernel_bases and isinstance(value, kernel_bases):
                 return value
     return None
@@ -88,8 +88,8 @@ def _loaded_hip_kernels() -> list[str]:
 
 
 def summarize(per_worker: list[dict[str, Any]]) -> dict[str, int]:
-    """Count of linear layers per serving class, over all workers."""
+    """Count of linear layers per serving class over all workers, most frequent first."""
     counts: Counter[str] = Counter()
     for worker in per_worker:
         counts.update(worker["layers"].values())
-    return dict(counts)
+    return dict(counts.most_common())
