@@ -45,11 +45,25 @@ def test_gemm_256_cubed_test_kernel_sanitized(run_driver, capsys) -> None:
     report(capsys, f"same under ASan+UBSan: {match.group(1)} s")
 
 
-@pytest.mark.slow  # compiles the production kernels for gfx1100 and for the host
-def test_gemm_256_cubed_production_kernel(capsys) -> None:
+def production_runtime() -> StandInRuntime:
+    """The default emulator library (kernels/*.hip) and the gfx1100 objects of kernels/."""
     build(find_clang(), [get_target(GFX1100)], kernels_dir=KERNELS_DIR,
           objects_dir=PRODUCTION_OBJECTS_DIR, work_dir=BUILD_DIR, log=lambda line: None)
-    runtime = StandInRuntime(build_emulator())
+    return StandInRuntime(build_emulator())
+
+
+def gemm_args(a: np.ndarray, b: np.ndarray, out: np.ndarray, unit: np.ndarray) -> list:
+    """Arguments of a w8a8_i8_gemm_* kernel: per-tensor scales, no zero points or bias,
+    fp16 output (docs/architecture.md)."""
+    (m, k), n = a.shape, b.shape[0]
+    null = ctypes.c_void_p(None)
+    return [pointer(a), pointer(b), pointer(out), pointer(unit), pointer(unit), null, null, null,
+            *(ctypes.c_int32(v) for v in (m, n, k, k, k, n)), ctypes.c_uint32(0)]
+
+
+@pytest.mark.slow  # compiles the production kernels for gfx1100 and for the host
+def test_gemm_256_cubed_production_kernel(capsys) -> None:
+    runtime = production_runtime()
     module = runtime.load_object(PRODUCTION_OBJECTS_DIR / GFX1100 / "int8_gemm.hsaco")
     function = runtime.get_function(module, PRODUCTION_KERNEL)
     rng = np.random.default_rng(1)
@@ -58,14 +72,35 @@ def test_gemm_256_cubed_production_kernel(capsys) -> None:
     b = rng.integers(-8, 8, size=(SIZE, SIZE), endpoint=True, dtype=np.int8)
     out = np.full((SIZE, SIZE), np.nan, dtype=np.float16)
     unit = np.ones(1, dtype=np.float32)
-    null = ctypes.c_void_p(None)
-    args = [pointer(a), pointer(b), pointer(out), pointer(unit), pointer(unit), null, null, null,
-            *(ctypes.c_int32(SIZE),) * 6, ctypes.c_uint32(0)]
     tiles = (SIZE // 128) ** 2
     start = time.perf_counter()
-    runtime.launch(function, (tiles, 1, 1), (128, 1, 1), args)
+    runtime.launch(function, (tiles, 1, 1), (128, 1, 1), gemm_args(a, b, out, unit))
     elapsed = time.perf_counter() - start
     expected = gemm_i8_reference(a, b).astype(np.float32).astype(np.float16)
     np.testing.assert_array_equal(out, expected)
     report(capsys, f"kernels/int8_gemm.hip {PRODUCTION_KERNEL} {SIZE}^3, {tiles} workgroups x "
                    f"128 threads, plain build: {elapsed:.3f} s")
+
+
+DECODE_KERNEL = "w8a8_i8_gemm_m16n32k256_w1x1x4"  # 16x32 tiles, K split over 4 waves
+
+
+@pytest.mark.slow  # compiles the production kernels for gfx1100 and for the host
+def test_decode_gemm_4096_production_kernel(capsys) -> None:
+    """M = 1 against a 4096 x 4096 weight: the decode shape of a 7B-class layer."""
+    runtime = production_runtime()
+    module = runtime.load_object(PRODUCTION_OBJECTS_DIR / GFX1100 / "int8_gemm.hsaco")
+    function = runtime.get_function(module, DECODE_KERNEL)
+    rng = np.random.default_rng(2)
+    n = k = 4096
+    a = rng.integers(-2, 2, size=(1, k), endpoint=True, dtype=np.int8)
+    b = rng.integers(-2, 2, size=(n, k), endpoint=True, dtype=np.int8)  # sums <= 2^14
+    out = np.full((1, n), np.nan, dtype=np.float16)
+    unit = np.ones(1, dtype=np.float32)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    runtime.launch(function, (n // 32, 1, 1), (128, 1, 1), gemm_args(a, b, out, unit))
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    expected = gemm_i8_reference(a, b).astype(np.float32).astype(np.float16)
+    np.testing.assert_array_equal(out, expected)
+    report(capsys, f"kernels/int8_gemm.hip {DECODE_KERNEL} M=1 N=K=4096, {n // 32} workgroups x "
+                   f"128 threads, plain build: {elapsed:.3f} s wall, {cpu:.3f} s CPU")
