@@ -15,17 +15,18 @@ from vllm_rdna_w8a8.build import build, find_clang, get_target
 from vllm_rdna_w8a8.emulation import BUILD_DIR, build_emulator, sanitizer_env
 
 HERE = Path(__file__).resolve().parent
-TEST_KERNELS_DIR = HERE / "kernels"
 TEST_OBJECTS_DIR = BUILD_DIR / "test-objects"
 DRIVER = HERE / "emu_driver.py"
 SUBPROCESS_TIMEOUT_S = 600
 
 sys.path.insert(0, str(HERE))
-from emu_driver import GFX1100, KernelRunner, StandInRuntime  # noqa: E402
-
-
-def emulator_test_sources() -> list[Path]:
-    return sorted(TEST_KERNELS_DIR.glob("*.hip"))
+from emu_driver import (  # noqa: E402
+    GFX1100,
+    TEST_KERNELS_DIR,
+    KernelRunner,
+    StandInRuntime,
+    emulator_test_sources,
+)
 
 
 @pytest.fixture(scope="session")

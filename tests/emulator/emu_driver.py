@@ -29,6 +29,7 @@ HIP_LAUNCH_PARAM_BUFFER_SIZE = 0x02
 HIP_LAUNCH_PARAM_END = 0x03
 
 GFX1100 = "gfx1100"
+TEST_KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 # The int32 every 4 bytes of unwritten LDS read as (rdna_emulator.h: kLdsPoisonByte 0xA5).
 LDS_POISON_INT32 = np.frombuffer(bytes([0xA5] * 4), dtype=np.int32)[0]
 
@@ -39,6 +40,11 @@ class HipCallError(RuntimeError):
     def __init__(self, call: str, code: int, message: str) -> None:
         super().__init__(f"{call} failed with {code}: {message}")
         self.code = code
+
+
+def emulator_test_sources() -> list[Path]:
+    """The test kernels: tests/emulator/kernels/*.hip."""
+    return sorted(TEST_KERNELS_DIR.glob("*.hip"))
 
 
 def pointer(array: np.ndarray) -> ctypes.c_void_p:

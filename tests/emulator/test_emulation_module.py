@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import emulator_test_sources
-from emu_driver import GFX1100, StandInRuntime
+from emu_driver import GFX1100, StandInRuntime, emulator_test_sources
 from vllm_rdna_w8a8 import emulation
 from vllm_rdna_w8a8.build import build, find_clang, get_target
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
