@@ -9,13 +9,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kernel_harness import KERNELS_DIR, REPO, Launch
+from kernel_harness import KERNELS_DIR, REPO, Launch, RunLaunches
 from vllm_rdna_w8a8.build import build, find_clang, get_target
 from vllm_rdna_w8a8.emulation import EMULATE_ENV, build_emulator, sanitizer_env
 
@@ -58,9 +58,6 @@ def kernel_objects() -> Path:
 @pytest.fixture(scope="session")
 def sanitized_emulator() -> Path:
     return build_emulator([*sorted(KERNELS_DIR.glob("*.hip")), *PROBE_SOURCES], sanitize=True)
-
-
-RunLaunches = Callable[..., list[dict[str, np.ndarray]]]
 
 
 @pytest.fixture(scope="session")

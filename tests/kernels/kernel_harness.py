@@ -7,6 +7,7 @@ GPU's conversion rules, as documented at the top of kernels/quant_int8.hip.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,10 @@ class Launch:
     block: tuple[int, int, int]
     args: list[tuple[str, object]]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+# run_launches(launches, schedule="forward") -> each launch's arrays after it ran (conftest.py)
+RunLaunches = Callable[..., list[dict[str, np.ndarray]]]
 
 
 def pointer(name: str | None) -> tuple[str, object]:

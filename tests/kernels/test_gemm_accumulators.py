@@ -10,6 +10,8 @@ import pytest
 
 from kernel_harness import (
     POISON_I32,
+    RunLaunches,
+    TileConfig,
     config_ids,
     gemm_reference_i64,
     int8_matrix,
@@ -29,7 +31,8 @@ LONG_K_SHAPE = (17, 24, 4096 + 16)  # -128 * -128 over K = 4112: 67,371,008 in C
 GROUPED_SHAPE_TILES_M = 19
 
 
-def run_and_check(run_launches, config, shapes, seed: int, schedule: str = "forward") -> None:
+def run_and_check(run_launches: RunLaunches, config: TileConfig, shapes: list[tuple[int, int, int]],
+                  seed: int, schedule: str = "forward") -> None:
     rng = np.random.default_rng(seed)
     launches, expected = [], []
     for m, n, k in shapes:
@@ -52,14 +55,14 @@ def run_and_check(run_launches, config, shapes, seed: int, schedule: str = "forw
 
 @pytest.mark.parametrize("schedule", ["forward", "reverse"])
 @pytest.mark.parametrize("config", CONFIGS, ids=config_ids(CONFIGS))
-def test_accumulators_exact(run_launches, config, schedule) -> None:
+def test_accumulators_exact(run_launches: RunLaunches, config: TileConfig, schedule: str) -> None:
     """Both thread orders between barriers: a missing barrier would show in one of them."""
     grouped = (GROUPED_SHAPE_TILES_M * config.block_m - 5, 2 * config.block_n + 8, 32)
     run_and_check(run_launches, config, [*FAST_SHAPES, LONG_K_SHAPE, grouped], seed=1,
                   schedule=schedule)
 
 
-def test_extreme_rows_reach_int32_range(run_launches) -> None:
+def test_extreme_rows_reach_int32_range(run_launches: RunLaunches) -> None:
     """-128 x -128 over the longest K that fits: C[0][0] = 2^14 * K close to 2^31."""
     decode = next(config for config in CONFIGS if config.is_decode)
     k = 131072 - 16  # 2^14 * K = 2,147,221,504 < 2^31
@@ -68,6 +71,6 @@ def test_extreme_rows_reach_int32_range(run_launches) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=config_ids(CONFIGS))
-def test_accumulators_exact_m_sweep(run_launches, config) -> None:
+def test_accumulators_exact_m_sweep(run_launches: RunLaunches, config: TileConfig) -> None:
     shapes = [(m, 40 + 16 * (m % 3), 48 + 16 * (m % 5)) for m in SLOW_M]
     run_and_check(run_launches, config, shapes, seed=3)

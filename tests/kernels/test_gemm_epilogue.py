@@ -9,7 +9,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernel_harness import ALL_VARIANTS, check_gemm_case, config_ids, scaled_gemm_case, tile_configs
+from kernel_harness import (
+    ALL_VARIANTS,
+    EpilogueVariant,
+    GemmCase,
+    RunLaunches,
+    TileConfig,
+    check_gemm_case,
+    config_ids,
+    scaled_gemm_case,
+    tile_configs,
+)
 
 CONFIGS = tile_configs()
 VARIANT_SHAPE = (37, 40, 80)  # (M, N, K), ragged against every tile
@@ -18,7 +28,7 @@ CONFIG_SHAPES = [(1, 72, 208), (16, 40, 96), (33, 136, 48), (129, 88, 144), (300
 SLOW_M = [*range(1, 18), 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000]
 
 
-def variant_matrix() -> list[tuple[object, object]]:
+def variant_matrix() -> list[tuple[TileConfig, EpilogueVariant]]:
     """All variants on the smallest prefill and the smallest decode config (the two epilogue
     code paths: from registers, from the LDS reduction); every other config gets a rotating
     eighth of the variants."""
@@ -35,7 +45,7 @@ VARIANT_MATRIX = variant_matrix()
 
 
 @pytest.fixture(scope="module")
-def variant_results(run_launches):
+def variant_results(run_launches: RunLaunches) -> dict[tuple[str, str], tuple[GemmCase, dict]]:
     """VARIANT_MATRIX, run in one sanitized subprocess."""
     rng = np.random.default_rng(11)
     cases = {(config.tag, variant.id): scaled_gemm_case(rng, "i8", config, *VARIANT_SHAPE, variant)
@@ -46,12 +56,14 @@ def variant_results(run_launches):
 
 @pytest.mark.parametrize(("config", "variant"), VARIANT_MATRIX,
                          ids=[f"{c.tag}-{v.id}" for c, v in VARIANT_MATRIX])
-def test_epilogue_variant(variant_results, config, variant) -> None:
+def test_epilogue_variant(variant_results: dict, config: TileConfig,
+                          variant: EpilogueVariant) -> None:
     case, result = variant_results[(config.tag, variant.id)]
     check_gemm_case(case, result, f"{config.tag} {variant.id}")
 
 
-def run_shapes(run_launches, config, shapes, seed: int) -> None:
+def run_shapes(run_launches: RunLaunches, config: TileConfig, shapes: list[tuple[int, int, int]],
+               seed: int) -> None:
     rng = np.random.default_rng(seed)
     variants = [v for v in ALL_VARIANTS if v.per_token_a and v.per_channel_b and v.bias]
     cases = [scaled_gemm_case(rng, "i8", config, m, n, k, variants[i % len(variants)])
@@ -61,12 +73,12 @@ def run_shapes(run_launches, config, shapes, seed: int) -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_ids(CONFIGS))
-def test_config_shapes(run_launches, config) -> None:
+def test_config_shapes(run_launches: RunLaunches, config: TileConfig) -> None:
     run_shapes(run_launches, config, CONFIG_SHAPES, seed=12)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=config_ids(CONFIGS))
-def test_config_m_sweep(run_launches, config) -> None:
+def test_config_m_sweep(run_launches: RunLaunches, config: TileConfig) -> None:
     shapes = [(m, 48 + 8 * (m % 4), 32 + 16 * (m % 7)) for m in SLOW_M]
     run_shapes(run_launches, config, shapes, seed=13)

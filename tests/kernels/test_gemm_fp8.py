@@ -12,7 +12,10 @@ import pytest
 from kernel_harness import (
     ALL_VARIANTS,
     E4M3FN_NAN_BYTES,
+    GemmCase,
     Operands,
+    RunLaunches,
+    TileConfig,
     check_gemm_case,
     config_ids,
     decode_output,
@@ -27,14 +30,14 @@ SHAPES = [(1, 40, 80), (17, 72, 208), (65, 40, 48), (129, 136, 80)]
 SLOW_M = [*range(1, 18), 31, 32, 33, 63, 64, 65, 127, 128, 129, 255, 256, 257, 1000]
 
 
-def run_cases(run_launches, cases_by_name) -> None:
+def run_cases(run_launches: RunLaunches, cases_by_name: dict[str, GemmCase]) -> None:
     results = run_launches([case.launch for case in cases_by_name.values()])
     for (name, case), result in zip(cases_by_name.items(), results):
         check_gemm_case(case, result, name)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_ids(CONFIGS))
-def test_fp8_config_shapes(run_launches, config) -> None:
+def test_fp8_config_shapes(run_launches: RunLaunches, config: TileConfig) -> None:
     rng = np.random.default_rng(31)
     cases = {f"{config.tag} M={m} N={n} K={k}":
              scaled_gemm_case(rng, "f8", config, m, n, k, FP8_VARIANTS[i % len(FP8_VARIANTS)])
@@ -42,7 +45,7 @@ def test_fp8_config_shapes(run_launches, config) -> None:
     run_cases(run_launches, cases)
 
 
-def test_fp8_epilogue_variants(run_launches) -> None:
+def test_fp8_epilogue_variants(run_launches: RunLaunches) -> None:
     rng = np.random.default_rng(32)
     cases = {}
     for decode in (False, True):
@@ -53,7 +56,7 @@ def test_fp8_epilogue_variants(run_launches) -> None:
     run_cases(run_launches, cases)
 
 
-def test_fp8_widening_is_exact_for_every_byte(run_launches) -> None:
+def test_fp8_widening_is_exact_for_every_byte(run_launches: RunLaunches) -> None:
     """A = every e4m3fn byte (one per row, one non-zero k), B = 1.0 at that k, scales 1:
     C[m][n] must be the byte's value exactly (every e4m3fn value, subnormals and ±448
     included, is an fp16 value); the NaN encodings 0x7f / 0xff must give NaN."""
@@ -82,7 +85,7 @@ def test_fp8_widening_is_exact_for_every_byte(run_launches) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=config_ids(CONFIGS))
-def test_fp8_m_sweep(run_launches, config) -> None:
+def test_fp8_m_sweep(run_launches: RunLaunches, config: TileConfig) -> None:
     rng = np.random.default_rng(34)
     cases = {f"{config.tag} M={m}": scaled_gemm_case(rng, "f8", config, m, 48 + 8 * (m % 4),
                                                      32 + 16 * (m % 7), FP8_VARIANTS[m % 8])

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from kernel_harness import (
-    POISON_I8,
     POISON_I32,
+    POISON_I8,
     QUANT_ASYMMETRIC,
     QUANT_BLOCK,
     QUANT_STATIC,
     Launch,
+    RunLaunches,
     encode_output,
     int32,
     pointer,
@@ -112,7 +113,7 @@ def input_bits(rng: np.random.Generator, case: QuantCase) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def quant_results(run_launches):
+def quant_results(run_launches: RunLaunches) -> dict[str, tuple[np.ndarray, dict]]:
     rng = np.random.default_rng(21)
     inputs = {case.id: input_bits(rng, case) for case in CASES}
     results = run_launches([quant_launch(case, inputs[case.id]) for case in CASES])
@@ -120,7 +121,7 @@ def quant_results(run_launches):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_quant_matches_vllm_formula(quant_results, case) -> None:
+def test_quant_matches_vllm_formula(quant_results: dict, case: QuantCase) -> None:
     x_bits, result = quant_results[case.id]
     q_ref, scale_ref, azp_ref = quant_reference(
         x_bits[:, :case.k], case.bf16, case.static, case.asymmetric, STATIC_SCALE, STATIC_AZP)
