@@ -46,6 +46,12 @@ class SimulatedPlatform:
     def is_zen_cpu(self) -> bool:
         return False
 
+    def fp8_dtype(self) -> torch.dtype:
+        return torch.float8_e4m3fn  # gfx11 uses OCP e4m3fn (fnuz is gfx94x only)
+
+    def is_fp8_fnuz(self) -> bool:
+        return False
+
     def get_device_capability(self, device_id: int = 0) -> DeviceCapability | None:
         return None if self.capability is None else DeviceCapability(*self.capability)
 
@@ -137,3 +143,13 @@ def single_rank(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(parameter, "get_tensor_model_parallel_rank", lambda: 0)
     monkeypatch.setattr(parameter, "get_tensor_model_parallel_world_size", lambda: 1)
+
+
+@pytest.fixture
+def current_vllm_config() -> Iterator[None]:
+    """An engine config, which vLLM's custom ops (e.g. QuantFP8) ask for; their torch
+    ("native") implementations, as this CPU build lacks some of their _C kernels."""
+    from vllm.config import CompilationConfig, VllmConfig, set_current_vllm_config
+
+    with set_current_vllm_config(VllmConfig(compilation_config=CompilationConfig(custom_ops=["none"]))):
+        yield

@@ -147,3 +147,52 @@ def test_apply_weights_matches_vllms_cpu_kernel(monkeypatch) -> None:
     x = torch.randn(5, 64, generator=torch.Generator().manual_seed(2)).to(torch.float16)
     torch.testing.assert_close(ours.apply_weights(layer, x), upstream.apply_weights(upstream_layer, x),
                                rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("strategy", ["channel", "tensor"])
+@pytest.mark.parametrize("static_input", [False, True])
+@pytest.mark.parametrize("shards", list(SHARDS))
+def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, strategy, static_input,
+                                   shards) -> None:
+    """A compressed-tensors W8A8 fp8 layer on our fp8 class: vLLM's weight preparation and
+    activation quantization, our GEMM; output vs float64 math on the same fp8 operands."""
+    from compressed_tensors.quantization import QuantizationArgs
+    from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w8a8_fp8
+
+    simulate("rocm", "gfx1100")
+    # The scheme reads the model dtype from the engine's config (there is no model here).
+    engine_config = SimpleNamespace(model_config=SimpleNamespace(dtype=torch.float16))
+    monkeypatch.setattr(compressed_tensors_w8a8_fp8, "get_current_vllm_config", lambda: engine_config)
+    # vLLM requantizes per-tensor shards with a _C kernel the CPU build lacks: plain torch here.
+    import vllm._custom_ops as vllm_ops
+
+    def static_fp8_quant(x: torch.Tensor, scale: torch.Tensor, *args, **kwargs):
+        return (x.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn), scale
+
+    monkeypatch.setattr(vllm_ops, "scaled_fp8_quant", static_fp8_quant)
+    weight_args = QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy=strategy, dynamic=False)
+    scheme = compressed_tensors_w8a8_fp8.CompressedTensorsW8A8Fp8(weight_quant=weight_args,
+                                                                  is_static_input_scheme=static_input)
+    widths = SHARDS[shards]
+    n, k = sum(widths), 64
+    layer = torch.nn.Module()
+    scheme.create_weights(layer, output_partition_sizes=widths, input_size_per_partition=k,
+                          params_dtype=torch.float16, weight_loader=lambda *args: None, output_size=n, input_size=k)
+    assert type(scheme.fp8_linear).__name__ == "RdnaHipFp8ScaledMMLinearKernel"
+    generator = torch.Generator().manual_seed(9)
+    layer.weight.data.copy_((torch.randn(n, k, generator=generator) * 60).clamp(-448, 448).to(torch.float8_e4m3fn))
+    layer.weight_scale.data.copy_(torch.rand(layer.weight_scale.shape, generator=generator) * 0.01 + 1e-3)
+    if static_input:
+        layer.input_scale.data.fill_(0.02)
+    scheme.process_weights_after_loading(layer)
+
+    x = (torch.randn(5, k, generator=generator) * 2).to(torch.float16)
+    x[1] = 0
+    bias = torch.randn(n, generator=generator).to(torch.float16)
+    out = scheme.apply_weights(layer, x, bias)
+    # Same operands as the layer used: vLLM's prepared weight and its activation quantizer.
+    x_q, x_scale = scheme.fp8_linear.quant_fp8(x, getattr(layer, "input_scale", None), None)
+    weight = layer.weight.t().double() * layer.weight_scale.double().reshape(-1, 1)
+    want = (x_q.double() * x_scale.double().reshape(-1, 1)) @ weight.T + bias.double()
+    assert out.shape == (5, n) and out.dtype == torch.float16
+    torch.testing.assert_close(out.double(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
