@@ -155,3 +155,26 @@ def test_reference_pins_documented_edge_cases() -> None:
     q, scale, azp = quant_reference(bits, False, False, True)
     assert (q[0] == 0).all() and scale[0] == 0 and azp[0] == 0, "zero row, asymmetric"
     assert scale[3] == -np.inf and azp[3] == -128 and (q[3] == -128).all(), "all-NaN, asymmetric"
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("asymmetric", [False, True], ids=["sym", "asym"])
+def test_reference_agrees_with_vllms_cpu_op(bf16: bool, asymmetric: bool) -> None:
+    """Cross-check of the formula family on finite rows against vLLM's own (CPU) op: the same
+    scales and zero points bit for bit; q within one step, because the CPU op rounds
+    x / scale where the ROCm/CUDA kernel we follow multiplies by 127 / absmax (or 1 / scale)."""
+    torch = pytest.importorskip("torch")
+    ops = pytest.importorskip("vllm._custom_ops")
+    generator = torch.Generator().manual_seed(41)
+    magnitudes = torch.logspace(-3, 3, 48)[:, None]
+    x = (torch.randn(48, 1000, generator=generator) * magnitudes).to(
+        torch.bfloat16 if bf16 else torch.float16)
+    q, scale, azp = ops.scaled_int8_quant(x, symmetric=not asymmetric)
+    bits = x.view(torch.int16).numpy().view(np.uint16)
+    q_ref, scale_ref, azp_ref = quant_reference(bits, bf16, False, asymmetric)
+    np.testing.assert_array_equal(scale.flatten().numpy().view(np.uint32), scale_ref.view(np.uint32))
+    if asymmetric:
+        np.testing.assert_array_equal(azp.flatten().numpy(), azp_ref)
+    steps = np.abs(q.numpy().astype(np.int32) - q_ref)
+    assert steps.max() <= 1, f"q differs by up to {steps.max()} steps from vLLM's CPU op"
+    assert (steps == 0).mean() > 0.95, "q should mostly agree exactly with vLLM's CPU op"
