@@ -70,11 +70,16 @@ def test_ignore_list_and_lm_head_stay_unquantized(w8a8_int8) -> None:
 W4A16 = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 32, "dynamic": False}
 FP8_W8A8 = ({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel", "dynamic": False},
             {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token", "dynamic": True})
+FP8_BLOCK = ({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "block", "dynamic": False,
+              "block_structure": [128, 128]},
+             {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "group", "group_size": 128,
+              "dynamic": True})
 
 
 @pytest.mark.parametrize(("fmt", "weights", "activations", "scheme"), [
     ("pack-quantized", W4A16, None, "CompressedTensorsWNA16"),
-    ("float-quantized", *FP8_W8A8, "CompressedTensorsW8A8Fp8"),
+    ("float-quantized", *FP8_BLOCK, "CompressedTensorsW8A8Fp8"),
+    ("float-quantized", *FP8_W8A8, None),  # routed to our fp8 kernel: nothing to log
 ])
 def test_other_schemes_fall_through_to_upstream_with_one_log_line(caplog, monkeypatch, fmt, weights, activations,
                                                                    scheme) -> None:
@@ -94,10 +99,11 @@ def test_other_schemes_fall_through_to_upstream_with_one_log_line(caplog, monkey
             torch.nn.Module.__init__(layer)
             method = config.get_quant_method(layer, prefix)
             assert isinstance(method, CompressedTensorsLinearMethod)
-            assert type(layer.scheme).__name__ == scheme
-    assert [r.getMessage() for r in caplog.records] == [
-        f"rdna_w8a8: {scheme} layers (first: model.layers.0.mlp.down_proj) are not W8A8 int8, "
+            assert type(layer.scheme).__name__ == (scheme or "CompressedTensorsW8A8Fp8")
+    expected = [] if scheme is None else [
+        f"rdna_w8a8: {scheme} layers (first: model.layers.0.mlp.down_proj) are not W8A8 int8/fp8, "
         "served by upstream kernels"]
+    assert [r.getMessage() for r in caplog.records] == expected
 
 
 def test_unquantized_checkpoint_gets_online_int8() -> None:

@@ -2,9 +2,9 @@
 
 - compressed-tensors checkpoint: exactly upstream `CompressedTensorsConfig` (subclassed,
   nothing reimplemented): parsing, ignore lists, fused modules, lm_head, KV-cache
-  scales. Its W8A8 int8 layers ask vLLM for an int8 kernel, which on gfx11 is ours.
-  Other schemes (fp8, W4A16, block fp8, ...) stay on upstream's kernels; each scheme
-  is named once in the log.
+  scales. Its W8A8 int8 and (per-tensor / per-channel) fp8 layers ask vLLM for a
+  scaled-mm kernel, which on gfx11 is ours. Other schemes (W4A16, block fp8, ...) stay
+  on upstream's kernels; each such scheme is named once in the log.
 - no quantization_config (fp16/bf16 checkpoint; vLLM calls the class with no
   arguments): every linear layer is quantized at load time to int8 W8A8, symmetric
   per-channel weights and dynamic per-token activations, through the same int8 kernel
@@ -24,7 +24,10 @@ from vllm.model_executor.layers.quantization.base_config import QuantizeMethodBa
 from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (
     CompressedTensorsConfig,
 )
+from compressed_tensors.quantization import QuantizationStrategy
 from vllm.model_executor.layers.quantization.compressed_tensors.schemes import (
+    CompressedTensorsScheme,
+    CompressedTensorsW8A8Fp8,
     CompressedTensorsW8A8Int8,
 )
 from vllm.model_executor.utils import replace_parameter
@@ -35,8 +38,14 @@ from vllm_rdna_w8a8.quantization import QUANTIZATION_NAME, accepts_checkpoint
 
 logger = logging.getLogger("vllm.rdna_w8a8")
 
-# Schemes whose linear layers go through vLLM's int8 kernel selection (ours on gfx11).
-ROUTED_SCHEMES = (CompressedTensorsW8A8Int8,)
+
+
+def goes_to_our_kernels(scheme: CompressedTensorsScheme) -> bool:
+    """Schemes whose linear layers go through the kernel lists we head (ours on gfx11):
+    W8A8 int8, and W8A8 fp8 except block-scaled (vLLM's separate block-fp8 list)."""
+    if isinstance(scheme, CompressedTensorsW8A8Int8):
+        return True
+    return isinstance(scheme, CompressedTensorsW8A8Fp8) and scheme.strategy != QuantizationStrategy.BLOCK
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +129,7 @@ class RdnaW8A8Config(CompressedTensorsConfig):
             return OnlineInt8LinearMethod() if isinstance(layer, LinearBase) else None
         method = super().get_quant_method(layer, prefix)
         scheme = getattr(layer, "scheme", None)
-        if isinstance(layer, LinearBase) and scheme is not None and not isinstance(scheme, ROUTED_SCHEMES):
+        if isinstance(layer, LinearBase) and scheme is not None and not goes_to_our_kernels(scheme):
             self._log_upstream_scheme(type(scheme).__name__, prefix)
         return method
 
@@ -128,7 +137,7 @@ class RdnaW8A8Config(CompressedTensorsConfig):
         if scheme_name not in self._schemes_logged:
             self._schemes_logged.add(scheme_name)
             logger.info(
-                "rdna_w8a8: %s layers (first: %s) are not W8A8 int8, served by upstream kernels",
+                "rdna_w8a8: %s layers (first: %s) are not W8A8 int8/fp8, served by upstream kernels",
                 scheme_name,
                 prefix,
             )

@@ -94,8 +94,11 @@ def _devices() -> list[Device]:
         if not support.is_gfx11(target):
             state = "not gfx11: stays on upstream kernels"
         else:
-            problem = support.code_object_problem(index, target)
-            state = f"unusable: {problem}" if problem else "present and loadable"
+            states = []
+            for kind, label in (("i8", "int8"), ("f8", "fp8")):
+                problem = support.code_object_problem(index, target, kind)
+                states.append(f"{label} unusable: {problem}" if problem else f"{label} present and loadable")
+            state = "; ".join(states)
         devices.append(Device(index, target, state))
     return devices
 
@@ -187,7 +190,7 @@ def format_report(report: Report) -> str:
     if not report.devices:
         lines.append("  no ROCm GPU visible (and VLLM_RDNA_W8A8_EMULATE not set)")
     for device in report.devices:
-        lines.append(f"  device {device.index}: {device.target or 'unknown target'}, code objects {device.code_objects}")
+        lines.append(f"  device {device.index}: {device.target or 'unknown target'}: code objects {device.code_objects}")
     lines.append(f"code objects shipped for: {', '.join(report.built_targets) or 'none (built without kernels)'}")
     for selection in report.selections:
         lines += ["", f"{selection.layer}:"]
