@@ -3,7 +3,9 @@
 // v_wmma_f32_16x16x16_f16 into fp32 sums. One entry point `w8a8_f8_gemm_<tag>` per row of
 // gemm_configs.def, same arguments and launch geometry as the int8 kernels
 // (docs/architecture.md); azp and azp_adj must be null (fp8 has no zero point; the fp32
-// epilogue does not read them): out = a_scale * (b_scale * acc) + bias.
+// epilogue does not read them): out = a_scale * (b_scale * acc) + bias. Every e4m3fn value
+// (±448, subnormals, ±0) is exact in f16; the NaN bytes 0x7f / 0xff become f16 NaN and make
+// every output of their row (A) or column (B) NaN. fp32 sums round like any fp32 sum.
 //
 // Floors on the RX 7900 XTX (gfx1100), arithmetic from paper peaks, not measurements:
 // 96 CUs x 512 f16 ops/clk x 2.5 GHz = 122.9 Tops (no fp8 rate on RDNA3); DRAM 960 GB/s.
