@@ -9,16 +9,21 @@ import logging
 
 __all__ = ["register"]
 
+_import_failure_logged = False
+
 
 def register() -> None:
     """Entry point of `vllm.general_plugins`: idempotent, logs one line per process."""
+    global _import_failure_logged
     try:
         from vllm_rdna_w8a8.plugin import register_plugin
-
-        register_plugin()
     except Exception as exc:  # vLLM must start even if the plugin cannot
-        logging.getLogger("vllm.rdna_w8a8").warning(
-            "rdna_w8a8: registration failed (%s: %s), staying out of the way",
-            type(exc).__name__,
-            exc,
-        )
+        if not _import_failure_logged:
+            _import_failure_logged = True
+            logging.getLogger("vllm.rdna_w8a8").warning(
+                "rdna_w8a8: registration failed (%s: %s), staying out of the way",
+                type(exc).__name__,
+                exc,
+            )
+        return
+    register_plugin()  # catches and logs its own failures

@@ -151,3 +151,17 @@ def test_plain_cpu_leaves_vllm_kernel_lists_alone(fresh_plugin_state) -> None:
     before = [{k: list(v) for k, v in table.items()} for table in tables]
     plugin.register_plugin()
     assert [{k: list(v) for k, v in table.items()} for table in tables] == before
+
+
+def test_a_broken_install_is_logged_once_and_never_raised(monkeypatch, caplog) -> None:
+    import sys
+
+    import vllm_rdna_w8a8
+
+    monkeypatch.setattr(vllm_rdna_w8a8, "_import_failure_logged", False)
+    monkeypatch.setitem(sys.modules, "vllm_rdna_w8a8.plugin", None)  # import now fails
+    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"):
+        vllm_rdna_w8a8.register()
+        vllm_rdna_w8a8.register()
+    (record,) = caplog.records
+    assert record.getMessage().startswith("rdna_w8a8: registration failed (ModuleNotFoundError")

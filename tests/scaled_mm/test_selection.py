@@ -188,3 +188,17 @@ def test_disabling_our_fp8_kernel_is_honoured(simulate, monkeypatch) -> None:
     monkeypatch.setenv("VLLM_DISABLED_KERNELS", "RdnaHipFp8ScaledMMLinearKernel")
     ok, reason = is_supported_and_can_implement_kernel(RdnaHipFp8ScaledMMLinearKernel, config, None)
     assert not ok and "disabled by environment variable" in reason
+
+
+def test_a_failing_device_query_is_a_reason_not_a_crash(simulate, monkeypatch) -> None:
+    from vllm_rdna_w8a8.scaled_mm import support
+
+    simulate("rocm", "gfx1100")
+
+    def refuse(index: int) -> str:
+        raise RuntimeError("VLLM_RDNA_W8A8_EMULATE=gfx1100 is set on a machine with 1 real ROCm GPU(s)")
+
+    monkeypatch.setattr(support, "device_target", refuse)
+    ok, reason = support.hip_kernels_usable()
+    assert not ok and reason.startswith("could not check the device (RuntimeError: VLLM_RDNA_W8A8_EMULATE")
+    assert _choose(INT8_VARIANTS[0]) == "TritonInt8ScaledMMLinearKernel"

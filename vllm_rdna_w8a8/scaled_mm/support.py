@@ -90,7 +90,15 @@ def code_object_problem(device_index: int, target: str, kind: str = "i8") -> str
 
 def hip_kernels_usable(kind: str = "i8") -> tuple[bool, str | None]:
     """(ok, reason) for vLLM's `is_supported`: ROCm gfx11 or the emulated gfx11
-    backend, with a loadable code object for the device's exact target."""
+    backend, with a loadable code object for the device's exact target. Never raises:
+    a failed query is a reason to stay on upstream kernels."""
+    try:
+        return _hip_kernels_usable(kind)
+    except Exception as exc:
+        return False, f"could not check the device ({type(exc).__name__}: {exc})"
+
+
+def _hip_kernels_usable(kind: str) -> tuple[bool, str | None]:
     device_index = current_device_index()
     if device_index is None:
         return False, (
