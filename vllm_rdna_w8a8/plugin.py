@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vllm.platforms import PlatformEnum
 
 logger = logging.getLogger("vllm.rdna_w8a8")
 
@@ -50,19 +54,30 @@ def register_plugin() -> str:
 
 
 def _rocm_arch() -> str:
-    # Resolved by vLLM at import through amdsmi, without initialising the GPU.
+    # Resolved by vLLM at import through amdsmi (device 0), without initialising the GPU.
     from vllm.platforms import rocm
 
-    return getattr(rocm, "_GCN_ARCH", None) or "unknown arch"
+    arch = getattr(rocm, "_GCN_ARCH", None) or "unknown arch"
+    return arch.split(":", 1)[0]
 
 
 def _code_object_summary(target: str) -> str:
-    try:
-        from vllm_rdna_w8a8.runtime.launcher import missing_reason
-    except ImportError:
-        return "HIP runtime module missing"
-    problem = missing_reason(target)
+    from vllm_rdna_w8a8.runtime.launcher import missing_reason
+    from vllm_rdna_w8a8.scaled_mm.support import kernel_names
+
+    problem = missing_reason(target, kernel_names("i8") + kernel_names("f8"))
     return f"no usable code object ({problem})" if problem else "HIP code objects present"
+
+
+def _route(platform: "PlatformEnum", label: str, target: str) -> str:
+    """Put our classes first in `platform`'s lists; the log line for `target`."""
+    from vllm_rdna_w8a8.scaled_mm.registry import insert_kernels
+    from vllm_rdna_w8a8.scaled_mm.support import is_gfx11
+
+    classes = ", ".join(insert_kernels(platform))
+    if not is_gfx11(target):
+        return f"rdna_w8a8: {label} is not gfx11, {classes} registered but will decline; staying on upstream kernels"
+    return f"rdna_w8a8: {label}, {_code_object_summary(target)}, int8+fp8 W8A8 routed to {classes}"
 
 
 def _register() -> str:
@@ -74,28 +89,14 @@ def _register() -> str:
     from vllm.platforms import PlatformEnum, current_platform
 
     from vllm_rdna_w8a8.quantization import register_quantization_method
-    from vllm_rdna_w8a8.scaled_mm import support
+    from vllm_rdna_w8a8.scaled_mm.support import emulated_target
 
     register_quantization_method()
     if current_platform.is_rocm():
         arch = _rocm_arch()
-        from vllm_rdna_w8a8.scaled_mm.registry import insert_kernels
-
-        classes = insert_kernels(PlatformEnum.ROCM)
-        if not support.is_gfx11(arch):
-            return (
-                f"rdna_w8a8: {arch} is not gfx11, {', '.join(classes)} registered but will "
-                "decline; staying on upstream kernels"
-            )
-        return f"rdna_w8a8: {arch}, {_code_object_summary(arch)}, int8+fp8 W8A8 routed to {', '.join(classes)}"
-    emulated = support.emulated_target()
+        return _route(PlatformEnum.ROCM, arch, arch)
+    emulated = emulated_target()
     if emulated is not None and current_platform.is_cpu():
-        from vllm_rdna_w8a8.scaled_mm.registry import insert_kernels
-
-        classes = insert_kernels(PlatformEnum.CPU)
-        return (
-            f"rdna_w8a8: emulated {emulated} on CPU, {_code_object_summary(emulated)}, "
-            f"int8+fp8 W8A8 routed to {', '.join(classes)}"
-        )
+        return _route(PlatformEnum.CPU, f"emulated {emulated} on CPU", emulated)
     platform = current_platform.device_name or "unspecified"
     return f"rdna_w8a8: platform {platform}, quantization method registered, staying on upstream kernels"

@@ -165,3 +165,28 @@ def test_a_broken_install_is_logged_once_and_never_raised(monkeypatch, caplog) -
         vllm_rdna_w8a8.register()
     (record,) = caplog.records
     assert record.getMessage().startswith("rdna_w8a8: registration failed (ModuleNotFoundError")
+
+
+@pytest.mark.parametrize(("arch", "expected"), [
+    ("gfx1100", "rdna_w8a8: gfx1100, HIP code objects present, int8+fp8 W8A8 routed to "
+                "RdnaHipInt8ScaledMMLinearKernel, RdnaHipFp8ScaledMMLinearKernel"),
+    ("gfx942", "rdna_w8a8: gfx942 is not gfx11, RdnaHipInt8ScaledMMLinearKernel, RdnaHipFp8ScaledMMLinearKernel "
+               "registered but will decline; staying on upstream kernels"),
+])
+def test_rocm_puts_our_classes_first_and_says_so(fresh_plugin_state, monkeypatch, arch, expected) -> None:
+    from types import SimpleNamespace
+
+    import vllm.platforms
+    from vllm.model_executor.kernels import linear
+    from vllm.platforms import PlatformEnum
+
+    import vllm_rdna_w8a8.plugin as plugin
+    import vllm_rdna_w8a8.runtime.launcher as launcher
+
+    rocm = SimpleNamespace(is_rocm=lambda: True, is_cpu=lambda: False, device_name="rocm")
+    monkeypatch.setattr(vllm.platforms, "current_platform", rocm)
+    monkeypatch.setattr(plugin, "_rocm_arch", lambda: arch)
+    monkeypatch.setattr(launcher, "missing_reason", lambda target, names=(): None)
+    assert plugin.register_plugin() == expected
+    assert linear._POSSIBLE_INT8_KERNELS[PlatformEnum.ROCM][0].__name__ == "RdnaHipInt8ScaledMMLinearKernel"
+    assert linear._POSSIBLE_FP8_KERNELS[PlatformEnum.ROCM][0].__name__ == "RdnaHipFp8ScaledMMLinearKernel"
