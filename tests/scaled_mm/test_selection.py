@@ -1,8 +1,6 @@
-"""Which int8 kernel class vLLM picks, with the platform and device simulated."""
+"""Which int8 / fp8 kernel class vLLM picks, with the platform and device simulated."""
 
 from __future__ import annotations
-
-import logging
 
 import pytest
 from vllm.model_executor.kernels.linear import (
