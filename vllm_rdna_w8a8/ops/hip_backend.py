@@ -9,6 +9,9 @@ Argument order and flags: docs/architecture.md ("GEMM kernel arguments",
 
 from __future__ import annotations
 
+import functools
+from types import ModuleType
+
 import torch
 
 from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, check_gemm_args, check_quant_args
@@ -35,6 +38,7 @@ def _device_and_stream(tensor: torch.Tensor) -> tuple[int, int]:
     raise ValueError(f"the HIP backend runs on ROCm or emulated CPU tensors, got {tensor.device}")
 
 
+@functools.cache
 def _target(device_index: int) -> str:
     from vllm_rdna_w8a8.runtime.device import gfx_target
 
@@ -44,16 +48,20 @@ def _target(device_index: int) -> str:
     return target
 
 
-def _kernel(device_index: int, name: str):
-    from vllm_rdna_w8a8.runtime.launcher import get_kernel
+@functools.cache
+def _launcher() -> ModuleType:
+    # Imported on first use: the ops module loads on machines without a HIP runtime.
+    from vllm_rdna_w8a8.runtime import launcher
 
-    return get_kernel(device_index, name)
+    return launcher
+
+
+def _kernel(device_index: int, name: str):
+    return _launcher().get_kernel(device_index, name)
 
 
 def _args():
-    from vllm_rdna_w8a8.runtime.launcher import KernelArg
-
-    return KernelArg
+    return _launcher().KernelArg
 
 
 def _check_rows(name: str, tensor: torch.Tensor, ld_multiple: int = 1) -> int:
