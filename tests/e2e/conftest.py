@@ -1,8 +1,9 @@
 """Engines shared by the end-to-end tests: each group runs once per session, in a subprocess.
 
-vLLM start-up dominates (about 25 s per engine here, plus about 11 s to import vLLM per
-subprocess), so every group starts its engines one after another in one runner process,
-and the tests only look at the recorded tokens, logprobs, kernel probes and logs.
+vLLM start-up dominates (measured on this 2-core machine: 25-35 s per tiny-model engine
+when idle, up to 60-100 s under load, plus about 11 s to import vLLM per subprocess), so
+every group starts its engines one after another in one runner process, and the tests
+only look at the recorded tokens, logprobs, kernel probes and logs.
 """
 
 from __future__ import annotations
