@@ -152,10 +152,12 @@ def test_apply_weights_matches_vllms_cpu_kernel(monkeypatch) -> None:
 @pytest.mark.parametrize("strategy", ["channel", "tensor"])
 @pytest.mark.parametrize("static_input", [False, True])
 @pytest.mark.parametrize("shards", list(SHARDS))
+@pytest.mark.parametrize("k", [64, 40, 344])  # 40 -> 48 and 344 (the tiny model's down_proj) -> 352
 def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, strategy, static_input,
-                                   shards) -> None:
+                                   shards, k) -> None:
     """A compressed-tensors W8A8 fp8 layer on our fp8 class: vLLM's weight preparation and
-    activation quantization, our GEMM; output vs float64 math on the same fp8 operands."""
+    activation quantization, our GEMM (K padded to a multiple of 16 where needed); output
+    vs float64 math on the same fp8 operands at the checkpoint's K."""
     from compressed_tensors.quantization import QuantizationArgs
     from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w8a8_fp8
 
@@ -174,7 +176,7 @@ def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, s
     scheme = compressed_tensors_w8a8_fp8.CompressedTensorsW8A8Fp8(weight_quant=weight_args,
                                                                   is_static_input_scheme=static_input)
     widths = SHARDS[shards]
-    n, k = sum(widths), 64
+    n = sum(widths)
     layer = torch.nn.Module()
     scheme.create_weights(layer, output_partition_sizes=widths, input_size_per_partition=k,
                           params_dtype=torch.float16, weight_loader=lambda *args: None, output_size=n, input_size=k)
@@ -186,13 +188,19 @@ def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, s
         layer.input_scale.data.fill_(0.02)
     scheme.process_weights_after_loading(layer)
 
+    k_pad = -(-k // 16) * 16
+    weight_nk = layer.weight.t()
+    assert layer.weight.shape == (k_pad, n) and weight_nk.dtype == torch.float8_e4m3fn
+    assert weight_nk.stride(1) == 1  # rows of K contiguous, as our GEMM reads them
+    assert not weight_nk[:, k:].view(torch.uint8).any()  # padding is e4m3fn zero (byte 0x00)
+
     x = (torch.randn(5, k, generator=generator) * 2).to(torch.float16)
     x[1] = 0
     bias = torch.randn(n, generator=generator).to(torch.float16)
     out = scheme.apply_weights(layer, x, bias)
     # Same operands as the layer used: vLLM's prepared weight and its activation quantizer.
     x_q, x_scale = scheme.fp8_linear.quant_fp8(x, getattr(layer, "input_scale", None), None)
-    weight = layer.weight.t().double() * layer.weight_scale.double().reshape(-1, 1)
+    weight = weight_nk[:, :k].double() * layer.weight_scale.double().reshape(-1, 1)
     want = (x_q.double() * x_scale.double().reshape(-1, 1)) @ weight.T + bias.double()
     assert out.shape == (5, n) and out.dtype == torch.float16
     torch.testing.assert_close(out.double(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())

@@ -153,10 +153,16 @@ def test_every_gfx11_target_picks_our_fp8_kernel(simulate, arch, activation, wei
     assert _choose_fp8(_fp8_config(activation, weight)) == "RdnaHipFp8ScaledMMLinearKernel"
 
 
+@pytest.mark.parametrize("k", [344, 4100])
+def test_fp8_layers_with_k_not_a_multiple_of_16_pick_our_kernel(simulate, k) -> None:
+    """The weight and activations are padded to a multiple of 16 (see test_layer)."""
+    simulate("rocm", "gfx1100")
+    assert _choose_fp8(_fp8_config("token", "channel", k)) == "RdnaHipFp8ScaledMMLinearKernel"
+
+
 @pytest.mark.parametrize(("config_args", "reason"), [
     (("group", "block"), "requires per-tensor or per-token activation scales"),
     (("token", "block"), "requires static per-tensor or per-channel weight scales"),
-    (("token", "channel", 4100), "requires the input size to be a multiple of 16, got 4100"),
 ])
 def test_fp8_layers_we_cannot_serve_are_declined_with_a_reason(config_args, reason) -> None:
     from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipFp8ScaledMMLinearKernel

@@ -3,9 +3,12 @@
 - `RdnaHipInt8ScaledMMLinearKernel` (int8): weight layout after
   `process_weights_after_loading` in `weights.py`; `apply_weights` makes two launches:
   our activation quantizer, then the GEMM with scale / zero-point / bias fused.
-- `RdnaHipFp8ScaledMMLinearKernel` (fp8 e4m3fn): vLLM's base class prepares the weight
-  (requantized to one scale for fused per-tensor shards, seen as [K, N]) and quantizes
-  the activations (QuantFP8); we run the GEMM with the scale / bias epilogue fused.
+- `RdnaHipFp8ScaledMMLinearKernel` (fp8 e4m3fn): vLLM's scheme prepares the weight
+  (requantized to one scale for fused per-tensor shards, seen as [K, N]) and vLLM's base
+  class quantizes the activations (QuantFP8); we run the GEMM with the scale / bias
+  epilogue fused. A K that is not a multiple of 16 is padded with zeros on the weight
+  once (`process_weights_after_loading`) and on the quantized activations per call (one
+  extra copy, only for such layers).
 
 Both are selected by vLLM (first in its lists, see `registry.py`) when `is_supported`
 finds ROCm gfx11 (or the emulated gfx11 backend) with a loadable code object for the
@@ -24,7 +27,7 @@ from vllm.model_executor.kernels.linear.scaled_mm.ScaledMMLinearKernel import (
 from vllm.model_executor.utils import replace_parameter
 
 from vllm_rdna_w8a8.ops.custom_ops import fp8_scaled_mm, int8_scaled_mm, scaled_int8_quant
-from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES, K_ALIGNMENT, OUTPUT_DTYPES
+from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES, OUTPUT_DTYPES
 from vllm_rdna_w8a8.scaled_mm import support, weights
 
 
@@ -46,7 +49,7 @@ class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
         w_name, w_scale_name, i_scale_name, i_zp_name, azp_adj_name = self.layer_param_names
         weight = getattr(layer, w_name).data
-        replace_parameter(layer, w_name, weights.pad_weight(weight))
+        replace_parameter(layer, w_name, weights.pad_k(weight))
         replace_parameter(
             layer,
             w_scale_name,
@@ -105,10 +108,19 @@ class RdnaHipFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
             return False, "requires static per-tensor or per-channel weight scales"
         if c.out_dtype not in OUTPUT_DTYPES:
             return False, f"requires a float16 or bfloat16 output, got {c.out_dtype}"
-        in_features = c.weight_shape[1]
-        if in_features % K_ALIGNMENT:
-            return False, f"requires the input size to be a multiple of {K_ALIGNMENT}, got {in_features}"
         return True, None
+
+    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        w_name = self.layer_param_names[0]
+        weight_kn = getattr(layer, w_name)
+        padded = weights.pad_k(weight_kn.data.t())
+        if padded.shape[1] != weight_kn.shape[0]:
+            weight_kn_padded = padded.t()
+            # Keep the layout tags vLLM's scheme put on its [K, N] view.
+            for tag in ("input_dim", "output_dim"):
+                if hasattr(weight_kn, tag):
+                    setattr(weight_kn_padded, tag, getattr(weight_kn, tag))
+            replace_parameter(layer, w_name, weight_kn_padded)
 
     def apply_scaled_mm(
         self,
@@ -122,5 +134,7 @@ class RdnaHipFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         output_shape: list,
     ) -> torch.Tensor:
         # B is vLLM's [K, N] view of the [N, K] weight: its transpose is our B operand.
+        if A.shape[1] != B.shape[0]:
+            A = weights.pad_k(A)  # the weight's K was padded at load time
         out = fp8_scaled_mm(A, B.t(), As.reshape(-1), Bs.reshape(-1), out_dtype, bias)
         return out.view(*output_shape)

@@ -1,4 +1,4 @@
-"""Weight preparation for our int8 kernels, as plain functions any provider can call.
+"""Weight preparation for our kernels, as plain functions any provider can call.
 
 Checkpoint layout in (vLLM's compressed-tensors int8 scheme): weight [N, K] int8,
 weight_scale [N, 1] (per channel) or [shards] (per tensor, one per fused shard), static
@@ -13,6 +13,11 @@ input_scale [1 or shards] and int8 input_zero_point. Our layout out:
 - azp_adj          [N] int32 for asymmetric activations: the column sums of the weight,
                    times the static zero point when there is one (folded in, as upstream),
                    else None.
+
+fp8 (compressed-tensors W8A8 fp8, prepared by vLLM into a [K, N] view of an [N, K]
+weight): when K is not a multiple of 16 our class re-stores it as the [K_pad, N] view of
+a contiguous [N, K_pad] float8_e4m3fn tensor with zero columns (e4m3fn zero is byte 0),
+and pads the quantized activations to K_pad the same way before the GEMM.
 """
 
 from __future__ import annotations
@@ -24,17 +29,24 @@ from vllm_rdna_w8a8.ops.validation import padded_k
 _INT8 = torch.iinfo(torch.int8)
 
 
-def pad_weight(weight: torch.Tensor) -> torch.Tensor:
-    """[N, K] int8 -> contiguous [N, K_pad] int8 with zero padding columns."""
-    if weight.dtype != torch.int8 or weight.dim() != 2:
-        raise ValueError(f"expected an [N, K] int8 weight, got {weight.dtype} {list(weight.shape)}")
-    n, k = weight.shape
+_PADDABLE = (torch.int8, torch.float8_e4m3fn)
+
+
+def pad_k(operand: torch.Tensor) -> torch.Tensor:
+    """[R, K] int8 or float8_e4m3fn -> contiguous [R, K_pad] with zero padding columns.
+
+    Zero columns on both GEMM operands add exact zeros to every dot product.
+    """
+    if operand.dtype not in _PADDABLE or operand.dim() != 2:
+        raise ValueError(
+            f"expected an [R, K] int8 or float8_e4m3fn operand, got {operand.dtype} {list(operand.shape)}"
+        )
+    k = operand.shape[1]
     k_pad = padded_k(k)
     if k_pad == k:
-        return weight.contiguous()
-    padded = torch.zeros((n, k_pad), dtype=torch.int8, device=weight.device)
-    padded[:, :k] = weight
-    return padded
+        return operand.contiguous()
+    # Padding on the bytes: both dtypes are one byte and their zero is byte 0x00.
+    return torch.nn.functional.pad(operand.view(torch.uint8), (0, k_pad - k)).view(operand.dtype)
 
 
 def channel_scales(weight_scale: torch.Tensor, logical_widths: list[int], is_channelwise: bool) -> torch.Tensor:
