@@ -65,7 +65,7 @@ def ours_on_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from vllm_rdna_w8a8.scaled_mm import registry, support
 
     saved = [list(table[PlatformEnum.CPU]) for table in (linear._POSSIBLE_INT8_KERNELS, linear._POSSIBLE_FP8_KERNELS)]
-    monkeypatch.setattr(support, "hip_kernels_usable", lambda: (True, None))
+    monkeypatch.setattr(support, "hip_kernels_usable", lambda *kernel_kind: (True, None))
     registry.insert_kernels(PlatformEnum.CPU)
     yield
     linear._POSSIBLE_INT8_KERNELS[PlatformEnum.CPU], linear._POSSIBLE_FP8_KERNELS[PlatformEnum.CPU] = saved

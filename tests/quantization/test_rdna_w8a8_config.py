@@ -70,19 +70,24 @@ def test_ignore_list_and_lm_head_stay_unquantized(w8a8_int8) -> None:
 W4A16 = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 32, "dynamic": False}
 FP8_W8A8 = ({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel", "dynamic": False},
             {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token", "dynamic": True})
+FP8_TENSOR_STATIC = ({**FP8_W8A8[0], "strategy": "tensor"},
+                     {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor", "dynamic": False})
 FP8_BLOCK = ({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "block", "dynamic": False,
               "block_structure": [128, 128]},
              {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "group", "group_size": 128,
               "dynamic": True})
 
 
-@pytest.mark.parametrize(("fmt", "weights", "activations", "scheme"), [
-    ("pack-quantized", W4A16, None, "CompressedTensorsWNA16"),
-    ("float-quantized", *FP8_BLOCK, "CompressedTensorsW8A8Fp8"),
-    ("float-quantized", *FP8_W8A8, None),  # routed to our fp8 kernel: nothing to log
+@pytest.mark.parametrize(("fmt", "weights", "activations", "scheme", "reason"), [
+    ("pack-quantized", W4A16, None, "CompressedTensorsWNA16", "are not W8A8 int8 or fp8"),
+    ("float-quantized", *FP8_BLOCK, "CompressedTensorsW8A8Fp8",
+     "are block-scaled W8A8 fp8 (vLLM's block-fp8 kernel list, which we do not head)"),
+    # Routed to the fp8 kernel list, which we head: nothing to log.
+    ("float-quantized", *FP8_W8A8, None, None),
+    ("float-quantized", *FP8_TENSOR_STATIC, None, None),
 ])
 def test_other_schemes_fall_through_to_upstream_with_one_log_line(caplog, monkeypatch, fmt, weights, activations,
-                                                                   scheme) -> None:
+                                                                   scheme, reason) -> None:
     from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w8a8_fp8
 
     # The fp8 scheme reads the model dtype from the engine's config, absent in a unit test.
@@ -101,9 +106,29 @@ def test_other_schemes_fall_through_to_upstream_with_one_log_line(caplog, monkey
             assert isinstance(method, CompressedTensorsLinearMethod)
             assert type(layer.scheme).__name__ == (scheme or "CompressedTensorsW8A8Fp8")
     expected = [] if scheme is None else [
-        f"rdna_w8a8: {scheme} layers (first: model.layers.0.mlp.down_proj) are not W8A8 int8/fp8, "
-        "served by upstream kernels"]
+        f"rdna_w8a8: {scheme} layers (first: model.layers.0.mlp.down_proj) {reason}, served by upstream kernels"]
     assert [r.getMessage() for r in caplog.records] == expected
+
+
+@pytest.mark.parametrize("fp8_scheme", [FP8_W8A8, FP8_TENSOR_STATIC], ids=["channel-token", "tensor-static"])
+def test_fp8_w8a8_layers_get_our_fp8_kernel_and_no_upstream_line(ours_on_cpu, caplog, monkeypatch,
+                                                                 fp8_scheme) -> None:
+    """What an fp8 checkpoint under --quantization rdna_w8a8 does where our class is usable:
+    vLLM's fp8 kernel selection picks it (K=344 included), and nothing claims otherwise."""
+    from vllm.config import CompilationConfig, VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w8a8_fp8
+
+    engine_config = SimpleNamespace(model_config=SimpleNamespace(dtype=torch.float16))
+    monkeypatch.setattr(compressed_tensors_w8a8_fp8, "get_current_vllm_config", lambda: engine_config)
+    weights, activations = fp8_scheme
+    config = LazyRdnaW8A8Config.from_config({
+        "quant_method": "compressed-tensors", "format": "float-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": activations}}})
+    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"), set_current_vllm_config(
+            VllmConfig(compilation_config=CompilationConfig(custom_ops=["none"]))):
+        layer = ReplicatedLinear(344, 32, bias=False, quant_config=config, prefix="model.layers.0.mlp.down_proj")
+    assert type(layer.scheme.fp8_linear).__name__ == "RdnaHipFp8ScaledMMLinearKernel"
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 def test_unquantized_checkpoint_gets_online_int8() -> None:

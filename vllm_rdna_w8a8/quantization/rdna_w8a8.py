@@ -40,12 +40,17 @@ logger = logging.getLogger("vllm.rdna_w8a8")
 
 
 
-def goes_to_our_kernels(scheme: CompressedTensorsScheme) -> bool:
-    """Schemes whose linear layers go through the kernel lists we head (ours on gfx11):
-    W8A8 int8, and W8A8 fp8 except block-scaled (vLLM's separate block-fp8 list)."""
+def why_upstream(scheme: CompressedTensorsScheme) -> str | None:
+    """None for schemes whose linear layers ask the kernel lists we head (ours first on
+    gfx11): W8A8 int8 (the int8 list) and per-tensor / per-channel W8A8 fp8 (the fp8
+    list). Otherwise the reason they stay on upstream's kernels, for the log."""
     if isinstance(scheme, CompressedTensorsW8A8Int8):
-        return True
-    return isinstance(scheme, CompressedTensorsW8A8Fp8) and scheme.strategy != QuantizationStrategy.BLOCK
+        return None
+    if isinstance(scheme, CompressedTensorsW8A8Fp8):
+        if scheme.strategy == QuantizationStrategy.BLOCK:
+            return "are block-scaled W8A8 fp8 (vLLM's block-fp8 kernel list, which we do not head)"
+        return None
+    return "are not W8A8 int8 or fp8"
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +118,7 @@ class RdnaW8A8Config(CompressedTensorsConfig):
             super().__init__(target_scheme_map={}, ignore=[], quant_format=CompressionFormat.int_quantized.value)
         else:
             super().__init__(*args, **kwargs)
-        self._schemes_logged: set[str] = set()
+        self._schemes_logged: set[tuple[str, str]] = set()
 
     def get_name(self) -> str:  # type: ignore[override]
         return QUANTIZATION_NAME
@@ -129,15 +134,12 @@ class RdnaW8A8Config(CompressedTensorsConfig):
             return OnlineInt8LinearMethod() if isinstance(layer, LinearBase) else None
         method = super().get_quant_method(layer, prefix)
         scheme = getattr(layer, "scheme", None)
-        if isinstance(layer, LinearBase) and scheme is not None and not goes_to_our_kernels(scheme):
-            self._log_upstream_scheme(type(scheme).__name__, prefix)
+        reason = why_upstream(scheme) if isinstance(layer, LinearBase) and scheme is not None else None
+        if reason is not None:
+            self._log_upstream_scheme(type(scheme).__name__, reason, prefix)
         return method
 
-    def _log_upstream_scheme(self, scheme_name: str, prefix: str) -> None:
-        if scheme_name not in self._schemes_logged:
-            self._schemes_logged.add(scheme_name)
-            logger.info(
-                "rdna_w8a8: %s layers (first: %s) are not W8A8 int8/fp8, served by upstream kernels",
-                scheme_name,
-                prefix,
-            )
+    def _log_upstream_scheme(self, scheme_name: str, reason: str, prefix: str) -> None:
+        if (scheme_name, reason) not in self._schemes_logged:
+            self._schemes_logged.add((scheme_name, reason))
+            logger.info("rdna_w8a8: %s layers (first: %s) %s, served by upstream kernels", scheme_name, prefix, reason)
