@@ -244,29 +244,14 @@ def fault_wmma_unreplicated(runner: KernelRunner) -> None:
     runner.run("faults", "emu_fault_wmma_unreplicated", 3, 64, pointer(a), pointer(d))
 
 
-def fault_divergent_barrier(runner: KernelRunner) -> None:
-    out = np.zeros(128, dtype=np.int32)
-    runner.run("faults", "emu_fault_divergent_barrier", 1, 128, pointer(out))
+def fault_one_workgroup(kernel: str, threads: int) -> Callable[[KernelRunner], None]:
+    """A fault kernel run as one workgroup of `threads` threads, one int32 output per thread."""
 
+    def run(runner: KernelRunner) -> None:
+        out = np.zeros(threads, dtype=np.int32)
+        runner.run("faults", kernel, 1, threads, pointer(out))
 
-def fault_exit_before_barrier(runner: KernelRunner) -> None:
-    out = np.zeros(128, dtype=np.int32)
-    runner.run("faults", "emu_fault_exit_before_barrier", 1, 128, pointer(out))
-
-
-def fault_partial_wave_wmma(runner: KernelRunner) -> None:
-    d = np.zeros(48, dtype=np.int32)
-    runner.run("faults", "emu_fault_partial_wave_wmma", 1, 48, pointer(d))
-
-
-def fault_partial_shuffle(runner: KernelRunner) -> None:
-    out = np.zeros(32, dtype=np.int32)
-    runner.run("faults", "emu_fault_partial_shuffle", 1, 32, pointer(out))
-
-
-def fault_divergent_shuffles(runner: KernelRunner) -> None:
-    out = np.zeros(32, dtype=np.int32)
-    runner.run("faults", "emu_fault_divergent_shuffles", 1, 32, pointer(out))
+    return run
 
 
 def fault_misaligned_load(runner: KernelRunner) -> None:
@@ -283,24 +268,19 @@ def fault_global_overflow(runner: KernelRunner) -> None:
     runner.run("faults", "emu_fault_global_overflow", 1, GLOBAL_OVERFLOW_INTS + 1, pointer(out))
 
 
-def fault_lds_overrun(runner: KernelRunner) -> None:
-    out = np.zeros(64, dtype=np.int32)
-    runner.run("faults", "emu_fault_lds_overrun", 1, 64, pointer(out))
-
-
 SCENARIOS: dict[str, Callable[[KernelRunner], None]] = {
     "wmma_signed": scenario_wmma_signed,
     "wave_ops": scenario_wave_ops,
     "gemm_timing": scenario_gemm_timing,
     "wmma_unreplicated": fault_wmma_unreplicated,
-    "divergent_barrier": fault_divergent_barrier,
-    "exit_before_barrier": fault_exit_before_barrier,
-    "partial_wave_wmma": fault_partial_wave_wmma,
-    "partial_shuffle": fault_partial_shuffle,
-    "divergent_shuffles": fault_divergent_shuffles,
+    "divergent_barrier": fault_one_workgroup("emu_fault_divergent_barrier", 128),
+    "exit_before_barrier": fault_one_workgroup("emu_fault_exit_before_barrier", 128),
+    "partial_wave_wmma": fault_one_workgroup("emu_fault_partial_wave_wmma", 48),
+    "partial_shuffle": fault_one_workgroup("emu_fault_partial_shuffle", 32),
+    "divergent_shuffles": fault_one_workgroup("emu_fault_divergent_shuffles", 32),
     "misaligned_load": fault_misaligned_load,
     "global_overflow": fault_global_overflow,
-    "lds_overrun": fault_lds_overrun,
+    "lds_overrun": fault_one_workgroup("emu_fault_lds_overrun", 64),
 }
 
 

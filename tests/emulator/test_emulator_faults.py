@@ -20,65 +20,60 @@ def assert_aborted(result, *patterns: str) -> None:
         assert re.search(pattern, result.stderr), f"{pattern!r} not in:\n{result.stderr}"
 
 
-def test_unreplicated_wmma_lanes_name_kernel_workgroup_wave_and_lane(run_driver) -> None:
-    result = run_driver("wmma_unreplicated", sanitized=False)
-    assert_aborted(
-        result,
+# (scenario, sanitized build, patterns stderr must match): a broken rule aborts the process.
+ABORTS = [
+    pytest.param("wmma_unreplicated", False, (
         r"kernel emu_fault_wmma_unreplicated, workgroup \(2,0,0\), wave 1, lane 21",
         r"operand A of lane 21 differs from lane 5",
         r"lanes 16-31 must replicate",
-    )
-
-
-def test_divergent_barriers_are_reported_not_waited_on(run_driver) -> None:
-    result = run_driver("divergent_barrier", sanitized=False)
-    assert_aborted(
-        result,
+    ), id="unreplicated_wmma_lanes_name_kernel_workgroup_wave_and_lane"),
+    pytest.param("divergent_barrier", False, (
         r"deadlock in kernel emu_fault_divergent_barrier",
         r"different __syncthreads\(\) calls",
         rf"threads 0-63 wait at __syncthreads\(\) \S*{FAULTS_SOURCE}:\d+",
         rf"threads 64-127 wait at __syncthreads\(\) \S*{FAULTS_SOURCE}:\d+",
-    )
-
-
-def test_barrier_after_some_threads_exited_is_a_deadlock(run_driver) -> None:
-    result = run_driver("exit_before_barrier", sanitized=False)
-    assert_aborted(
-        result,
+    ), id="divergent_barriers_are_reported_not_waited_on"),
+    pytest.param("exit_before_barrier", False, (
         r"deadlock in kernel emu_fault_exit_before_barrier, workgroup \(0,0,0\) of 128 threads",
         r"threads 96-127 have exited",
         r"threads 0-95 wait at __syncthreads\(\)",
-    )
-
-
-def test_wmma_in_a_partial_wave_is_refused(run_driver) -> None:
-    result = run_driver("partial_wave_wmma", sanitized=False)
-    assert_aborted(
-        result,
+    ), id="barrier_after_some_threads_exited_is_a_deadlock"),
+    pytest.param("partial_wave_wmma", False, (
         r"kernel emu_fault_partial_wave_wmma, workgroup \(0,0,0\), wave 1",
         r"partial wave of 16 threads \(workgroup size 48",
-    )
-
-
-def test_shuffle_not_reached_by_all_lanes_is_a_deadlock(run_driver) -> None:
-    result = run_driver("partial_shuffle", sanitized=False)
-    assert_aborted(
-        result,
+    ), id="wmma_in_a_partial_wave_is_refused"),
+    pytest.param("partial_shuffle", False, (
         r"deadlock in kernel emu_fault_partial_shuffle",
         r"threads 0-15 wait at __shfl_xor\(\)",
         r"threads 16-31 have exited",
-    )
-
-
-def test_lanes_at_different_shuffles_are_refused(run_driver) -> None:
-    result = run_driver("divergent_shuffles", sanitized=False)
-    assert_aborted(
-        result,
+    ), id="shuffle_not_reached_by_all_lanes_is_a_deadlock"),
+    pytest.param("divergent_shuffles", False, (
         r"kernel emu_fault_divergent_shuffles, workgroup \(0,0,0\), wave 0: lanes reached "
         r"different wave operations",
         rf"lane 0 at __shfl_xor\(\) \(\S*{FAULTS_SOURCE}:(\d+)\), "
         rf"lane 16 at __shfl_xor\(\) \(\S*{FAULTS_SOURCE}:(\d+)\)",
-    )
+    ), id="lanes_at_different_shuffles_are_refused"),
+    pytest.param("global_overflow", True, (
+        r"AddressSanitizer: heap-buffer-overflow",
+        r"WRITE of size 4",
+        rf"in emu_fault_global_overflow \S*{FAULTS_SOURCE}:\d+",
+        r"0 bytes after 4000-byte region",
+    ), id="out_of_bounds_global_write_is_caught_by_asan"),
+    # The LDS object is exactly sizeof(T): one int past it is already an overflow.
+    pytest.param("lds_overrun", True, (
+        r"AddressSanitizer: heap-buffer-overflow",
+        r"READ of size 4",
+        rf"in emu_fault_lds_overrun \S*{FAULTS_SOURCE}:\d+",
+        r"0 bytes after 256-byte region",
+        r"workgroup_lds<SmallLds>",
+    ), id="lds_overrun_is_caught_by_asan"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "sanitized", "patterns"), ABORTS)
+def test_broken_rule_aborts_with_a_message_naming_it(run_driver, scenario: str, sanitized: bool,
+                                                     patterns: tuple[str, ...]) -> None:
+    assert_aborted(run_driver(scenario, sanitized=sanitized), *patterns)
 
 
 def test_undefined_behaviour_is_fatal_under_ubsan(run_driver) -> None:
@@ -96,30 +91,6 @@ def test_bad_emulator_settings_are_named(run_driver, variable: str, value: str,
                                          expected: str) -> None:
     result = run_driver("wave_ops", sanitized=False, extra_env={variable: value})
     assert_aborted(result, rf"{variable}={value}: {expected}")
-
-
-def test_out_of_bounds_global_write_is_caught_by_asan(run_driver) -> None:
-    result = run_driver("global_overflow", sanitized=True)
-    assert_aborted(
-        result,
-        r"AddressSanitizer: heap-buffer-overflow",
-        r"WRITE of size 4",
-        rf"in emu_fault_global_overflow \S*{FAULTS_SOURCE}:\d+",
-        r"0 bytes after 4000-byte region",
-    )
-
-
-def test_lds_overrun_is_caught_by_asan(run_driver) -> None:
-    """The LDS object is exactly sizeof(T): one int past it is already an overflow."""
-    result = run_driver("lds_overrun", sanitized=True)
-    assert_aborted(
-        result,
-        r"AddressSanitizer: heap-buffer-overflow",
-        r"READ of size 4",
-        rf"in emu_fault_lds_overrun \S*{FAULTS_SOURCE}:\d+",
-        r"0 bytes after 256-byte region",
-        r"workgroup_lds<SmallLds>",
-    )
 
 
 def test_lds_overrun_goes_unnoticed_without_the_sanitizer(run_driver) -> None:

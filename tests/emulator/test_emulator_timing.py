@@ -61,23 +61,31 @@ def gemm_args(a: np.ndarray, b: np.ndarray, out: np.ndarray, unit: np.ndarray) -
             *(ctypes.c_int32(v) for v in (m, n, k, k, k, n)), ctypes.c_uint32(0)]
 
 
-@pytest.mark.slow  # compiles the production kernels for gfx1100 and for the host
-def test_gemm_256_cubed_production_kernel(capsys) -> None:
+def run_production_gemm(kernel: str, a: np.ndarray, b: np.ndarray, workgroups: int) -> tuple[float, float]:
+    """One launch of the shipped gfx1100 `kernel` (128 threads) on a [M, K] x b [N, K] with
+    unit scales; checks the fp16 result exactly and returns (wall, CPU) seconds of the launch.
+    Callers keep the int32 sums exact in fp16."""
     runtime = production_runtime()
     module = runtime.load_object(PRODUCTION_OBJECTS_DIR / GFX1100 / "int8_gemm.hsaco")
-    function = runtime.get_function(module, PRODUCTION_KERNEL)
+    function = runtime.get_function(module, kernel)
+    out = np.full((a.shape[0], b.shape[0]), np.nan, dtype=np.float16)
+    unit = np.ones(1, dtype=np.float32)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    runtime.launch(function, (workgroups, 1, 1), (128, 1, 1), gemm_args(a, b, out, unit))
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    expected = gemm_i8_reference(a, b).astype(np.float32).astype(np.float16)
+    np.testing.assert_array_equal(out, expected)
+    return elapsed, cpu
+
+
+@pytest.mark.slow  # compiles the production kernels for gfx1100 and for the host
+def test_gemm_256_cubed_production_kernel(capsys) -> None:
     rng = np.random.default_rng(1)
     # |a|, |b| <= 8: every int32 sum (<= 2^14) is exact in fp16 after the unit scales.
     a = rng.integers(-8, 8, size=(SIZE, SIZE), endpoint=True, dtype=np.int8)
     b = rng.integers(-8, 8, size=(SIZE, SIZE), endpoint=True, dtype=np.int8)
-    out = np.full((SIZE, SIZE), np.nan, dtype=np.float16)
-    unit = np.ones(1, dtype=np.float32)
     tiles = (SIZE // 128) ** 2
-    start = time.perf_counter()
-    runtime.launch(function, (tiles, 1, 1), (128, 1, 1), gemm_args(a, b, out, unit))
-    elapsed = time.perf_counter() - start
-    expected = gemm_i8_reference(a, b).astype(np.float32).astype(np.float16)
-    np.testing.assert_array_equal(out, expected)
+    elapsed, _ = run_production_gemm(PRODUCTION_KERNEL, a, b, tiles)
     report(capsys, f"kernels/int8_gemm.hip {PRODUCTION_KERNEL} {SIZE}^3, {tiles} workgroups x "
                    f"128 threads, plain build: {elapsed:.3f} s")
 
@@ -88,19 +96,10 @@ DECODE_KERNEL = "w8a8_i8_gemm_m16n32k256_w1x1x4"  # 16x32 tiles, K split over 4 
 @pytest.mark.slow  # compiles the production kernels for gfx1100 and for the host
 def test_decode_gemm_4096_production_kernel(capsys) -> None:
     """M = 1 against a 4096 x 4096 weight: the decode shape of a 7B-class layer."""
-    runtime = production_runtime()
-    module = runtime.load_object(PRODUCTION_OBJECTS_DIR / GFX1100 / "int8_gemm.hsaco")
-    function = runtime.get_function(module, DECODE_KERNEL)
     rng = np.random.default_rng(2)
     n = k = 4096
     a = rng.integers(-2, 2, size=(1, k), endpoint=True, dtype=np.int8)
     b = rng.integers(-2, 2, size=(n, k), endpoint=True, dtype=np.int8)  # sums <= 2^14
-    out = np.full((1, n), np.nan, dtype=np.float16)
-    unit = np.ones(1, dtype=np.float32)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    runtime.launch(function, (n // 32, 1, 1), (128, 1, 1), gemm_args(a, b, out, unit))
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    expected = gemm_i8_reference(a, b).astype(np.float32).astype(np.float16)
-    np.testing.assert_array_equal(out, expected)
+    elapsed, cpu = run_production_gemm(DECODE_KERNEL, a, b, n // 32)
     report(capsys, f"kernels/int8_gemm.hip {DECODE_KERNEL} M=1 N=K=4096, {n // 32} workgroups x "
                    f"128 threads, plain build: {elapsed:.3f} s wall, {cpu:.3f} s CPU")

@@ -6,10 +6,10 @@ as opaque and HIP graph capture works. The implementation is chosen per call:
   (our kernels; the emulator's stand-in runtime on the CPU);
 - anything else, or VLLM_RDNA_W8A8_OPS=reference -> `reference` (plain torch).
 
-Use the Python wrappers `scaled_int8_quant` / `int8_scaled_mm` / `fp8_scaled_mm` below:
-the registered quantization op cannot return its inputs (custom ops may not alias
-them), so for static scales it returns empty tensors and the wrapper hands the given
-ones back.
+Call `scaled_int8_quant` / `int8_scaled_mm` / `fp8_scaled_mm` below. The quantization
+one is a Python wrapper: the registered op cannot return its inputs (custom ops may not
+alias them), so for static scales it returns empty tensors and the wrapper hands the
+given ones back. The GEMM names are the ops themselves.
 
 Registered straight into a torch.library.Library for the CPU and CUDA (= ROCm)
 dispatch keys, as vLLM's `direct_register_custom_op` does: `torch.library.custom_op`
@@ -91,54 +91,37 @@ def _scaled_int8_quant(
     return q, out_scale, empty_i32 if out_azp is None else out_azp
 
 
-def _int8_scaled_mm_fake(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    a_scale: torch.Tensor,
-    b_scale: torch.Tensor,
-    out_dtype: torch.dtype,
-    azp: torch.Tensor | None,
-    azp_adj: torch.Tensor | None,
-    bias: torch.Tensor | None,
+def _scaled_mm_fake(
+    a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
+    out_dtype: torch.dtype, *zero_points_and_bias: torch.Tensor | None,
 ) -> torch.Tensor:
     return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype)
 
 
-@_register(_int8_scaled_mm_fake)
-def _int8_scaled_mm(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    a_scale: torch.Tensor,
-    b_scale: torch.Tensor,
-    out_dtype: torch.dtype,
-    azp: torch.Tensor | None,
-    azp_adj: torch.Tensor | None,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    return _implementation(a).int8_scaled_mm(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+def _define_scaled_mm(name: str, schema: str) -> None:
+    """Define `rdna_w8a8::<name>`, forwarded to the implementation's function `name` (the
+    same contract in `reference` and `hip_backend`). The dispatcher passes only the
+    arguments the caller gave: the implementations carry the schema's defaults too."""
+
+    def forward(a: torch.Tensor, *args: object) -> torch.Tensor:
+        return getattr(_implementation(a), name)(a, *args)
+
+    _LIBRARY.define(name + schema)
+    for key in _DISPATCH_KEYS:
+        _LIBRARY.impl(name, forward, key)
+    _LIBRARY._register_fake(name, _scaled_mm_fake)
 
 
-def _fp8_scaled_mm_fake(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    a_scale: torch.Tensor,
-    b_scale: torch.Tensor,
-    out_dtype: torch.dtype,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype)
+_define_scaled_mm("int8_scaled_mm", "(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType out_dtype, "
+                                    "Tensor? azp=None, Tensor? azp_adj=None, Tensor? bias=None) -> Tensor")
+_define_scaled_mm("fp8_scaled_mm", "(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType out_dtype, "
+                                   "Tensor? bias=None) -> Tensor")
 
-
-@_register(_fp8_scaled_mm_fake)
-def _fp8_scaled_mm(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    a_scale: torch.Tensor,
-    b_scale: torch.Tensor,
-    out_dtype: torch.dtype,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    return _implementation(a).fp8_scaled_mm(a, b, a_scale, b_scale, out_dtype, bias)
+# The GEMMs need no Python wrapper: the ops take the defaults themselves.
+# int8_scaled_mm: a [M, K] int8 x b [N, K] int8 -> [M, N] out_dtype (see `reference` for the math).
+int8_scaled_mm = torch.ops.rdna_w8a8.int8_scaled_mm.default
+# fp8_scaled_mm: a [M, K] x b [N, K] float8_e4m3fn -> [M, N] out_dtype (see `reference`).
+fp8_scaled_mm = torch.ops.rdna_w8a8.fp8_scaled_mm.default
 
 
 def scaled_int8_quant(
@@ -159,28 +142,3 @@ def scaled_int8_quant(
         return q, scale, azp
     return q, out_scale, None if symmetric else out_azp
 
-
-def int8_scaled_mm(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    a_scale: torch.Tensor,
-    b_scale: torch.Tensor,
-    out_dtype: torch.dtype,
-    azp: torch.Tensor | None = None,
-    azp_adj: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """a [M, K] int8 x b [N, K] int8 -> [M, N] out_dtype (see `reference` for the math)."""
-    return torch.ops.rdna_w8a8.int8_scaled_mm(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
-
-
-def fp8_scaled_mm(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    a_scale: torch.Tensor,
-    b_scale: torch.Tensor,
-    out_dtype: torch.dtype,
-    bias: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """a [M, K] x b [N, K] float8_e4m3fn -> [M, N] out_dtype (see `reference`)."""
-    return torch.ops.rdna_w8a8.fp8_scaled_mm(a, b, a_scale, b_scale, out_dtype, bias)

@@ -130,9 +130,9 @@ def _scaled_mm(
     a_scale: torch.Tensor,
     b_scale: torch.Tensor,
     out_dtype: torch.dtype,
-    azp: torch.Tensor | None,
-    azp_adj: torch.Tensor | None,
-    bias: torch.Tensor | None,
+    azp: torch.Tensor | None = None,
+    azp_adj: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One launch of w8a8_<kind>_gemm_<tag>; kind "i8" (int8) or "f8" (fp8 e4m3fn)."""
     operand_dtype = torch.int8 if kind == "i8" else torch.float8_e4m3fn
@@ -173,18 +173,8 @@ def _scaled_mm(
     return out
 
 
-def int8_scaled_mm(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    a_scale: torch.Tensor,
-    b_scale: torch.Tensor,
-    out_dtype: torch.dtype,
-    azp: torch.Tensor | None,
-    azp_adj: torch.Tensor | None,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    """Same contract as `reference.int8_scaled_mm`, one launch of w8a8_i8_gemm_<tag>."""
-    return _scaled_mm("i8", a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+# Same contract as `reference.int8_scaled_mm`, one launch of w8a8_i8_gemm_<tag>.
+int8_scaled_mm = functools.partial(_scaled_mm, "i8")
 
 
 def fp8_scaled_mm(
@@ -193,7 +183,7 @@ def fp8_scaled_mm(
     a_scale: torch.Tensor,
     b_scale: torch.Tensor,
     out_dtype: torch.dtype,
-    bias: torch.Tensor | None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Same contract as `reference.fp8_scaled_mm`, one launch of w8a8_f8_gemm_<tag>."""
     return _scaled_mm("f8", a, b, a_scale, b_scale, out_dtype, None, None, bias)
