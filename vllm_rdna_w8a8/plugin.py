@@ -8,6 +8,11 @@
 - With `VLLM_RDNA_W8A8_EMULATE=<gfx11 target>` on the CPU: the same, in the CPU lists.
 
 No GPU is initialised here: the ROCm arch comes from vLLM's amdsmi query.
+
+The line goes to vLLM's "vllm" logger. vLLM 0.32 configures that logger only at its
+entry points (`LLM(...)`, the CLI, engine and worker processes), and `LLM(...)` loads
+plugins before it does so; a line logged then would be dropped, so we apply vLLM's own
+default configuration first when nothing is configured yet (see `_ensure_vllm_logging`).
 """
 
 from __future__ import annotations
@@ -42,15 +47,32 @@ def register_plugin() -> str:
     global _outcome
     if _outcome is None:
         try:
-            _outcome = _register()
-            logger.info(_outcome)
+            _outcome, level = _register(), logging.INFO
         except Exception as exc:  # never raise into vLLM
-            _outcome = (
-                f"rdna_w8a8: registration failed ({type(exc).__name__}: {exc}), "
-                "staying out of the way"
-            )
-            logger.warning(_outcome)
+            _outcome = f"rdna_w8a8: registration failed ({type(exc).__name__}: {exc}), staying out of the way"
+            level = logging.WARNING
+        _ensure_vllm_logging()
+        logger.log(level, _outcome)
     return _outcome
+
+
+def _ensure_vllm_logging() -> None:
+    """Give the "vllm" logger vLLM's default configuration if it has no handler yet.
+
+    Done the way vLLM's entry points do it (`configure_logging_if_needed`, which
+    honours VLLM_CONFIGURE_LOGGING and VLLM_LOGGING_*): an entry point that later
+    brings the same config skips it, one with a different config re-applies its own.
+    Left alone when any handler is set (vLLM's, or an application's on the root logger).
+    """
+    if logging.getLogger("vllm").hasHandlers():
+        return
+    try:
+        from vllm.config.logging import LoggingConfig
+        from vllm.logger import configure_logging_if_needed
+
+        configure_logging_if_needed(LoggingConfig())
+    except Exception:  # another vLLM layout, or a bad logging setting vLLM will report itself
+        return
 
 
 def _rocm_arch() -> str:

@@ -7,13 +7,11 @@ import re
 
 import pytest
 
-# vLLM's logging is configured by the process that starts an engine; a bare script
-# has to do it itself to see INFO lines.
-CONFIGURE_VLLM_LOGGING = """
-from vllm.config.logging import LoggingConfig
-from vllm.logger import configure_logging
-configure_logging(LoggingConfig())
-"""
+PLUGIN_LINE = "rdna_w8a8: platform cpu, quantization method registered, staying on upstream kernels"
+
+
+def _plugin_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "rdna_w8a8:" in line]
 
 
 def test_entry_point_is_discovered_in_a_fresh_process(run_python) -> None:
@@ -30,23 +28,69 @@ def test_entry_point_is_discovered_in_a_fresh_process(run_python) -> None:
 
 @pytest.mark.slow
 def test_vllm_loads_the_plugin_once_and_it_logs_one_line(run_python) -> None:
+    """Nothing has configured vLLM's logging yet, as in the front end of `LLM(...)`
+    (EngineArgs loads plugins before LLM configures logging): the line still shows,
+    once, in vLLM's format."""
     result = run_python(
-        CONFIGURE_VLLM_LOGGING
-        + """
-from vllm.plugins import load_general_plugins
-load_general_plugins()
-import vllm_rdna_w8a8
-vllm_rdna_w8a8.register()  # a second call (e.g. another plugin loader) changes nothing
-from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS, get_quantization_config
-print("METHOD", "rdna_w8a8" in QUANTIZATION_METHODS, get_quantization_config("rdna_w8a8").__name__)
-"""
+        """
+        import logging
+        from vllm.plugins import load_general_plugins
+        load_general_plugins()
+        import vllm_rdna_w8a8
+        vllm_rdna_w8a8.register()  # a second call (e.g. another plugin loader) changes nothing
+        from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS, get_quantization_config
+        print("METHOD", "rdna_w8a8" in QUANTIZATION_METHODS, get_quantization_config("rdna_w8a8").__name__)
+        # What LLM(...) does next with default arguments: vLLM's own configuration,
+        # which must not add a second handler (each later vLLM line would show twice).
+        from vllm.config.logging import LoggingConfig
+        from vllm.logger import configure_logging_if_needed, init_logger
+        configure_logging_if_needed(LoggingConfig())
+        init_logger("vllm.after_configuration").info("vLLM line after configuration")
+        print("HANDLERS", len(logging.getLogger("vllm").handlers))
+        """
     )
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
-    lines = [line for line in output.splitlines() if "rdna_w8a8:" in line]
+    lines = _plugin_lines(output)
     assert len(lines) == 1, output
-    assert "rdna_w8a8: platform cpu, quantization method registered, staying on upstream kernels" in lines[0]
+    assert re.search(r"INFO \d\d-\d\d [\d:]+ \[plugin\.py:\d+\] " + re.escape(PLUGIN_LINE), lines[0]), lines[0]
+    assert output.count("vLLM line after configuration") == 1, output
     assert "METHOD True LazyRdnaW8A8Config" in result.stdout
+    assert "HANDLERS 1" in result.stdout
+
+
+@pytest.mark.slow
+def test_plugin_respects_vllm_configure_logging_off(run_python) -> None:
+    """VLLM_CONFIGURE_LOGGING=0: vLLM leaves logging to the application, so do we."""
+    result = run_python(
+        """
+        import logging
+        from vllm.plugins import load_general_plugins
+        load_general_plugins()
+        print("HANDLERS", len(logging.getLogger("vllm").handlers))
+        """,
+        env={"VLLM_CONFIGURE_LOGGING": "0"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HANDLERS 0" in result.stdout
+    assert _plugin_lines(result.stdout + result.stderr) == []
+
+
+@pytest.mark.slow
+def test_an_application_logging_setup_is_left_alone(run_python) -> None:
+    """A root handler set by the application gets the line; vLLM's is not added."""
+    result = run_python(
+        """
+        import logging
+        logging.basicConfig(level=logging.INFO, format="APP %(name)s %(message)s")
+        from vllm.plugins import load_general_plugins
+        load_general_plugins()
+        print("HANDLERS", len(logging.getLogger("vllm").handlers))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HANDLERS 0" in result.stdout
+    assert _plugin_lines(result.stdout + result.stderr) == [f"APP vllm.rdna_w8a8 {PLUGIN_LINE}"]
 
 
 @pytest.mark.slow
