@@ -18,16 +18,13 @@ def launches(monkeypatch) -> list:
         def __init__(self, name: str) -> None:
             self.name = name
 
-        def launch(self, grid, block, args, stream) -> None:
-            recorded.append(dict(name=self.name, grid=grid, block=block, args=args, stream=stream))
+        def launch_values(self, grid, block, kinds, values, stream) -> None:
+            recorded.append(dict(name=self.name, grid=grid, block=block, args=list(zip(kinds, values)),
+                                 stream=stream))
 
     monkeypatch.setattr(hip_backend, "_kernel", lambda device, name: Recorder(name))
     monkeypatch.setattr(hip_backend, "_target", lambda device: "gfx1100")
     return recorded
-
-
-def _values(args) -> list:
-    return [(arg.kind, arg.value) for arg in args]
 
 
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
@@ -47,7 +44,7 @@ def test_gemm_launch_follows_the_documented_argument_list(launches, out_dtype) -
     assert launch["stream"] == 0
     pointers = [a, b, out, a_scale, b_scale, azp, azp_adj, bias]
     flags = 1 | 2 | (4 if out_dtype == torch.bfloat16 else 0)
-    assert _values(launch["args"]) == [("pointer", t.data_ptr()) for t in pointers] + [
+    assert launch["args"] == [("pointer", t.data_ptr()) for t in pointers] + [
         ("int32", m), ("int32", n), ("int32", k), ("int32", k), ("int32", k), ("int32", n), ("uint32", flags)]
 
 
@@ -55,7 +52,7 @@ def test_gemm_per_tensor_scales_and_null_pointers(launches) -> None:
     a = torch.zeros((3, 32), dtype=torch.int8)
     b = torch.zeros((4, 32), dtype=torch.int8)
     hip_backend.int8_scaled_mm(a, b, torch.ones(1), torch.ones(1), torch.float16, None, None, None)
-    values = _values(launches[0]["args"])
+    values = launches[0]["args"]
     assert values[5:8] == [("pointer", 0)] * 3
     assert values[-1] == ("uint32", 0)
 
@@ -85,7 +82,7 @@ def test_quant_launch_follows_the_documented_argument_list(launches, dtype, kern
     assert launch["name"] == kernel and launch["grid"] == (6, 1, 1)
     flags = (1 if static else 0) | (0 if symmetric else 2)
     expected_pointers = [x, q, out_scale, out_azp]
-    assert _values(launch["args"]) == [
+    assert launch["args"] == [
         ("pointer", 0 if t is None else t.data_ptr()) for t in expected_pointers] + [
         ("int32", 6), ("int32", 20), ("int32", 20), ("int32", 32), ("uint32", flags)]
 
@@ -97,5 +94,5 @@ def test_fp8_gemm_launches_the_f8_kernel_without_zero_points(launches) -> None:
     assert out.shape == (9, 20)
     (launch,) = launches
     assert launch["name"] == pick_gemm_config("gfx1100", 9, 20, 64, "f8").kernel_name("f8")
-    values = _values(launch["args"])
+    values = launch["args"]
     assert values[5:8] == [("pointer", 0)] * 3 and values[-1] == ("uint32", 1 | 2 | 4)

@@ -110,8 +110,8 @@ class _Recorder:
     def __init__(self, launches: list) -> None:
         self.launches = launches
 
-    def launch(self, grid, block, args, stream) -> None:
-        self.launches.append((grid, block, args, stream))
+    def launch_values(self, grid, block, kinds, values, stream) -> None:
+        self.launches.append((grid, block, list(zip(kinds, values)), stream))
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])

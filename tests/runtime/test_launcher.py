@@ -40,6 +40,36 @@ def test_launch_packs_arguments_at_metadata_offsets(launcher: Launcher, fake_hip
     assert dims == (4, 1, 1, 256, 1, 1, 0)
 
 
+def test_launch_values_packs_what_launch_packs(launcher: Launcher, fake_hip: HipRuntime,
+                                              last_launch) -> None:
+    kernel = launcher.get_kernel(0, "probe_args")
+    kinds, values = zip(*_probe_args())
+    kernel.launch_values((4,), (256,), kinds, values, stream=0x77)
+    data, dims = last_launch(fake_hip)
+    assert data == struct.pack("<QQi4xQIf", 0x1000, 0x2000, -5, 0x3000, 0xFFFFFFFF, 0.5)
+    assert dims == (4, 1, 1, 256, 1, 1, 0)
+
+
+@pytest.mark.parametrize(("cut_kinds", "cut_values", "message"), [
+    (1, 1, "probe_args: takes 6 arguments, got 5 kinds and 5 values"),
+    (0, 1, "probe_args: 6 argument kinds but 5 values"),
+])
+def test_launch_values_counts_are_checked(launcher: Launcher, cut_kinds: int, cut_values: int,
+                                          message: str) -> None:
+    kernel = launcher.get_kernel(0, "probe_args")
+    kinds, values = zip(*_probe_args())
+    kernel.launch_values((1,), (64,), kinds, values)  # the layout is cached from here on
+    with pytest.raises(LaunchError, match=message):
+        kernel.launch_values((1,), (64,), kinds[:len(kinds) - cut_kinds], values[:len(values) - cut_values])
+
+
+def test_launch_values_names_a_value_that_does_not_fit(launcher: Launcher) -> None:
+    kernel = launcher.get_kernel(0, "probe_args")
+    kinds, values = zip(*_probe_args())
+    with pytest.raises(LaunchError, match=r"probe_args: argument 2 \(int32\) value 2147483648 does not fit"):
+        kernel.launch_values((1,), (64,), kinds, (*values[:2], 2**31, *values[3:]))
+
+
 def test_one_module_per_device_and_object(launcher: Launcher, fake_hip: HipRuntime) -> None:
     before = _modules_loaded(fake_hip)
     args_kernel = launcher.get_kernel(0, "probe_args")

@@ -84,11 +84,12 @@ def _scaled_int8_quant(
     padded_k: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     q, out_scale, out_azp = _implementation(x).scaled_int8_quant(x, scale, azp, symmetric, padded_k)
-    empty_f32 = torch.empty((0,), dtype=torch.float32, device=x.device)
-    empty_i32 = torch.empty((0,), dtype=torch.int32, device=x.device)
     if scale is not None:  # static: the wrapper returns the caller's scale / azp
-        return q, empty_f32, empty_i32
-    return q, out_scale, empty_i32 if out_azp is None else out_azp
+        out_scale = torch.empty((0,), dtype=torch.float32, device=x.device)
+        out_azp = None
+    if out_azp is None:  # allocated only when there is no zero point to return
+        out_azp = torch.empty((0,), dtype=torch.int32, device=x.device)
+    return q, out_scale, out_azp
 
 
 def _scaled_mm_fake(

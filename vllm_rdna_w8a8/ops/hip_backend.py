@@ -14,6 +14,7 @@ from types import ModuleType
 
 import torch
 
+from vllm_rdna_w8a8.dispatch import pick_gemm_config
 from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, check_gemm_args, check_quant_args
 
 # GEMM flags
@@ -60,8 +61,10 @@ def _kernel(device_index: int, name: str):
     return _launcher().get_kernel(device_index, name)
 
 
-def _args():
-    return _launcher().KernelArg
+# Argument kinds of the kernels (docs/architecture.md), one tuple each: the launcher keys
+# its packing layout on it, and the hot path builds no KernelArg per argument.
+_QUANT_ARG_KINDS = ("pointer",) * 4 + ("int32",) * 4 + ("uint32",)
+_GEMM_ARG_KINDS = ("pointer",) * 8 + ("int32",) * 6 + ("uint32",)
 
 
 def _check_rows(name: str, tensor: torch.Tensor, ld_multiple: int = 1) -> int:
@@ -84,8 +87,8 @@ def _check_vector(name: str, tensor: torch.Tensor | None) -> None:
         raise ValueError(f"{name} must be contiguous")
 
 
-def _pointer(tensor: torch.Tensor | None):
-    return _args().pointer(None if tensor is None else tensor.data_ptr())
+def _address(tensor: torch.Tensor | None) -> int:
+    return 0 if tensor is None else tensor.data_ptr()
 
 
 def scaled_int8_quant(
@@ -110,14 +113,11 @@ def scaled_int8_quant(
     device_index, stream = _device_and_stream(x)
     name = "w8a8_quant_i8_bf16" if x.dtype == torch.bfloat16 else "w8a8_quant_i8_f16"
     flags = (STATIC_SCALE if static else 0) | (0 if symmetric else ASYMMETRIC)
-    arg = _args()
-    _kernel(device_index, name).launch(
+    _kernel(device_index, name).launch_values(
         (m, 1, 1),
         (QUANT_BLOCK_THREADS, 1, 1),
-        [
-            _pointer(x), _pointer(q), _pointer(out_scale), _pointer(out_azp),
-            arg.int32(m), arg.int32(k), arg.int32(ldx), arg.int32(padded_k), arg.uint32(flags),
-        ],
+        _QUANT_ARG_KINDS,
+        (x.data_ptr(), q.data_ptr(), out_scale.data_ptr(), _address(out_azp), m, k, ldx, padded_k, flags),
         stream,
     )
     return q, out_scale, out_azp
@@ -150,24 +150,18 @@ def _scaled_mm(
     if m == 0 or n == 0:
         return out
     device_index, stream = _device_and_stream(a)
-    from vllm_rdna_w8a8.dispatch import pick_gemm_config
-
     config = pick_gemm_config(_target(device_index), m, n, k, kind)
     flags = (
         (A_SCALE_PER_TOKEN if a_scale.numel() == m and m > 1 else 0)
         | (B_SCALE_PER_CHANNEL if b_scale.numel() == n and n > 1 else 0)
         | (OUTPUT_BF16 if out_dtype == torch.bfloat16 else 0)
     )
-    arg = _args()
-    _kernel(device_index, config.kernel_name(kind)).launch(
+    _kernel(device_index, config.kernel_name(kind)).launch_values(
         config.grid(m, n),
         (config.threads, 1, 1),
-        [
-            _pointer(a), _pointer(b), _pointer(out), _pointer(a_scale), _pointer(b_scale),
-            _pointer(azp), _pointer(azp_adj), _pointer(bias),
-            arg.int32(m), arg.int32(n), arg.int32(k),
-            arg.int32(lda), arg.int32(ldb), arg.int32(n), arg.uint32(flags),
-        ],
+        _GEMM_ARG_KINDS,
+        (a.data_ptr(), b.data_ptr(), out.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(),
+         _address(azp), _address(azp_adj), _address(bias), m, n, k, lda, ldb, n, flags),
         stream,
     )
     return out

@@ -102,9 +102,8 @@ class Kernel:
         label = f" ({arg.name})" if arg.name else ""
         return f"argument {index}{label}"
 
-    def _layout(self, args: Sequence[KernelArg]) -> tuple[struct.Struct, tuple]:
-        """The packing layout for these argument kinds (checked against the metadata once per
-        distinct combination) and the values to pack."""
+    def _split(self, args: Sequence[KernelArg]) -> tuple[tuple[str, ...], tuple]:
+        """(kinds, values) of `args`, each a KernelArg."""
         if len(args) != len(self._explicit):
             raise LaunchError(f"{self.name}: takes {len(self._explicit)} arguments, got {len(args)}")
         try:
@@ -113,11 +112,21 @@ class Kernel:
             bad = next(i for i, arg in enumerate(args) if not isinstance(arg, tuple) or len(arg) != 2)
             raise LaunchError(f"{self.name}: {self._describe_arg(bad)} must be a KernelArg, "
                               f"got {type(args[bad]).__name__}") from None
+        return kinds, values
+
+    def _layout(self, kinds: tuple[str, ...], count: int) -> struct.Struct:
+        """The packing layout for these argument kinds, checked against the metadata once per
+        distinct combination."""
         layout = self._layouts.get(kinds)
         if layout is None:
+            if len(kinds) != len(self._explicit) or count != len(kinds):
+                raise LaunchError(f"{self.name}: takes {len(self._explicit)} arguments, "
+                                  f"got {len(kinds)} kinds and {count} values")
             layout = self._build_layout(kinds)
             self._layouts[kinds] = layout
-        return layout, values
+        elif count != len(kinds):
+            raise LaunchError(f"{self.name}: {len(kinds)} argument kinds but {count} values")
+        return layout
 
     def _build_layout(self, kinds: tuple[str, ...]) -> struct.Struct:
         fmt = "<"
@@ -139,9 +148,9 @@ class Kernel:
             position = arg.offset + size
         return struct.Struct(fmt)
 
-    def _value_error(self, args: Sequence[KernelArg]) -> LaunchError:
+    def _value_error(self, kinds: Sequence[str], values: Sequence[int | float]) -> LaunchError:
         """Which value struct refused, and why (only on the error path)."""
-        for index, (kind, value) in enumerate(args):
+        for index, (kind, value) in enumerate(zip(kinds, values)):
             try:
                 struct.pack("<" + _KINDS[kind][0], value)
             except struct.error as exc:
@@ -151,16 +160,25 @@ class Kernel:
 
     def pack(self, args: Sequence[KernelArg]) -> bytes:
         """The kernarg bytes for `args`, checked against the kernel's metadata."""
-        layout, values = self._layout(args)
+        kinds, values = self._split(args)
         try:
-            return layout.pack(*values)
+            return self._layout(kinds, len(values)).pack(*values)
         except struct.error:
-            raise self._value_error(args) from None
+            raise self._value_error(kinds, values) from None
 
     def launch(self, grid: Sequence[int], block: Sequence[int], args: Sequence[KernelArg],
                stream: int = 0) -> None:
         """Launch on `stream` (a hipStream_t as int; 0 = null stream). Grid is in blocks."""
-        layout, values = self._layout(args)
+        kinds, values = self._split(args)
+        self.launch_values(grid, block, kinds, values, stream)
+
+    def launch_values(self, grid: Sequence[int], block: Sequence[int], kinds: tuple[str, ...],
+                      values: Sequence[int | float], stream: int = 0) -> None:
+        """`launch` with the arguments given as their kinds ("pointer", "int32", "uint32",
+        "float32"; null pointers as 0) and values apart: a caller that launches one kernel
+        many times keeps one `kinds` tuple and builds no KernelArg per call (the ops' hot
+        path). Checked as `launch` checks."""
+        layout = self._layout(kinds, len(values))
         grid3 = _dims(self.name, "grid", grid)
         block3 = _dims(self.name, "block", block)
         threads = block3[0] * block3[1] * block3[2]
@@ -173,7 +191,7 @@ class Kernel:
         try:
             layout.pack_into(buffer.data, 0, *values)
         except struct.error:
-            raise self._value_error(args) from None
+            raise self._value_error(kinds, values) from None
         self._runtime.launch(self._function, grid3, block3, buffer, stream, self.name)
 
     def __repr__(self) -> str:
