@@ -70,6 +70,23 @@ def test_launch_values_names_a_value_that_does_not_fit(launcher: Launcher) -> No
         kernel.launch_values((1,), (64,), kinds, (*values[:2], 2**31, *values[3:]))
 
 
+def test_loaded_kernels_lists_each_name_once(launcher: Launcher) -> None:
+    assert launcher.loaded_kernels() == []
+    launcher.get_kernel(1, "probe_fill")
+    launcher.get_kernel(0, "probe_fill")
+    launcher.get_kernel(0, "probe_args")
+    assert launcher.loaded_kernels() == ["probe_args", "probe_fill"]
+
+
+def test_module_level_loaded_kernels_reads_the_default_launcher(launcher: Launcher,
+                                                                monkeypatch) -> None:
+    from vllm_rdna_w8a8.runtime import launcher as launcher_module
+
+    monkeypatch.setattr(launcher_module, "_default", launcher)
+    launcher.get_kernel(0, "probe_args")
+    assert launcher_module.loaded_kernels() == ["probe_args"]
+
+
 def test_one_module_per_device_and_object(launcher: Launcher, fake_hip: HipRuntime) -> None:
     before = _modules_loaded(fake_hip)
     args_kernel = launcher.get_kernel(0, "probe_args")

@@ -299,6 +299,11 @@ class Launcher:
             self._kernels[(device_index, name)] = kernel
             return kernel
 
+    def loaded_kernels(self) -> list[str]:
+        """Names of the kernels loaded so far on any device, sorted, each once."""
+        with self._lock:
+            return sorted({name for _device, name in self._kernels})
+
 
 _default = Launcher()
 
@@ -313,3 +318,8 @@ def available_targets() -> list[str]:
 
 def missing_reason(target: str, kernel_names: Sequence[str] = ()) -> str | None:
     return _default.missing_reason(target, kernel_names)
+
+
+def loaded_kernels() -> list[str]:
+    """Names of the kernels this process has loaded through the default launcher."""
+    return _default.loaded_kernels()

@@ -80,11 +80,9 @@ def _loaded_hip_kernels() -> list[str]:
     """Names of our HIP kernels this process has loaded through the launcher (on a GPU or
     in the emulator); empty when the ops ran on the reference implementation."""
     launcher = sys.modules.get("vllm_rdna_w8a8.runtime.launcher")
-    if launcher is None:
+    if launcher is None:  # never imported: nothing launched (and no import just to ask)
         return []
-    # The launcher caches one Kernel per (device, name) in its default instance.
-    loaded = getattr(getattr(launcher, "_default", None), "_kernels", {})
-    return sorted({name for _device, name in loaded})
+    return launcher.loaded_kernels()
 
 
 def summarize(per_worker: list[dict[str, Any]]) -> dict[str, int]:
