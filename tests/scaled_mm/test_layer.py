@@ -204,3 +204,43 @@ def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, s
     want = (x_q.double() * x_scale.double().reshape(-1, 1)) @ weight.T + bias.double()
     assert out.shape == (5, n) and out.dtype == torch.float16
     torch.testing.assert_close(out.double(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+
+
+@pytest.mark.slow  # ~8 s on this loaded 2-core machine (emulator)
+def test_fp8_layer_with_k_344_on_the_emulated_hip_kernels(current_vllm_config, monkeypatch) -> None:
+    """K = 344 (the tiny model's down_proj) through our fp8 class on the emulated gfx1100
+    backend: the padded weight and activations reach our real fp8 GEMM kernel (running
+    in the emulator), which refuses an unpadded K; output vs float64."""
+    from vllm.model_executor.kernels.linear import FP8ScaledMMLinearLayerConfig
+    from vllm.model_executor.layers.quantization.utils import quant_utils as keys
+
+    from vllm_rdna_w8a8.scaled_mm import support
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipFp8ScaledMMLinearKernel
+
+    monkeypatch.setenv("VLLM_RDNA_W8A8_EMULATE", "gfx1100")
+    monkeypatch.setattr(support, "hip_kernels_usable", lambda *kernel_kind: (True, None))
+    n, k = 32, 344
+    config = FP8ScaledMMLinearLayerConfig(weight_quant_key=keys.kFp8StaticChannelSym,
+                                          activation_quant_key=keys.kFp8DynamicTokenSym, weight_shape=(n, k),
+                                          input_dtype=torch.float16, out_dtype=torch.float16)
+    kernel = RdnaHipFp8ScaledMMLinearKernel(config, ["weight", "weight_scale", "input_scale", "input_scale_ub"])
+    generator = torch.Generator().manual_seed(4)
+    weight_nk = (torch.randn(n, k, generator=generator) * 60).clamp(-448, 448).to(torch.float8_e4m3fn)
+    layer = torch.nn.Module()
+    layer.weight = torch.nn.Parameter(weight_nk.t(), requires_grad=False)  # vLLM's [K, N] view
+    layer.weight_scale = torch.nn.Parameter(torch.rand(n, 1, generator=generator, dtype=torch.float32) * 0.01 + 1e-3,
+                                            requires_grad=False)
+    layer.input_scale = None
+    kernel.process_weights_after_loading(layer)
+    assert layer.weight.shape == (352, n)
+
+    x = (torch.randn(3, k, generator=generator) * 2).to(torch.float16)
+    out = kernel.apply_weights(layer, x)
+    x_q, x_scale = kernel.quant_fp8(x, None, None)
+    want = (x_q.double() * x_scale.double().reshape(-1, 1)) @ (
+        weight_nk.double() * layer.weight_scale.double().reshape(-1, 1)).T
+    assert out.shape == (3, n) and out.dtype == torch.float16
+    torch.testing.assert_close(out.double(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+    with pytest.raises(ValueError, match="K=344 must be a multiple of 16"):
+        kernel.apply_scaled_mm(A=x_q, B=weight_nk.t(), out_dtype=torch.float16, As=x_scale,
+                               Bs=layer.weight_scale, bias=None, output_shape=[3, n])
