@@ -1,4 +1,4 @@
-"""Fixtures of the build tests: a real clang and a scratch copy of the probe kernels."""
+"""Fixtures of the build tests: a scratch copy of the probe kernels (clang: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_rdna_w8a8.build import Clang, CompilerNotFound, find_clang
-
 PROBE_KERNELS = Path(__file__).parent / "kernels"
-
-
-@pytest.fixture(scope="session")
-def clang() -> Clang:
-    try:
-        return find_clang()
-    except CompilerNotFound as exc:
-        pytest.skip(f"no gfx11-capable clang here: {exc}")
 
 
 @pytest.fixture

@@ -10,19 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from vllm_rdna_w8a8.build import Clang, CompilerNotFound, build, find_clang, get_target
+from vllm_rdna_w8a8.build import Clang, build, get_target
 from vllm_rdna_w8a8.runtime.hip import HipRuntime, load_runtime
 
 HERE = Path(__file__).parent
 PROBE_TARGETS = ("gfx1100", "gfx1151")
-
-
-@pytest.fixture(scope="session")
-def clang() -> Clang:
-    try:
-        return find_clang()
-    except CompilerNotFound as exc:
-        pytest.skip(f"no gfx11-capable clang here: {exc}")
 
 
 @pytest.fixture(scope="session")
