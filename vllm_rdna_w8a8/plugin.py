@@ -5,7 +5,8 @@
 - On ROCm: puts our HIP kernel classes first in vLLM's ROCm scaled-mm lists; their
   `is_supported` decides per device (gfx11 with a loadable code object) at model
   construction, so a non-gfx11 GPU in the same box stays on upstream kernels.
-- With `VLLM_RDNA_W8A8_EMULATE=<gfx11 target>` on the CPU: the same, in the CPU lists.
+- With `VLLM_RDNA_W8A8_EMULATE=<gfx11 target>` on the CPU: the same, in the CPU lists (and,
+  on AMX machines, the AMX tile state vLLM-CPU's attention needs: `cpu_stack.py`).
 
 No GPU is initialised here: the ROCm arch comes from vLLM's amdsmi query.
 
@@ -119,6 +120,9 @@ def _register() -> str:
         return _route(PlatformEnum.ROCM, arch, arch)
     emulated = emulated_target()
     if emulated is not None and current_platform.is_cpu():
+        from vllm_rdna_w8a8.cpu_stack import request_amx_state
+
+        request_amx_state()  # vLLM-CPU defect, see cpu_stack's ledger (item 2)
         return _route(PlatformEnum.CPU, f"emulated {emulated} on CPU", emulated)
     platform = current_platform.device_name or "unspecified"
     return f"rdna_w8a8: platform {platform}, quantization method registered, staying on upstream kernels"

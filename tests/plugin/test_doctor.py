@@ -22,6 +22,10 @@ def test_report_on_plain_cpu(fresh_plugin_state) -> None:
     assert "plugin: rdna_w8a8: platform cpu, quantization method registered, staying on upstream kernels" in text
     assert "[yes] CPUInt8ScaledMMLinearKernel: ok  <- vLLM picks this" in text
     assert "no ROCm GPU visible" in text
+    # which machine a report came from: vLLM-CPU's int8 path differs per x86 class
+    from vllm_rdna_w8a8.cpu_stack import describe
+
+    assert f"\ncpu: {describe()}\n" in text
 
 
 def test_report_with_an_emulated_gfx11_device(fresh_plugin_state, monkeypatch) -> None:

@@ -41,6 +41,7 @@ class Report:
     versions: dict[str, str]
     plugin: str
     platform: str
+    cpu: str | None  # on the CPU platform: the x86 class and vLLM-CPU's int8 path there
     devices: list[Device]
     built_targets: list[str]
     selections: list[Selection]
@@ -164,6 +165,7 @@ def collect_report() -> Report:
     """Everything the doctor prints, as data (registers the plugin first, as vLLM would)."""
     from vllm.platforms import current_platform
 
+    from vllm_rdna_w8a8.cpu_stack import describe
     from vllm_rdna_w8a8.plugin import register_plugin
     from vllm_rdna_w8a8.runtime.launcher import available_targets
 
@@ -173,6 +175,7 @@ def collect_report() -> Report:
         versions=_versions(),
         plugin=plugin_line,
         platform=platform,
+        cpu=_guarded(describe, lambda exc: f"unknown ({_describe(exc)})") if current_platform.is_cpu() else None,
         devices=_guarded(_devices, lambda exc: [Device(-1, None, f"device query failed: {_describe(exc)}")]),
         built_targets=available_targets(),
         selections=[
@@ -186,7 +189,10 @@ def collect_report() -> Report:
 def format_report(report: Report) -> str:
     lines = ["vllm-rdna-w8a8 doctor", ""]
     lines += [f"  {name}: {value}" for name, value in report.versions.items()]
-    lines += ["", f"plugin: {report.plugin}", f"platform: {report.platform}", "", "devices:"]
+    lines += ["", f"plugin: {report.plugin}", f"platform: {report.platform}"]
+    if report.cpu is not None:
+        lines.append(f"cpu: {report.cpu}")
+    lines += ["", "devices:"]
     if not report.devices:
         lines.append("  no ROCm GPU visible (and VLLM_RDNA_W8A8_EMULATE not set)")
     for device in report.devices:

