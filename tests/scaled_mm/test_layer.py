@@ -149,19 +149,12 @@ def test_apply_weights_matches_vllms_cpu_kernel(monkeypatch) -> None:
                                rtol=2e-3, atol=2e-3)
 
 
-@pytest.mark.parametrize("strategy", ["channel", "tensor"])
-@pytest.mark.parametrize("static_input", [False, True])
-@pytest.mark.parametrize("shards", list(SHARDS))
-@pytest.mark.parametrize("k", [64, 40, 344])  # 40 -> 48 and 344 (the tiny model's down_proj) -> 352
-def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, strategy, static_input,
-                                   shards, k) -> None:
-    """A compressed-tensors W8A8 fp8 layer on our fp8 class: vLLM's weight preparation and
-    activation quantization, our GEMM (K padded to a multiple of 16 where needed); output
-    vs float64 math on the same fp8 operands at the checkpoint's K."""
+def _fp8_layer(monkeypatch, strategy: str, static_input: bool, widths: list[int], k: int):
+    """A compressed-tensors W8A8 fp8 layer with random checkpoint tensors, through vLLM's
+    scheme (and so our fp8 class's process_weights_after_loading)."""
     from compressed_tensors.quantization import QuantizationArgs
     from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w8a8_fp8
 
-    simulate("rocm", "gfx1100")
     # The scheme reads the model dtype from the engine's config (there is no model here).
     engine_config = SimpleNamespace(model_config=SimpleNamespace(dtype=torch.float16))
     monkeypatch.setattr(compressed_tensors_w8a8_fp8, "get_current_vllm_config", lambda: engine_config)
@@ -175,7 +168,6 @@ def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, s
     weight_args = QuantizationArgs(num_bits=8, type="float", symmetric=True, strategy=strategy, dynamic=False)
     scheme = compressed_tensors_w8a8_fp8.CompressedTensorsW8A8Fp8(weight_quant=weight_args,
                                                                   is_static_input_scheme=static_input)
-    widths = SHARDS[shards]
     n = sum(widths)
     layer = torch.nn.Module()
     scheme.create_weights(layer, output_partition_sizes=widths, input_size_per_partition=k,
@@ -187,6 +179,27 @@ def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, s
     if static_input:
         layer.input_scale.data.fill_(0.02)
     scheme.process_weights_after_loading(layer)
+    return scheme, layer
+
+
+@pytest.mark.parametrize("strategy", ["channel", "tensor"])
+@pytest.mark.parametrize("static_input", [False, True])
+@pytest.mark.parametrize("shards", list(SHARDS))
+@pytest.mark.parametrize("k", [64, 40, 344])  # 40 -> 48 and 344 (the tiny model's down_proj) -> 352
+def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, strategy, static_input,
+                                   shards, k) -> None:
+    """A compressed-tensors W8A8 fp8 layer on our fp8 class: vLLM's weight preparation and
+    activation quantization, our GEMM (K padded to a multiple of 16 where needed); output
+    vs float64 math on the same fp8 operands at the checkpoint's K.
+
+    Under vLLM 0.33, whose replace_parameter keeps the parameter object and copies the new
+    tensor's attributes onto it, the padded K cases load only because our re-stored weight
+    carries no attribute that cannot be set there (0.33's input_dim is a read-only property)."""
+    simulate("rocm", "gfx1100")
+    widths = SHARDS[shards]
+    n = sum(widths)
+    scheme, layer = _fp8_layer(monkeypatch, strategy, static_input, widths, k)
+    generator = torch.Generator().manual_seed(10)
 
     k_pad = -(-k // 16) * 16
     weight_nk = layer.weight.t()
@@ -204,6 +217,22 @@ def test_fp8_layer_matches_float64(simulate, current_vllm_config, monkeypatch, s
     want = (x_q.double() * x_scale.double().reshape(-1, 1)) @ weight.T + bias.double()
     assert out.shape == (5, n) and out.dtype == torch.float16
     torch.testing.assert_close(out.double(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+
+
+def test_fp8_weight_keeps_the_schemes_attributes_when_k_is_padded(simulate, current_vllm_config,
+                                                                 monkeypatch) -> None:
+    """Re-storing the weight with K padding keeps what vLLM's scheme put on the parameter:
+    the same attributes as a layer whose K needs no padding (0.32: input_dim / output_dim
+    tags; 0.33: its parameter class's fields)."""
+    simulate("rocm", "gfx1100")
+
+    def plain_attributes(k: int) -> dict:
+        _, layer = _fp8_layer(monkeypatch, "channel", False, [16], k)
+        return {name: value for name, value in vars(layer.weight).items() if not callable(value)}
+
+    unpadded, padded = plain_attributes(48), plain_attributes(40)
+    assert unpadded, "vLLM's scheme put no attribute on the weight: nothing to compare"
+    assert padded == unpadded
 
 
 @pytest.mark.slow  # ~8 s on this loaded 2-core machine (emulator)

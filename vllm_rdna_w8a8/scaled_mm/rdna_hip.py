@@ -116,10 +116,12 @@ class RdnaHipFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         padded = weights.pad_k(weight_kn.data.t())
         if padded.shape[1] != weight_kn.shape[0]:
             weight_kn_padded = padded.t()
-            # Keep the layout tags vLLM's scheme put on its [K, N] view.
-            for tag in ("input_dim", "output_dim"):
-                if hasattr(weight_kn, tag):
-                    setattr(weight_kn_padded, tag, getattr(weight_kn, tag))
+            # Keep the attributes vLLM's scheme put on its parameter (0.32: plain input_dim /
+            # output_dim tags), and only those it holds itself: on a vLLM parameter class
+            # (0.33) input_dim is a read-only property over _input_dim, which replace_parameter
+            # could not set back.
+            for name, value in vars(weight_kn).items():
+                setattr(weight_kn_padded, name, value)
             replace_parameter(layer, w_name, weight_kn_padded)
 
     def apply_scaled_mm(
