@@ -2,7 +2,9 @@
 // masked store of one output element. Formula and order follow vLLM's CUTLASS scaled-mm
 // epilogues (ScaledEpilogueBias / ...BiasAzp / ...BiasAzpToken):
 //   out[m][n] = a_scale[m] * (b_scale[n] * float(acc - azp[m] * azp_adj[n])) + bias[n]
-// with the zero-point term in wrapping int32 and the last step one fused multiply-add.
+// with the last step one fused multiply-add. The zero-point term is formed exactly in 64 bits
+// (upstream wraps it in int32): the same result wherever upstream's int32 does not wrap, and
+// the right one where it would (a dynamic zero point reaches +-2^31 on rows of narrow range).
 // The row and column factors are loaded once per row / column, not per element.
 #pragma once
 
@@ -46,11 +48,11 @@ struct RowTerms {
   int32_t azp;
 };
 
-// int8 GEMM: a_scale * (b_scale * float(acc - azp * azp_adj)) + bias. The zero-point term
-// wraps like int32 on the GPU; its true value fits whenever the GEMM itself is sane.
+// int8 GEMM: a_scale * (b_scale * float(acc - azp * azp_adj)) + bias, the difference exact
+// in int64 (|azp * azp_adj| <= 2^62) and rounded once to fp32.
 __device__ __forceinline__ float finish(int32_t acc, RowTerms row, ColumnTerms col) {
-  const int32_t corrected = static_cast<int32_t>(
-      static_cast<uint32_t>(acc) - static_cast<uint32_t>(row.azp) * static_cast<uint32_t>(col.azp_adj));
+  const int64_t corrected =
+      static_cast<int64_t>(acc) - static_cast<int64_t>(row.azp) * static_cast<int64_t>(col.azp_adj);
   return __builtin_fmaf(row.a_scale, col.b_scale * static_cast<float>(corrected), col.bias);
 }
 

@@ -277,9 +277,10 @@ class GemmCase:
 
 def scaled_gemm_case(rng: np.random.Generator, kind: str, config: TileConfig, m: int, n: int,
                      k: int, variant: EpilogueVariant, operands: Operands | None = None,
-                     ) -> GemmCase:
+                     zero_points: np.ndarray | None = None) -> GemmCase:
     """A production GEMM launch (`kind` "i8" or "f8") with its float64 reference; default
-    operands: int8_operands / fp8_operands."""
+    operands: int8_operands / fp8_operands; per-token zero points random in the int8 range
+    unless `zero_points` [M] gives them."""
     if operands is None:
         operands = (int8_operands if kind == "i8" else fp8_operands)(rng, m, n, k)
     a, b, product = operands.a, operands.b, operands.product
@@ -294,10 +295,11 @@ def scaled_gemm_case(rng: np.random.Generator, kind: str, config: TileConfig, m:
             raise ValueError("zero points apply to int8 GEMMs only")
         azp_adj_name = "azp_adj"
         if variant.zero_point == "per_token":
-            azp = rng.integers(-128, 127, size=m, endpoint=True).astype(np.int32)
+            azp = (rng.integers(-128, 127, size=m, endpoint=True) if zero_points is None
+                   else zero_points).astype(np.int32)
             arrays["azp"], azp_name = azp, "azp"
             arrays["azp_adj"] = b_row_sums.astype(np.int32)
-            corrected -= np.outer(azp, b_row_sums).astype(np.float64)
+            corrected -= np.outer(azp.astype(np.int64), b_row_sums).astype(np.float64)  # exact
         else:  # a static per-tensor zero point folded into azp_adj
             zero_point = 37
             arrays["azp_adj"] = (zero_point * b_row_sums).astype(np.int32)

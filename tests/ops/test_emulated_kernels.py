@@ -63,3 +63,40 @@ def test_hip_backend_on_the_emulated_gfx11_equals_the_reference() -> None:
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "CHECKED 14" in result.stdout
+
+
+NARROW_ROWS_SCRIPT = textwrap.dedent(
+    """
+    import torch
+    from vllm_rdna_w8a8.ops import custom_ops, hip_backend, reference
+
+    assert custom_ops._implementation(torch.zeros(1)) is hip_backend
+    # Issue 11: rows of 128 fp16 values in [1000, 1000.5] quantize with a tiny scale and
+    # azp -510128; azp * azp_adj (weights all 64: 8192) leaves int32.
+    x = torch.full((2, 128), 1000.0, dtype=torch.float16)
+    x[:, 1::2] = 1000.5
+    x[1, 2:40:3] = 1000.5
+    weight = torch.full((16, 128), 64, dtype=torch.int8)
+    weight_scale = torch.full((16,), 0.001)
+    azp_adj = weight.sum(dim=1, dtype=torch.int32)
+    q, scale, azp = custom_ops.scaled_int8_quant(x, symmetric=False)
+    assert azp.tolist() == [-510128, -510128], azp
+    out = custom_ops.int8_scaled_mm(q, weight, scale, weight_scale, torch.float16, azp, azp_adj)
+    assert torch.equal(out, reference.int8_scaled_mm(q, weight, scale, weight_scale, torch.float16,
+                                                     azp, azp_adj)), out
+    exact = x.double() @ (weight.double() * weight_scale.double()[:, None]).T
+    step = 8.0  # fp16 spacing in [4096, 8192] and [8192, 16384): 4 and 8
+    assert ((out.double() - exact).abs() <= step).all(), (out, exact)
+    print("NARROW ROWS OK", out[:, 0].tolist(), exact[:, 0].tolist())
+    """
+)
+
+
+@pytest.mark.slow  # ~10 s: a subprocess on the emulator library (tests/kernels checks the kernel fast)
+def test_asymmetric_rows_whose_zero_point_term_leaves_int32_match_float64() -> None:
+    env = {**os.environ, "VLLM_RDNA_W8A8_EMULATE": "gfx1100"}
+    env.pop("VLLM_RDNA_W8A8_OPS", None)
+    result = subprocess.run([sys.executable, "-c", NARROW_ROWS_SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NARROW ROWS OK" in result.stdout

@@ -22,10 +22,12 @@ hardware's answer). Consequences, where vLLM leaves the result to the hardware:
 Columns K..padded_k-1 of q are 0.
 
 GEMM (int8; fp8 alike without zero points, see fp8_scaled_mm):
-acc[m, n] = sum_k a[m, k] * b[n, k] exactly (int32 in the kernel; the sum is
-exact in float64 here for K < 2**24); acc -= azp[m] * azp_adj[n] (azp_adj[n] alone when
-azp is None: static zero point folded in); out = a_scale * (b_scale * float32(acc)) + bias
-in float32 (the kernel's fused multiply-add), then rounded to the output dtype.
+acc[m, n] = sum_k a[m, k] * b[n, k] exactly (int32 in the kernel, which holds it for
+K <= 131071, validation.MAX_INT8_K); acc -= azp[m] * azp_adj[n] (azp_adj[n] alone when
+azp is None: static zero point folded in) exactly in int64, as the kernel does (upstream
+wraps this term in int32; the results agree wherever that does not wrap);
+out = a_scale * (b_scale * float32(acc)) + bias in float32 (the kernel's fused
+multiply-add), then rounded to the output dtype.
 """
 
 from __future__ import annotations
@@ -131,11 +133,11 @@ def int8_scaled_mm(
 ) -> torch.Tensor:
     """a [M, K] int8 x b [N, K] int8 -> [M, N] out_dtype with the scale epilogue."""
     m, n, _ = check_gemm_args(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
-    acc = a.double() @ b.double().T  # exact: |acc| <= K * 2**14 < 2**53
+    acc = (a.double() @ b.double().T).to(torch.int64)  # exact: |acc| <= K * 2**14 < 2**53
     if azp_adj is not None:
-        correction = azp_adj.reshape(1, n).double()
+        correction = azp_adj.reshape(1, n).to(torch.int64)
         if azp is not None:
-            correction = azp.reshape(m, 1).double() * correction
+            correction = azp.reshape(m, 1).to(torch.int64) * correction  # |.| <= 2**62
         acc = acc - correction
     return _epilogue(acc, a_scale, b_scale, bias, out_dtype)
 
