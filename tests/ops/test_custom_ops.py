@@ -100,3 +100,67 @@ def test_fp8_gemm_op_passes_opcheck_and_its_fake_matches() -> None:
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         fake = torch.ops.rdna_w8a8.fp8_scaled_mm(*(mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in args))
     assert (fake.shape, fake.dtype) == (real.shape, real.dtype) == ((5, 7), torch.bfloat16)
+
+
+def _on_meta(args: tuple, index: int) -> tuple:
+    return tuple(arg.to("meta") if i == index else arg for i, arg in enumerate(args))
+
+
+def _tensor_positions(args: tuple) -> list[int]:
+    return [i for i, arg in enumerate(args) if isinstance(arg, torch.Tensor)]
+
+
+GEMM_ARG_NAMES = ("a", "b", "a_scale", "b_scale", "out_dtype", "azp", "azp_adj", "bias")
+
+
+@pytest.mark.parametrize("position", _tensor_positions(_gemm_samples()[1])[1:],
+                         ids=lambda i: GEMM_ARG_NAMES[i])
+def test_gemm_with_one_meta_argument_is_refused(position: int) -> None:
+    # Issue 11: a CPU `a` with a meta b (or scale, zero point, bias) ran the Meta kernel and
+    # returned a CPU tensor of uninitialised memory.
+    args = _on_meta(_gemm_samples()[1], position)
+    with pytest.raises(ValueError, match=f"{GEMM_ARG_NAMES[position]} is on meta, the activations on cpu"):
+        custom_ops.int8_scaled_mm(*args)
+
+
+def test_fp8_gemm_with_a_meta_argument_is_refused() -> None:
+    a = torch.zeros(5, 32).to(torch.float8_e4m3fn)
+    args = (a, a[:3].clone(), torch.ones(5), torch.ones(1), torch.float16, torch.zeros(3, dtype=torch.float16))
+    for position, name in ((1, "b"), (3, "b_scale"), (5, "bias")):
+        with pytest.raises(ValueError, match=f"{name} is on meta, the activations on cpu"):
+            custom_ops.fp8_scaled_mm(*_on_meta(args, position))
+
+
+@pytest.mark.parametrize(("position", "name"), [(1, "scale"), (2, "azp")])
+def test_quant_with_a_meta_static_scale_or_zero_point_is_refused(position: int, name: str) -> None:
+    args = _quant_samples()[3]
+    with pytest.raises(ValueError, match=f"{name} is on meta, the activations on cpu"):
+        custom_ops.scaled_int8_quant(*_on_meta(args, position))
+
+
+def test_fakes_refuse_what_the_implementations_refuse() -> None:
+    a, b, a_scale, b_scale, *_ = _gemm_samples()[0]
+    a16, b16_columns, x = a.to(torch.int16), b[:, :16].contiguous(), _quant_samples()[0][0]
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor
+        with pytest.raises(TypeError, match="a must be int8, got int16"):
+            custom_ops.int8_scaled_mm(fake(a16), fake(b), fake(a_scale), fake(b_scale), torch.float16)
+        with pytest.raises(ValueError, match="K differs"):
+            custom_ops.int8_scaled_mm(fake(a), fake(b16_columns), fake(a_scale), fake(b_scale), torch.float16)
+        with pytest.raises(TypeError, match="a must be float8_e4m3fn, got int8"):
+            custom_ops.fp8_scaled_mm(fake(a), fake(b), fake(a_scale), fake(b_scale), torch.float16)
+        with pytest.raises(ValueError, match="padded_k must be a multiple of 16"):
+            torch.ops.rdna_w8a8.scaled_int8_quant(fake(x), None, None, True, 24)
+
+
+def test_compiled_graph_with_dynamic_batch_traces_the_checked_fakes() -> None:
+    def layer(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
+        q, scale, azp = custom_ops.scaled_int8_quant(x, padded_k=w.shape[1], symmetric=False)
+        return custom_ops.int8_scaled_mm(q, w, scale, w_scale, x.dtype, azp, w.sum(dim=1, dtype=torch.int32))
+
+    w = torch.randint(-128, 128, (8, 32), dtype=torch.int8)
+    w_scale = torch.rand(1)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=True)
+    for rows in (4, 9, 1):
+        x = torch.randn(rows, 32).to(torch.float16)
+        torch.testing.assert_close(compiled(x, w, w_scale), layer(x, w, w_scale), rtol=0, atol=0)

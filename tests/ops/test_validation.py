@@ -76,6 +76,15 @@ def test_quant_rejects_bad_input(backend, changes, error, match) -> None:
         backend.scaled_int8_quant(**args)
 
 
+@pytest.fixture
+def recorded_launches(monkeypatch) -> list:
+    """hip_backend launches recorded instead of run, device 0 an emulated gfx1100."""
+    launches: list = []
+    monkeypatch.setattr(hip_backend, "_kernel", lambda device, name: _Recorder(launches))
+    monkeypatch.setattr(hip_backend, "_target", lambda device: "gfx1100")
+    return launches
+
+
 HIP_ONLY_GEMM_CASES = [
     (dict(a=torch.zeros((4, 40), dtype=i8), b=torch.zeros((8, 40), dtype=i8)), "K=40 must be a multiple of 16"),
     (dict(a=torch.zeros((32, 4), dtype=i8).T), r"a needs contiguous rows \(stride\(1\) == 1\)"),
@@ -87,17 +96,14 @@ HIP_ONLY_GEMM_CASES = [
 
 
 @pytest.mark.parametrize(("changes", "match"), HIP_ONLY_GEMM_CASES)
-def test_hip_gemm_layout_requirements(changes, match, monkeypatch) -> None:
-    launches = []
-    monkeypatch.setattr(hip_backend, "_kernel", lambda device, name: _Recorder(launches))
-    monkeypatch.setattr(hip_backend, "_target", lambda device: "gfx1100")
+def test_hip_gemm_layout_requirements(changes, match, recorded_launches) -> None:
     if match is None:
         hip_backend.int8_scaled_mm(**_gemm_args(**changes))
-        assert len(launches) == 1
+        assert len(recorded_launches) == 1
         return
     with pytest.raises(ValueError, match=match):
         hip_backend.int8_scaled_mm(**_gemm_args(**changes))
-    assert not launches
+    assert not recorded_launches
 
 
 def test_hip_quant_needs_contiguous_rows() -> None:
@@ -129,3 +135,26 @@ def test_fp8_gemm_takes_no_zero_points() -> None:
     with pytest.raises(ValueError, match="fp8 GEMMs take no zero points"):
         check_gemm_args(a, b, torch.ones(4), torch.ones(8), torch.float16, None,
                         torch.zeros(8, dtype=torch.int32), None, torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_int8_gemm_refuses_k_beyond_what_int32_sums_hold(backend, recorded_launches) -> None:
+    # Issue 11: K = 2^17 with every operand -128 sums to 2^31, one past int32 (the kernel
+    # returned -128 where the reference gave +128).
+    k = 2**17
+    a, b = torch.full((1, k), -128, dtype=i8), torch.full((16, k), -128, dtype=i8)
+    with pytest.raises(ValueError, match=r"K=131072 exceeds 131071, the largest K whose int8 sums"):
+        backend.int8_scaled_mm(a, b, torch.ones(1), torch.ones(1), torch.float16)
+    assert not recorded_launches
+    longest = 131071 // 16 * 16  # the longest K the kernels take: served
+    backend.int8_scaled_mm(a[:, :longest], b[:, :longest], torch.ones(1), torch.ones(1), torch.float16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize("operand_dtype", [i8, torch.float8_e4m3fn], ids=["int8", "fp8"])
+def test_gemm_with_k_0_is_one_clear_error(backend, operand_dtype, recorded_launches) -> None:
+    a, b = torch.zeros((4, 0), dtype=operand_dtype), torch.zeros((8, 0), dtype=operand_dtype)
+    gemm = backend.int8_scaled_mm if operand_dtype == i8 else backend.fp8_scaled_mm
+    with pytest.raises(ValueError, match="K=0: a and b have no columns, the GEMMs need K >= 1"):
+        gemm(a, b, torch.ones(1), torch.ones(1), torch.float16)
+    assert not recorded_launches

@@ -1,7 +1,8 @@
 """torch.library ops `rdna_w8a8::scaled_int8_quant`, `::int8_scaled_mm`, `::fp8_scaled_mm`.
 
-Each op has its fake (shape-only) implementation beside it, so torch.compile treats it
-as opaque and HIP graph capture works. The implementation is chosen per call:
+Each op has its fake implementation beside it (argument checks, then empty outputs of the
+right shapes), so torch.compile treats it as opaque and HIP graph capture works. The
+implementation is chosen per call:
 - ROCm tensors, or CPU tensors with VLLM_RDNA_W8A8_EMULATE set -> `hip_backend`
   (our kernels; the emulator's stand-in runtime on the CPU);
 - anything else, or VLLM_RDNA_W8A8_OPS=reference -> `reference` (plain torch).
@@ -26,6 +27,7 @@ from typing import TypeVar
 import torch
 from torch.library import Library, infer_schema
 
+from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args
 from vllm_rdna_w8a8.ops.validation import padded_k as round_up_k
 from vllm_rdna_w8a8.scaled_mm import support
 
@@ -59,6 +61,9 @@ def _implementation(tensor: torch.Tensor) -> ModuleType:
     return reference
 
 
+# The fakes validate as the implementations do: they serve tracing, and also every call
+# with a meta tensor among its arguments (the dispatcher picks the Meta kernel), where a
+# mixed-device call must fail, not return uninitialised memory.
 def _scaled_int8_quant_fake(
     x: torch.Tensor,
     scale: torch.Tensor | None,
@@ -66,6 +71,7 @@ def _scaled_int8_quant_fake(
     symmetric: bool,
     padded_k: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    check_quant_args(x, scale, azp, symmetric, padded_k)
     m = x.shape[0]
     dynamic = scale is None
     return (
@@ -92,14 +98,24 @@ def _scaled_int8_quant(
     return q, out_scale, out_azp
 
 
-def _scaled_mm_fake(
+def _int8_scaled_mm_fake(
     a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
-    out_dtype: torch.dtype, *zero_points_and_bias: torch.Tensor | None,
+    out_dtype: torch.dtype, azp: torch.Tensor | None = None, azp_adj: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    return a.new_empty((a.shape[0], b.shape[0]), dtype=out_dtype)
+    m, n, _ = check_gemm_args(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
+    return a.new_empty((m, n), dtype=out_dtype)
 
 
-def _define_scaled_mm(name: str, schema: str) -> None:
+def _fp8_scaled_mm_fake(
+    a: torch.Tensor, b: torch.Tensor, a_scale: torch.Tensor, b_scale: torch.Tensor,
+    out_dtype: torch.dtype, bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    m, n, _ = check_gemm_args(a, b, a_scale, b_scale, out_dtype, None, None, bias, torch.float8_e4m3fn)
+    return a.new_empty((m, n), dtype=out_dtype)
+
+
+def _define_scaled_mm(name: str, schema: str, fake: Callable[..., torch.Tensor]) -> None:
     """Define `rdna_w8a8::<name>`, forwarded to the implementation's function `name` (the
     same contract in `reference` and `hip_backend`). The dispatcher passes only the
     arguments the caller gave: the implementations carry the schema's defaults too."""
@@ -110,13 +126,14 @@ def _define_scaled_mm(name: str, schema: str) -> None:
     _LIBRARY.define(name + schema)
     for key in _DISPATCH_KEYS:
         _LIBRARY.impl(name, forward, key)
-    _LIBRARY._register_fake(name, _scaled_mm_fake)
+    _LIBRARY._register_fake(name, fake)
 
 
 _define_scaled_mm("int8_scaled_mm", "(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType out_dtype, "
-                                    "Tensor? azp=None, Tensor? azp_adj=None, Tensor? bias=None) -> Tensor")
+                                    "Tensor? azp=None, Tensor? azp_adj=None, Tensor? bias=None) -> Tensor",
+                  _int8_scaled_mm_fake)
 _define_scaled_mm("fp8_scaled_mm", "(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType out_dtype, "
-                                   "Tensor? bias=None) -> Tensor")
+                                   "Tensor? bias=None) -> Tensor", _fp8_scaled_mm_fake)
 
 # The GEMMs need no Python wrapper: the ops take the defaults themselves.
 # int8_scaled_mm: a [M, K] int8 x b [N, K] int8 -> [M, N] out_dtype (see `reference` for the math).

@@ -11,6 +11,9 @@ import torch
 ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
 OUTPUT_DTYPES = (torch.float16, torch.bfloat16)
 K_ALIGNMENT = 16  # the int8 WMMA consumes K in steps of 16
+# The largest K whose int8 dot products always fit the int32 accumulator:
+# |sum| <= K * 2**14 <= 2**31 - 1. Longer sums are refused, not wrapped.
+MAX_INT8_K = (2**31 - 1) // 2**14
 
 
 def padded_k(k: int) -> int:
@@ -59,7 +62,7 @@ def check_quant_args(
         raise ValueError(f"x must be 2-D [M, K] with K >= 1, got shape {list(x.shape)}")
     if not isinstance(symmetric, bool):
         raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
-    if isinstance(k_out, bool) or not isinstance(k_out, int):
+    if isinstance(k_out, bool) or not isinstance(k_out, (int, torch.SymInt)):  # SymInt: traced
         raise TypeError(f"padded_k must be an int, got {type(k_out).__name__}")
     if k_out < x.shape[1] or k_out % K_ALIGNMENT:
         raise ValueError(
@@ -108,6 +111,11 @@ def check_gemm_args(
     n, k_b = b.shape
     if k != k_b:
         raise ValueError(f"a is [M, K] = {list(a.shape)} but b is [N, K] = {list(b.shape)}: K differs")
+    if k == 0:
+        raise ValueError("K=0: a and b have no columns, the GEMMs need K >= 1")
+    if operand_dtype == torch.int8 and k > MAX_INT8_K:
+        raise ValueError(f"K={k} exceeds {MAX_INT8_K}, the largest K whose int8 sums always fit the "
+                         f"int32 accumulator (|sum| <= K * 2**14): split the GEMM along K")
     if not isinstance(out_dtype, torch.dtype):
         raise TypeError(f"out_dtype must be a torch.dtype, got {type(out_dtype).__name__}")
     if out_dtype not in OUTPUT_DTYPES:
