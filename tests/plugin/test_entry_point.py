@@ -184,21 +184,28 @@ def test_emulated_gfx11_puts_our_class_first_in_the_cpu_list(fresh_plugin_state,
     assert linear._POSSIBLE_FP8_KERNELS[PlatformEnum.CPU][0].__name__ == "RdnaHipFp8ScaledMMLinearKernel"
 
 
-def test_emulated_gfx11_asks_for_amx_state_and_plain_cpu_does_not(fresh_plugin_state, monkeypatch) -> None:
-    """Our emulated kernels replace oneDNN's linears, which otherwise ask Linux for the AMX
-    tile state that vLLM-CPU's attention uses (cpu_stack ledger, item 2)."""
+@pytest.mark.parametrize(("emulated", "requested", "applied"), [
+    (None, False, False), (None, True, True), ("gfx1100", False, True)])
+def test_vllm_cpu_workarounds_apply_only_where_asked(fresh_plugin_state, monkeypatch, emulated, requested,
+                                                      applied) -> None:
+    """Plain vLLM-CPU stays exactly upstream; our tests' processes (the switch) and the
+    emulated backend get cpu_stack's workarounds, and the plain line says so."""
     import vllm_rdna_w8a8.plugin as plugin
     from vllm_rdna_w8a8 import cpu_stack
     from vllm_rdna_w8a8.scaled_mm import support
 
-    requests: list[bool] = []
-    monkeypatch.setattr(cpu_stack, "request_amx_state", lambda: requests.append(True) or False)
-    plugin.register_plugin()
-    assert requests == []
-    monkeypatch.setattr(plugin, "_outcome", None)
-    monkeypatch.setattr(support, "emulated_target", lambda: "gfx1100")
-    plugin.register_plugin()
-    assert requests == [True]
+    calls: list[bool] = []
+    monkeypatch.setattr(cpu_stack, "apply_workarounds", lambda: calls.append(True))
+    monkeypatch.setattr(support, "emulated_target", lambda: emulated)
+    if requested:
+        monkeypatch.setenv(cpu_stack.WORKAROUNDS_ENV, "1")
+    else:
+        monkeypatch.delenv(cpu_stack.WORKAROUNDS_ENV, raising=False)
+    line = plugin.register_plugin()
+    assert calls == ([True] if applied else [])
+    if emulated is None:
+        suffix = ", vLLM-CPU defect workarounds on (VLLM_RDNA_W8A8_CPU_WORKAROUNDS)" if applied else ""
+        assert line == PLUGIN_LINE + suffix
 
 
 def test_plain_cpu_leaves_vllm_kernel_lists_alone(fresh_plugin_state) -> None:

@@ -130,14 +130,18 @@ def test_apply_weights_matches_vllms_cpu_kernel(monkeypatch) -> None:
     """Same layer, same input: our path (reference ops) vs vLLM's CPU int8 kernel."""
     from vllm.model_executor.kernels.linear import CPUInt8ScaledMMLinearKernel
 
+    from vllm_rdna_w8a8.cpu_stack import apply_workarounds
     from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipInt8ScaledMMLinearKernel
     from vllm_rdna_w8a8.scaled_mm import support
 
     monkeypatch.setattr(support, "hip_kernels_usable", lambda: (True, None))
+    # As in every vLLM process of the tests: on AMX machines vLLM-CPU would send this fp16
+    # layer to an int8 kernel that aborts on fp16 (cpu_stack ledger, item 2).
+    apply_workarounds()
     scheme, layer = _build_layer("channel", False, True, [32], 64, seed=11)
     _, upstream_layer = _build_layer("channel", False, True, [32], 64, seed=11)
-    # vLLM's oneDNN path on this AVX2 CPU saturates u8*s8 pair sums at int16 (measured here:
-    # wrong outputs with |w| = 128 weights); |w| <= 63 keeps 2 * 255 * 63 below 32767.
+    # vLLM's oneDNN path on AVX2 CPUs saturates u8*s8 pair sums at int16 (measured on an
+    # AVX2 machine: wrong outputs with |w| = 128 weights); |w| <= 63 keeps 2 * 255 * 63 below 32767.
     for each in (layer, upstream_layer):
         each.weight.data.clamp_(-63, 63)
     ours = RdnaHipInt8ScaledMMLinearKernel(scheme.kernel.config, scheme.kernel.layer_param_names)

