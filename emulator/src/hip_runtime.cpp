@@ -68,9 +68,20 @@ bool is_gfx11_name(const char* name) {
 }
 // Bounds for header fields, since the API passes no image size.
 constexpr Elf64_Half kMaxSections = 4096;
+constexpr Elf64_Off kMaxImageBytes = Elf64_Off{1} << 30;
+
+// [offset, offset + size) lies within the first `limit` bytes (no overflow).
+bool within(Elf64_Off offset, Elf64_Xword size, Elf64_Off limit) {
+  return offset <= limit && size <= limit - offset;
+}
 
 // Kernel names of an AMDGPU code object: every symbol "<name>.kd" (the kernel
 // descriptor the runtime launches) in its symbol table.
+// hipModuleLoadData passes no image size, so the image is taken to end with its section
+// header table (where lld, which links every code object, puts it): every section the
+// reader follows must lie before it, and every symbol name inside its string table.
+// (An e_shoff beyond the real buffer cannot be seen here; the launcher's reader checks the
+// file before the runtime gets it.)
 hipError_t read_code_object(const unsigned char* image, std::set<std::string>& kernels) {
   Elf64_Ehdr header;
   std::memcpy(&header, image, sizeof header);
@@ -99,18 +110,34 @@ hipError_t read_code_object(const unsigned char* image, std::set<std::string>& k
                                             ", the emulated device is " + device_target + " (" +
                                             kEmulatedTargetEnv + ")");
   if (header.e_shentsize != sizeof(Elf64_Shdr) || header.e_shnum == 0 ||
-      header.e_shnum > kMaxSections || header.e_shoff == 0)
+      header.e_shnum > kMaxSections || header.e_shoff < sizeof header ||
+      header.e_shoff > kMaxImageBytes)
     return fail(hipErrorInvalidImage, "code object has no usable section header table");
   const auto* sections = reinterpret_cast<const Elf64_Shdr*>(image + header.e_shoff);
+  const auto outside = [&](Elf64_Half index) {
+    return fail(hipErrorInvalidImage, "code object section " + std::to_string(index) +
+                                          " lies outside the image (past its section header table)");
+  };
   for (Elf64_Half i = 0; i < header.e_shnum; ++i) {
     const Elf64_Shdr& table = sections[i];
     if (table.sh_type != SHT_DYNSYM && table.sh_type != SHT_SYMTAB) continue;
-    if (table.sh_entsize != sizeof(Elf64_Sym) || table.sh_link >= header.e_shnum)
+    if (table.sh_entsize != sizeof(Elf64_Sym) || table.sh_link >= header.e_shnum ||
+        sections[table.sh_link].sh_type != SHT_STRTAB)
       return fail(hipErrorInvalidImage, "code object has a malformed symbol table");
-    const char* names = reinterpret_cast<const char*>(image + sections[table.sh_link].sh_offset);
+    const Elf64_Shdr& strings = sections[table.sh_link];
+    if (!within(table.sh_offset, table.sh_size, header.e_shoff)) return outside(i);
+    if (!within(strings.sh_offset, strings.sh_size, header.e_shoff)) return outside(table.sh_link);
+    const char* names = reinterpret_cast<const char*>(image + strings.sh_offset);
     const auto* symbols = reinterpret_cast<const Elf64_Sym*>(image + table.sh_offset);
     for (std::size_t s = 0; s < table.sh_size / sizeof(Elf64_Sym); ++s) {
-      const std::string name = names + symbols[s].st_name;
+      const Elf64_Word name_offset = symbols[s].st_name;
+      const void* terminator = name_offset < strings.sh_size
+                                   ? std::memchr(names + name_offset, '\0', strings.sh_size - name_offset)
+                                   : nullptr;
+      if (terminator == nullptr)
+        return fail(hipErrorInvalidImage, "code object symbol " + std::to_string(s) +
+                                              " has a name outside its string table");
+      const std::string name = names + name_offset;
       if (name.size() > 3 && name.compare(name.size() - 3, 3, ".kd") == 0)
         kernels.insert(name.substr(0, name.size() - 3));
     }

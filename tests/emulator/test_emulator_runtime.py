@@ -28,6 +28,14 @@ from emu_driver import (
 )
 from vllm_rdna_w8a8.emulation import EMULATE_ENV
 from vllm_rdna_w8a8.runtime.code_object import parse_code_object
+from vllm_rdna_w8a8.testing.damaged_code_object import (
+    SH_OFFSET,
+    SH_SIZE,
+    section_index,
+    with_first_symbol_name_offset,
+    with_header_field,
+    with_section_field,
+)
 
 E_TYPE_OFFSET = 16  # Elf64_Ehdr.e_type
 E_FLAGS_OFFSET = 48  # Elf64_Ehdr.e_flags
@@ -77,6 +85,32 @@ def test_unlinked_code_object_is_invalid(runtime: StandInRuntime, test_objects: 
     error = load_error(runtime, bytes(relocatable))
     assert error.code == HIP_ERROR_INVALID_IMAGE
     assert "expected ET_DYN" in str(error)
+
+
+# Issue 11: a section or symbol name the reader would follow past the image segfaulted.
+PAST_THE_IMAGE = 0x7FFF00000000
+OUTSIDE_THE_IMAGE = {
+    "symtab offset": (lambda data: with_section_field(data, ".symtab", SH_OFFSET, PAST_THE_IMAGE),
+                      "section {symtab} lies outside the image (past its section header table)"),
+    "strtab offset": (lambda data: with_section_field(data, ".strtab", SH_OFFSET, PAST_THE_IMAGE),
+                      "section {strtab} lies outside the image (past its section header table)"),
+    "symtab size": (lambda data: with_section_field(data, ".symtab", SH_SIZE, PAST_THE_IMAGE),
+                    "section {symtab} lies outside the image (past its section header table)"),
+    "symbol name": (lambda data: with_first_symbol_name_offset(data, ".symtab", 0x7FFFFFFF),
+                    "symbol 1 has a name outside its string table"),
+    "section table": (lambda data: with_header_field(data, "e_shoff", PAST_THE_IMAGE),
+                      "code object has no usable section header table"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(OUTSIDE_THE_IMAGE))
+def test_tables_outside_the_image_are_invalid(runtime: StandInRuntime, test_objects: Path,
+                                              damage: str) -> None:
+    data = image(test_objects, "launch")
+    corrupt, message = OUTSIDE_THE_IMAGE[damage]
+    error = load_error(runtime, corrupt(data))
+    assert error.code == HIP_ERROR_INVALID_IMAGE
+    assert message.format(symtab=section_index(data, ".symtab"), strtab=section_index(data, ".strtab")) in str(error)
 
 
 @pytest.mark.parametrize("target", sorted(GFX11_MACHS))

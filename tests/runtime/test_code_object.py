@@ -9,6 +9,14 @@ import pytest
 
 from vllm_rdna_w8a8.build import Clang
 from vllm_rdna_w8a8.runtime.code_object import CodeObjectError, parse_code_object, read_code_object
+from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR
+from vllm_rdna_w8a8.testing.damaged_code_object import (
+    SH_OFFSET,
+    SH_SIZE,
+    with_first_symbol_name_offset,
+    with_header_field,
+    with_section_field,
+)
 
 # Every field of KernelMetadata and the .note key llvm-readelf prints it under.
 READELF_FIELDS = {
@@ -92,3 +100,45 @@ def test_object_without_metadata_note(clang: Clang, probe_objects: Path, tmp_pat
                     str(probe_objects / "gfx1100" / "probe_args.hsaco"), str(stripped)], check=True)
     with pytest.raises(CodeObjectError, match="no NT_AMDGPU_METADATA note"):
         read_code_object(stripped)
+
+
+# Issue 11: damage that crashed the process (section offsets past the file, read by the
+# stand-in runtime) or passed every check (OS/ABI, e_type, machine byte).
+BEYOND_THE_FILE = 0x7FFF00000000
+DAMAGE = {
+    "symtab offset": (lambda image: with_section_field(image, ".symtab", SH_OFFSET, BEYOND_THE_FILE),
+                      r"truncated or damaged \(section \d+, 0x7fff00000000 \+ \d+ bytes, lies past the end"),
+    "strtab offset": (lambda image: with_section_field(image, ".strtab", SH_OFFSET, BEYOND_THE_FILE),
+                      r"truncated or damaged \(section \d+, 0x7fff00000000"),
+    "symtab size": (lambda image: with_section_field(image, ".symtab", SH_SIZE, BEYOND_THE_FILE),
+                    r"truncated or damaged \(section \d+, 0x[0-9a-f]+ \+ 140733193388032 bytes"),
+    "section table offset": (lambda image: with_header_field(image, "e_shoff", BEYOND_THE_FILE),
+                             r"truncated or damaged \(section table at 0x7fff00000000 lies past"),
+    "symbol name offset": (lambda image: with_first_symbol_name_offset(image, ".symtab", 0x7FFFFFFF),
+                           r"a symbol name lies outside its string table"),
+    "OS/ABI": (lambda image: with_header_field(image, "e_ident[EI_OSABI]", 0),
+               r"ELF OS/ABI 0 is not AMDGPU HSA \(64\)"),
+    "e_type": (lambda image: with_header_field(image, "e_type", 1),
+               r"ELF type 1 is not a linked code object \(ET_DYN, 3\)"),
+    "machine byte": (lambda image: with_header_field(image, "e_flags machine", 0x30),
+                     r"ELF e_flags machine 0x30 is not one of gfx1100, gfx1101"),
+}
+
+
+@pytest.fixture(scope="module")
+def shipped_gemm_image() -> bytes:
+    return (OBJECTS_DIR / "gfx1100" / "int8_gemm.hsaco").read_bytes()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_code_object_is_refused_with_the_reason(shipped_gemm_image: bytes, damage: str) -> None:
+    corrupt, reason = DAMAGE[damage]
+    with pytest.raises(CodeObjectError, match=f"^int8_gemm.hsaco: {reason}"):
+        parse_code_object(corrupt(shipped_gemm_image), "int8_gemm.hsaco")
+
+
+def test_shipped_code_objects_pass_every_check() -> None:
+    objects = sorted(OBJECTS_DIR.glob("gfx*/*.hsaco"))
+    assert objects, f"no code objects built in {OBJECTS_DIR}"
+    for path in objects:
+        assert read_code_object(path).kernels, path

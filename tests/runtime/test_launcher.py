@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from vllm_rdna_w8a8.runtime.hip import HipRuntime
-from vllm_rdna_w8a8.runtime.launcher import KernelArg, KernelNotAvailable, Launcher, LaunchError
+from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR, KernelArg, KernelNotAvailable, Launcher, LaunchError
+from vllm_rdna_w8a8.testing.damaged_code_object import with_argument_offset_moved, with_header_field
 
 DEVICE_TARGETS = {0: "gfx1100", 1: "gfx1151"}
 
@@ -191,7 +192,7 @@ def test_broken_objects_are_reported(probe_objects: Path, tmp_path: Path) -> Non
     objects = tmp_path / "objects"
     shutil.copytree(probe_objects, objects)
     (objects / "gfx1100" / "truncated.hsaco").write_bytes(b"\x7fELF")
-    assert Launcher(objects).missing_reason("gfx1100").startswith("code object unloadable: ")
+    assert Launcher(objects).missing_reason("gfx1100").startswith("code object unusable: ")
     # The same kernel in two objects of one target is ambiguous.
     (objects / "gfx1100" / "truncated.hsaco").unlink()
     shutil.copy(objects / "gfx1100" / "probe_args.hsaco", objects / "gfx1100" / "copy.hsaco")
@@ -213,3 +214,49 @@ def test_host_overhead_per_launch(launcher: Launcher) -> None:
     per_launch_us = (time.perf_counter() - start) / count * 1e6
     print(f"\nlauncher host overhead: {per_launch_us:.2f} us per launch (6 args, fake runtime)")
     assert per_launch_us < 100
+
+
+PROBE_ARGS_SIGNATURE = (("in", "pointer"), ("out", "pointer"), ("delta", "int32"), ("spare", "pointer"),
+                        ("mask", "uint32"), ("factor", "float32"))
+
+
+def test_argument_layout_is_checked_against_the_callers_list(probe_objects: Path) -> None:
+    def expecting(signature):
+        return Launcher(probe_objects, expected_args=lambda name: signature if name == "probe_args" else None)
+
+    assert expecting(PROBE_ARGS_SIGNATURE).missing_reason("gfx1100", ["probe_args"]) is None
+    swapped = (*PROBE_ARGS_SIGNATURE[:2], ("delta", "pointer"), *PROBE_ARGS_SIGNATURE[3:])
+    assert expecting(swapped).missing_reason("gfx1100") == (
+        f"code object unusable: {probe_objects / 'gfx1100' / 'probe_args.hsaco'}: kernel probe_args "
+        "argument 2 is unnamed, by_value of 4 bytes at offset 16 in the metadata; the ops pass delta, "
+        "global_buffer of 8 bytes at offset 16")
+    assert "has 6 arguments in its metadata, the ops pass 5" in expecting(
+        PROBE_ARGS_SIGNATURE[:5]).missing_reason("gfx1100")
+
+
+def _shipped_objects_with(tmp_path: Path, name: str, damage) -> Path:
+    """A copy of the shipped gfx1100 code objects with `name` damaged by `damage`."""
+    objects = tmp_path / "objects"
+    shutil.copytree(OBJECTS_DIR / "gfx1100", objects / "gfx1100")
+    path = objects / "gfx1100" / name
+    path.write_bytes(damage(path.read_bytes()))
+    return objects
+
+
+def test_moved_metadata_argument_offset_is_declined(tmp_path: Path) -> None:
+    # Issue 11: flags moved 88 -> 92 in int8_gemm.hsaco's metadata gave wrong GEMM results
+    # with every check passing (the kernel reads flags at 88 whatever the metadata says).
+    objects = _shipped_objects_with(tmp_path, "int8_gemm.hsaco", lambda image: with_argument_offset_moved(image, 88, 92))
+    reason = Launcher(objects).missing_reason("gfx1100")
+    assert reason is not None and reason.startswith(f"code object unusable: {objects / 'gfx1100' / 'int8_gemm.hsaco'}")
+    assert reason.endswith("argument 14 is unnamed, by_value of 4 bytes at offset 92 in the metadata; "
+                           "the ops pass flags, by_value of 4 bytes at offset 88")
+
+
+@pytest.mark.parametrize("field", ["e_ident[EI_OSABI]", "e_type", "e_flags machine"])
+def test_damaged_gemm_object_header_is_a_reason_before_any_load(tmp_path: Path, field: str) -> None:
+    # Issue 11: these passed the index (only the quantization object is test-loaded), vLLM
+    # selected our class and the first GEMM raised at engine start.
+    objects = _shipped_objects_with(tmp_path, "int8_gemm.hsaco", lambda image: with_header_field(image, field, 1))
+    reason = Launcher(objects).missing_reason("gfx1100")
+    assert reason is not None and reason.startswith(f"code object unusable: {objects / 'gfx1100' / 'int8_gemm.hsaco'}: ELF")

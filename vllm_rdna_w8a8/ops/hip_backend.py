@@ -15,6 +15,7 @@ from types import ModuleType
 import torch
 
 from vllm_rdna_w8a8.dispatch import pick_gemm_config
+from vllm_rdna_w8a8.ops.kernel_args import GEMM_KERNEL_ARGS, QUANT_KERNEL_ARGS, kinds
 from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, check_gemm_args, check_quant_args
 
 # GEMM flags
@@ -61,10 +62,10 @@ def _kernel(device_index: int, name: str):
     return _launcher().get_kernel(device_index, name)
 
 
-# Argument kinds of the kernels (docs/architecture.md), one tuple each: the launcher keys
-# its packing layout on it, and the hot path builds no KernelArg per argument.
-_QUANT_ARG_KINDS = ("pointer",) * 4 + ("int32",) * 4 + ("uint32",)
-_GEMM_ARG_KINDS = ("pointer",) * 8 + ("int32",) * 6 + ("uint32",)
+# Argument kinds of the kernels, one tuple each: the launcher keys its packing layout on
+# it, and the hot path builds no KernelArg per argument.
+_QUANT_ARG_KINDS = kinds(QUANT_KERNEL_ARGS)
+_GEMM_ARG_KINDS = kinds(GEMM_KERNEL_ARGS)
 
 
 def _check_rows(name: str, tensor: torch.Tensor, ld_multiple: int = 1) -> int:

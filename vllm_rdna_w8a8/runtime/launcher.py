@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from vllm_rdna_w8a8.ops.kernel_args import expected_kernel_args
+
 from .code_object import CodeObjectError, KernelMetadata, read_code_object
 from .hip import MAX_LAUNCH_DIM, HipRuntime, KernargBuffer, get_runtime
 
@@ -38,6 +40,28 @@ class LaunchError(ValueError):
 
 class KernelNotAvailable(RuntimeError):
     """No loadable code object defines the kernel for this device."""
+
+
+ExpectedArgs = Callable[[str], Sequence[tuple[str, str]] | None]
+
+
+def argument_layout_problem(metadata: KernelMetadata, expected: Sequence[tuple[str, str]]) -> str | None:
+    """Why the kernel's explicit arguments in `metadata` are not `expected` ((name, kind) in
+    order, each at the next offset aligned to its size, as C lays out the parameters), or None.
+    Names are compared where the metadata has them."""
+    explicit = metadata.explicit_args
+    if len(explicit) != len(expected):
+        return f"has {len(explicit)} arguments in its metadata, the ops pass {len(expected)}"
+    offset = 0
+    for index, (arg, (name, kind)) in enumerate(zip(explicit, expected)):
+        _code, size, value_kind = _KINDS[kind]
+        offset = -(-offset // size) * size
+        if arg.name not in (None, name) or (arg.value_kind, arg.size, arg.offset) != (value_kind, size, offset):
+            return (f"argument {index} is {arg.name or 'unnamed'}, {arg.value_kind} of {arg.size} bytes at "
+                    f"offset {arg.offset} in the metadata; the ops pass {name}, {value_kind} of {size} bytes "
+                    f"at offset {offset}")
+        offset += size
+    return None
 
 
 class KernelArg(NamedTuple):
@@ -212,10 +236,12 @@ class Launcher:
 
     def __init__(self, objects_dir: Path = OBJECTS_DIR,
                  runtime: Callable[[], HipRuntime] = get_runtime,
-                 target_of: Callable[[int], str | None] | None = None) -> None:
+                 target_of: Callable[[int], str | None] | None = None,
+                 expected_args: ExpectedArgs = expected_kernel_args) -> None:
         self.objects_dir = objects_dir
         self._runtime = runtime
         self._target_of = target_of
+        self._expected_args = expected_args  # the argument list a kernel name must have, or None
         self._lock = threading.RLock()
         self._indexes: dict[str, dict[str, IndexEntry]] = {}
         self._modules: dict[tuple[int, Path], int] = {}
@@ -229,7 +255,8 @@ class Launcher:
                       if d.is_dir() and any(d.glob(f"*{OBJECT_SUFFIX}")))
 
     def index(self, target: str) -> dict[str, IndexEntry]:
-        """Kernel name -> defining object for `target`, read from the objects' metadata."""
+        """Kernel name -> defining object for `target`, read from the objects' metadata; a
+        kernel whose arguments differ from what its callers pass makes the object unusable."""
         with self._lock:
             cached = self._indexes.get(target)
             if cached is not None:
@@ -244,6 +271,10 @@ class Launcher:
                     if name in index:
                         raise CodeObjectError(f"kernel {name} is defined by both "
                                               f"{index[name].object_path} and {path}")
+                    expected = self._expected_args(name)
+                    problem = None if expected is None else argument_layout_problem(metadata, expected)
+                    if problem:
+                        raise CodeObjectError(f"{path}: kernel {name} {problem}")
                     index[name] = IndexEntry(path, metadata)
             self._indexes[target] = index
             return index
@@ -257,7 +288,7 @@ class Launcher:
         try:
             index = self.index(target)
         except CodeObjectError as exc:
-            return f"code object unloadable: {exc}"
+            return f"code object unusable: {exc}"
         missing = [name for name in kernel_names if name not in index]
         if missing:
             return f"code objects for {target} lack kernel(s) {', '.join(missing)}"

@@ -1,0 +1,38 @@
+"""The explicit arguments of our kernels as `hip_backend` packs them: (name, kind) in order,
+laid out as C lays out the kernel's parameter list (docs/architecture.md).
+
+The launcher checks every indexed kernel's metadata against these (`expected_kernel_args`),
+so a code object whose argument layout differs is declined instead of launched with
+arguments at offsets the kernel does not read. No torch import: the plugin's start-up
+check reads this.
+"""
+
+from __future__ import annotations
+
+KernelArgs = tuple[tuple[str, str], ...]
+
+QUANT_KERNEL_ARGS: KernelArgs = (
+    ("x", "pointer"), ("q", "pointer"), ("scale", "pointer"), ("azp", "pointer"),
+    ("M", "int32"), ("K", "int32"), ("ldx", "int32"), ("ldq", "int32"), ("flags", "uint32"),
+)
+GEMM_KERNEL_ARGS: KernelArgs = (
+    ("a", "pointer"), ("b", "pointer"), ("c", "pointer"), ("a_scale", "pointer"),
+    ("b_scale", "pointer"), ("azp", "pointer"), ("azp_adj", "pointer"), ("bias", "pointer"),
+    ("M", "int32"), ("N", "int32"), ("K", "int32"), ("lda", "int32"), ("ldb", "int32"),
+    ("ldc", "int32"), ("flags", "uint32"),
+)
+# Kernel name prefix -> its argument list (kernels/quant_int8.hip, kernels/common/gemm.h).
+_BY_PREFIX: tuple[tuple[str, KernelArgs], ...] = (
+    ("w8a8_quant_i8_", QUANT_KERNEL_ARGS),
+    ("w8a8_i8_gemm_", GEMM_KERNEL_ARGS),
+    ("w8a8_f8_gemm_", GEMM_KERNEL_ARGS),
+)
+
+
+def kinds(args: KernelArgs) -> tuple[str, ...]:
+    return tuple(kind for _name, kind in args)
+
+
+def expected_kernel_args(kernel_name: str) -> KernelArgs | None:
+    """The arguments the ops pass to `kernel_name`, or None for a kernel they never launch."""
+    return next((args for prefix, args in _BY_PREFIX if kernel_name.startswith(prefix)), None)
