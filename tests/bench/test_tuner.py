@@ -12,7 +12,7 @@ from vllm_rdna_w8a8.bench.run import measured_row
 from vllm_rdna_w8a8.dispatch import tables
 from vllm_rdna_w8a8.dispatch.model_shapes import LinearShape
 from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig, load_tile_configs
-from vllm_rdna_w8a8.tune.run import best_measured, merge_into_user_table
+from vllm_rdna_w8a8.tune.run import best_measured, merge_into_user_table, write_measured
 
 SHAPE = LinearShape("o_proj", 4096, 4096)
 
@@ -53,6 +53,44 @@ def test_measured_entries_merge_into_a_user_table(tmp_path: Path) -> None:
         "tag": tags[0], "source": "measured", "device_name": "d", "date": "2026-11-27", "measured_us": 1.0}}})
     table = tables.parse_table(json.loads(path.read_text()), "gfx1100", frozenset(tags), str(path))
     assert table.lookup("i8", 64, 64, 1) is not None and table.lookup("i8", 4096, 4096, 1) is None
+
+
+# Issue 11: each of these made the merge raise, and the new measurements were never written.
+BAD_EXISTING_TABLES = {
+    "not UTF-8": lambda path: path.write_bytes(b"\xff\xfe{"),
+    "superscript bucket": lambda path: path.write_text(json.dumps(
+        {"format_version": 1, "target": "gfx1100", "configs": {"i8": {"N=64,K=64": {"\u00b2": {}}}}})),
+    "deep nesting": lambda path: path.write_text("[" * 200_000 + "]" * 200_000),
+    "directory": lambda path: path.mkdir(),
+    "link loop": lambda path: path.symlink_to(path),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(BAD_EXISTING_TABLES))
+def test_measurements_survive_a_bad_existing_table(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   problem: str) -> None:
+    tags = [config.tag for config in load_tile_configs()]
+    path = tmp_path / "gfx1100.json"
+    BAD_EXISTING_TABLES[problem](path)
+    merge_into_user_table(path, "gfx1100", "i8", {"N=64,K=64": {"1": {
+        "tag": tags[0], "source": "measured", "device_name": "d", "date": "2026-11-27", "measured_us": 1.0}}})
+    table = tables.parse_table(json.loads(path.read_text()), "gfx1100", frozenset(tags), str(path))
+    assert table.lookup("i8", 64, 64, 1).tag == tags[0]
+    (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("gfx1100.json.invalid-")]
+    assert f"moved the invalid table {path} aside to {aside}" in capsys.readouterr().err
+    assert aside.is_symlink() if problem == "link loop" else aside.exists()  # kept, not deleted
+
+
+def test_measurements_that_cannot_be_written_are_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tag = load_tile_configs()[0].tag
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    measured = {"N=64,K=64": {"1": {"tag": tag, "source": "measured", "device_name": "d", "date": "2026-11-27",
+                                    "measured_us": 1.0}}}
+    assert write_measured(blocker, "gfx1100", "i8", measured) == 1
+    out, err = capsys.readouterr()
+    assert tables.parse_table(json.loads(out), "gfx1100", frozenset([tag]), "stdout").lookup("i8", 64, 64, 1).tag == tag
+    assert f"error: cannot write {blocker / 'gfx1100.json'}" in err
 
 
 def test_measured_row_arithmetic() -> None:

@@ -104,6 +104,21 @@ CORRUPT_TABLES = {
 }
 
 
+def _assert_ignored_once(path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> str:
+    """Picks with the user table at `path` fall back to the model; one warning names the
+    table. Returns that warning."""
+    monkeypatch.setenv(tables.TUNING_DIR_ENV, str(path.parent))
+    expected = dispatch.model_choice("gfx1100", 1, 4096, 4096)
+    with caplog.at_level(logging.WARNING, logger="vllm_rdna_w8a8.dispatch.tables"):
+        for m in (1, 2, 5, 1000):
+            dispatch.pick_gemm_config("gfx1100", m, 4096, 4096)
+        assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096) == expected
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert str(path) in warnings[0] and "built-in choice" in warnings[0]
+    return warnings[0]
+
+
 @pytest.mark.parametrize("problem", sorted(CORRUPT_TABLES))
 def test_corrupt_user_table_is_reported_once_and_ignored(
     fixture_kernel_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -112,15 +127,38 @@ def test_corrupt_user_table_is_reported_once_and_ignored(
     content = CORRUPT_TABLES[problem]
     path = tmp_path / "gfx1100.json"
     path.write_text(content if isinstance(content, str) else json.dumps(content))
-    monkeypatch.setenv(tables.TUNING_DIR_ENV, str(tmp_path))
-    expected = dispatch.model_choice("gfx1100", 1, 4096, 4096)
-    with caplog.at_level(logging.WARNING, logger="vllm_rdna_w8a8.dispatch.tables"):
-        for m in (1, 2, 5, 1000):
-            dispatch.pick_gemm_config("gfx1100", m, 4096, 4096)
-        assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096) == expected
-    warnings = [record for record in caplog.records if record.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert str(path) in warnings[0].getMessage() and "built-in choice" in warnings[0].getMessage()
+    _assert_ignored_once(path, monkeypatch, caplog)
+
+
+def _table_with_bucket(bucket: str) -> str:
+    return json.dumps({"format_version": 1, "target": "gfx1100", "configs": {"i8": {"N=4096,K=4096": {
+        bucket: {"tag": "m64n64k64_w2x2x1", "source": "model"}}}}})
+
+
+# Issue 11: each of these escaped load_table (every GEMM raised) or was ignored silently.
+HOSTILE_TABLES: dict[str, tuple[Callable[[Path], object], str]] = {
+    "superscript bucket": (lambda path: path.write_text(_table_with_bucket("\u00b2")),
+                           "configs.i8.N=4096,K=4096.\u00b2: M bucket must be one of"),
+    "deep nesting": (lambda path: path.write_text("[" * 200_000 + "]" * 200_000), "JSON nested too deeply"),
+    "not UTF-8": (lambda path: path.write_bytes(b'{"target": "\xff"}'), "not UTF-8 text: invalid start byte at byte 12"),
+    "huge integer": (lambda path: path.write_text('{"format_version": ' + "9" * 5000 + "}"), "not JSON: "),
+    "directory": (lambda path: path.mkdir(), "a directory, not a table file"),
+    "link loop": (lambda path: path.symlink_to(path), "a symbolic link to no file (missing target or a link loop)"),
+    "dangling link": (lambda path: path.symlink_to(path.with_name("absent.json")),
+                      "a symbolic link to no file"),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(HOSTILE_TABLES))
+def test_any_bytes_in_place_of_a_user_table_are_one_warning(
+    fixture_kernel_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, problem: str,
+) -> None:
+    make, reason = HOSTILE_TABLES[problem]
+    path = tmp_path / "gfx1100.json"
+    make(path)
+    assert reason in _assert_ignored_once(path, monkeypatch, caplog)
+    assert tables.describe_table(path, "gfx1100", frozenset()).startswith(f"ignored ({reason}")
 
 
 def test_selection_cost_per_call_is_negligible(fixture_kernel_table: Path) -> None:

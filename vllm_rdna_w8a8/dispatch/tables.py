@@ -19,9 +19,10 @@ Format (docs/performance.md has the full description):
     }
 
 The M bucket of M is the smallest power of two >= M, up to 4096; "8192" holds every
-M > 4096. A table is validated whole when loaded: any problem (bad JSON, wrong
-target, unknown kind, key or tag, missing provenance) is logged in one line and the
-table is ignored, so the next source (shipped table, then the model) decides.
+M > 4096. A table is validated whole when loaded: any problem (unreadable bytes, bad
+JSON, wrong target, unknown kind, key or tag, missing provenance; a directory or a
+dangling link in its place) is logged in one line and the table is ignored, so the next
+source (shipped table, then the model) decides.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ TUNING_DIR_ENV = "VLLM_RDNA_W8A8_TUNING_DIR"
 SHIPPED_TABLES_DIR = Path(__file__).resolve().parent.parent / "tables"
 M_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 SOURCES = ("model", "measured")
-_SHAPE_KEY = re.compile(r"N=([1-9]\d*),K=([1-9]\d*)")
+# ASCII digits only, at most 9 (int() takes other Unicode digits and refuses huge literals).
+_SHAPE_KEY = re.compile(r"N=([1-9][0-9]{0,8}),K=([1-9][0-9]{0,8})")
+_BUCKET_KEY = re.compile(r"[1-9][0-9]{0,3}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -121,23 +124,62 @@ def parse_table(data: Any, target: str, known_tags: frozenset[str], path: str) -
             n, k = int(shape.group(1)), int(shape.group(2))
             for bucket_key, entry in buckets.items():
                 where = f"configs.{kind}.{key}.{bucket_key}"
-                _require(bucket_key.isdigit() and int(bucket_key) in M_BUCKETS,
+                _require(_BUCKET_KEY.fullmatch(bucket_key) is not None and int(bucket_key) in M_BUCKETS,
                          f"{where}: M bucket must be one of {', '.join(map(str, M_BUCKETS))}")
                 entries[(kind, n, k, int(bucket_key))] = _validate_entry(where, entry, known_tags)
     return TileTable(path, target, entries)
 
 
+def read_table_data(path: Path) -> Any:
+    """The decoded JSON at `path`, None when nothing is there; TableError naming the
+    problem for anything else there, whatever its bytes."""
+    if not path.is_file():
+        if path.is_dir():
+            raise TableError("a directory, not a table file")
+        if path.is_symlink():
+            raise TableError("a symbolic link to no file (missing target or a link loop)")
+        if path.exists():
+            raise TableError("not a regular file")
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise TableError(f"unreadable: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise TableError(f"not UTF-8 text: {error.reason} at byte {error.start}") from error
+    except RecursionError as error:
+        raise TableError("JSON nested too deeply") from error
+    except ValueError as error:  # json.JSONDecodeError, or an integer literal too long
+        raise TableError(f"not JSON: {error}") from error
+    if data is None:
+        raise TableError("JSON null, not a table")
+    return data
+
+
+def read_table(path: Path, target: str, known_tags: frozenset[str]) -> TileTable | None:
+    """The table at `path`, None when nothing is there; TableError naming the problem for
+    anything else there, whatever its bytes."""
+    data = read_table_data(path)
+    return None if data is None else parse_table(data, target, known_tags, str(path))
+
+
 @functools.lru_cache(maxsize=64)
 def load_table(path: Path, target: str, known_tags: frozenset[str]) -> TileTable | None:
     """The table at `path`, or None when it is absent or invalid (invalid: one log line)."""
-    if not path.is_file():
-        return None
     try:
-        data = json.loads(path.read_text())
-        return parse_table(data, target, known_tags, str(path))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TableError) as error:
+        return read_table(path, target, known_tags)
+    except TableError as error:
         logger.warning("rdna_w8a8: ignoring tile table %s (%s); using the built-in choice", path, error)
         return None
+
+
+def describe_table(path: Path, target: str, known_tags: frozenset[str]) -> str:
+    """What the dispatcher makes of the table at `path`: used, absent, or ignored and why."""
+    try:
+        table = read_table(path, target, known_tags)
+    except TableError as error:
+        return f"ignored ({error})"
+    return "absent" if table is None else f"used ({len(table.entries)} entries)"
 
 
 def user_table_path(target: str, environ: Mapping[str, str] | None = None) -> Path | None:

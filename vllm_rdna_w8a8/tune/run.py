@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from vllm_rdna_w8a8.dispatch.model_shapes import LinearShape, linear_shapes, res
 from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig, load_tile_configs
 
 EXIT_TABLES_DRIFTED = 1
+EXIT_WRITE_FAILED = 1
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -126,16 +126,31 @@ def gpu_candidate_timer(warmup: int, iterations: int, progress: Any) -> Candidat
     return time_candidates
 
 
+def _move_aside(path: Path) -> Path:
+    """Rename whatever is at `path` (file, directory or link) to a free `<name>.invalid-<time>`."""
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.invalid-{stamp}")
+    suffix = 1
+    while aside.exists() or aside.is_symlink():
+        suffix += 1
+        aside = path.with_name(f"{path.name}.invalid-{stamp}-{suffix}")
+    os.replace(path, aside)
+    return aside
+
+
 def merge_into_user_table(path: Path, target: str, kind: str, measured: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """Add the measured entries to the user's table (its other entries are kept if it is valid)."""
+    """Add the measured entries to the user's table, keeping its other entries. Whatever is
+    at `path` and is not a valid table is moved aside (the message says where), never
+    dropped, and never the reason to lose the measurements."""
     configs: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text())
+    try:
+        existing = tables.read_table_data(path)
+        if existing is not None:
             tables.parse_table(existing, target, frozenset(c.tag for c in load_tile_configs()), str(path))
             configs = existing["configs"]
-        except (json.JSONDecodeError, tables.TableError) as error:
-            print(f"replacing invalid table {path} ({error})", file=sys.stderr)
+    except tables.TableError as error:
+        aside = _move_aside(path)
+        print(f"moved the invalid table {path} aside to {aside} ({error}); writing a new one", file=sys.stderr)
     for key, buckets in measured.items():
         configs.setdefault(kind, {}).setdefault(key, {}).update(buckets)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.get_device_name(0), datetime.date.today().isoformat())
     if progress is not None:
         progress.close()
+    return write_measured(output_dir, target, args.kind, measured)
+
+
+def write_measured(output_dir: Path, target: str, kind: str, measured: dict[str, dict[str, dict[str, Any]]]) -> int:
+    """Merge the measurements into `output_dir`'s table; if that cannot be written, print
+    them instead (measured data is never lost). Returns the exit code."""
     path = output_dir / f"{target}.json"
-    merge_into_user_table(path, target, args.kind, measured)
+    try:
+        merge_into_user_table(path, target, kind, measured)
+    except OSError as error:
+        print(tables.dump_table(target, {kind: measured}), end="")
+        print(f"error: cannot write {path} ({error}); the MEASURED entries are printed above", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     print(f"MEASURED table written: {path}\nuse it: export {tables.TUNING_DIR_ENV}={output_dir}")
     return 0
