@@ -85,12 +85,11 @@ def _rocm_arch() -> str:
     return arch.split(":", 1)[0]
 
 
-def _code_object_summary(target: str) -> str:
+def _code_object_problem(target: str) -> str | None:
     from vllm_rdna_w8a8.runtime.launcher import missing_reason
     from vllm_rdna_w8a8.scaled_mm.support import kernel_names
 
-    problem = missing_reason(target, kernel_names("i8") + kernel_names("f8"))
-    return f"no usable code object ({problem})" if problem else "HIP code objects present"
+    return missing_reason(target, kernel_names("i8") + kernel_names("f8"))
 
 
 def _route(platform: "PlatformEnum", label: str, target: str) -> str:
@@ -101,7 +100,11 @@ def _route(platform: "PlatformEnum", label: str, target: str) -> str:
     classes = ", ".join(insert_kernels(platform))
     if not is_gfx11(target):
         return f"rdna_w8a8: {label} is not gfx11, {classes} registered but will decline; staying on upstream kernels"
-    return f"rdna_w8a8: {label}, {_code_object_summary(target)}, int8+fp8 W8A8 routed to {classes}"
+    problem = _code_object_problem(target)
+    if problem:
+        return (f"rdna_w8a8: {label}, no usable code object ({problem}), {classes} registered but will "
+                f"decline; staying on upstream kernels")
+    return f"rdna_w8a8: {label}, HIP code objects present, int8+fp8 W8A8 routed to {classes}"
 
 
 def _register() -> str:

@@ -29,6 +29,7 @@ from emu_driver import (
 from vllm_rdna_w8a8.emulation import EMULATE_ENV
 from vllm_rdna_w8a8.runtime.code_object import parse_code_object
 from vllm_rdna_w8a8.testing.damaged_code_object import (
+    PAST_THE_END,
     SH_OFFSET,
     SH_SIZE,
     section_index,
@@ -88,17 +89,16 @@ def test_unlinked_code_object_is_invalid(runtime: StandInRuntime, test_objects: 
 
 
 # Issue 11: a section or symbol name the reader would follow past the image segfaulted.
-PAST_THE_IMAGE = 0x7FFF00000000
 OUTSIDE_THE_IMAGE = {
-    "symtab offset": (lambda data: with_section_field(data, ".symtab", SH_OFFSET, PAST_THE_IMAGE),
+    "symtab offset": (lambda data: with_section_field(data, ".symtab", SH_OFFSET, PAST_THE_END),
                       "section {symtab} lies outside the image (past its section header table)"),
-    "strtab offset": (lambda data: with_section_field(data, ".strtab", SH_OFFSET, PAST_THE_IMAGE),
+    "strtab offset": (lambda data: with_section_field(data, ".strtab", SH_OFFSET, PAST_THE_END),
                       "section {strtab} lies outside the image (past its section header table)"),
-    "symtab size": (lambda data: with_section_field(data, ".symtab", SH_SIZE, PAST_THE_IMAGE),
+    "symtab size": (lambda data: with_section_field(data, ".symtab", SH_SIZE, PAST_THE_END),
                     "section {symtab} lies outside the image (past its section header table)"),
     "symbol name": (lambda data: with_first_symbol_name_offset(data, ".symtab", 0x7FFFFFFF),
                     "symbol 1 has a name outside its string table"),
-    "section table": (lambda data: with_header_field(data, "e_shoff", PAST_THE_IMAGE),
+    "section table": (lambda data: with_header_field(data, "e_shoff", PAST_THE_END),
                       "code object has no usable section header table"),
 }
 

@@ -7,7 +7,6 @@ on first use). Quantization and GEMM results must equal the reference bit for bi
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -103,37 +102,24 @@ def test_asymmetric_rows_whose_zero_point_term_leaves_int32_match_float64() -> N
     assert "NARROW ROWS OK" in result.stdout
 
 
-DAMAGED_OBJECT_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
+DAMAGED_OBJECT_SCRIPT = """
+import torch
+from vllm_rdna_w8a8.ops import custom_ops
 
-    import torch
-    from vllm_rdna_w8a8.ops import custom_ops
-    from vllm_rdna_w8a8.runtime import launcher
-
-    launcher._default = launcher.Launcher(Path(sys.argv[1]))
-    a, b = torch.zeros((2, 32), dtype=torch.int8), torch.zeros((16, 32), dtype=torch.int8)
-    try:
-        custom_ops.int8_scaled_mm(a, b, torch.ones(1), torch.ones(1), torch.float16)
-    except launcher.KernelNotAvailable as exc:
-        print("REFUSED", exc)
-    """
-)
+a, b = torch.zeros((2, 32), dtype=torch.int8), torch.zeros((16, 32), dtype=torch.int8)
+try:
+    custom_ops.int8_scaled_mm(a, b, torch.ones(1), torch.ones(1), torch.float16)
+except launcher.KernelNotAvailable as exc:
+    print("REFUSED", exc)
+"""
 
 
 def test_gemm_on_a_code_object_with_its_symbol_table_past_the_file_is_refused(tmp_path) -> None:
     # Issue 11: .symtab's section offset pointed past the file made the op segfault.
-    from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR
-    from vllm_rdna_w8a8.testing.damaged_code_object import SH_OFFSET, with_section_field
+    from vllm_rdna_w8a8.testing.damaged_code_object import run_emulated_on, shipped_with_section_past_the_end
 
     objects = tmp_path / "objects"
-    shutil.copytree(OBJECTS_DIR / "gfx1100", objects / "gfx1100")
-    gemm = objects / "gfx1100" / "int8_gemm.hsaco"
-    gemm.write_bytes(with_section_field(gemm.read_bytes(), ".symtab", SH_OFFSET, 0x7FFF00000000))
-    env = {**os.environ, "VLLM_RDNA_W8A8_EMULATE": "gfx1100"}
-    env.pop("VLLM_RDNA_W8A8_OPS", None)
-    result = subprocess.run([sys.executable, "-c", DAMAGED_OBJECT_SCRIPT, str(objects)], env=env,
-                            capture_output=True, text=True, timeout=900)
+    gemm = shipped_with_section_past_the_end(objects, "int8_gemm.hsaco", ".symtab")
+    result = run_emulated_on(objects, DAMAGED_OBJECT_SCRIPT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"code object unusable: {gemm}: truncated or damaged (section 12, 0x7fff00000000" in result.stdout

@@ -28,16 +28,22 @@ def test_report_on_plain_cpu(fresh_plugin_state) -> None:
     assert f"\ncpu: {describe()}\n" in text
 
 
-def test_report_with_an_emulated_gfx11_device(fresh_plugin_state, monkeypatch) -> None:
+def _emulate(monkeypatch, target: str) -> None:
+    """The doctor's view of an emulated `target` device, with the ops on the reference."""
     from vllm_rdna_w8a8.scaled_mm import support
-    from vllm_rdna_w8a8.tools.doctor import collect_report, format_report
 
     monkeypatch.setenv("VLLM_RDNA_W8A8_OPS", "reference")  # no emulator build needed
-    monkeypatch.setattr(support, "emulated_target", lambda: "gfx1102")
+    monkeypatch.setattr(support, "emulated_target", lambda: target)
     import vllm_rdna_w8a8.runtime.device as device
 
-    monkeypatch.setattr(device, "emulated_target", lambda: "gfx1102")
+    monkeypatch.setattr(device, "emulated_target", lambda: target)
     support.code_object_problem.cache_clear()
+
+
+def test_report_with_an_emulated_gfx11_device(fresh_plugin_state, monkeypatch) -> None:
+    from vllm_rdna_w8a8.tools.doctor import collect_report, format_report
+
+    _emulate(monkeypatch, "gfx1102")
     report = collect_report()
     assert report.devices[0].target == "gfx1102"
     assert report.selections[0].chosen == "RdnaHipInt8ScaledMMLinearKernel"
@@ -66,3 +72,52 @@ def test_unknown_command_is_a_usage_error(capsys) -> None:
         main(["fix-everything"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'fix-everything'" in capsys.readouterr().err
+
+
+def test_doctor_exits_1_when_registration_failed(fresh_plugin_state, monkeypatch, capsys) -> None:
+    # Issue 11: the doctor exited 0 after the plugin's registration had failed.
+    import vllm_rdna_w8a8.plugin as plugin
+    from vllm_rdna_w8a8.tools.doctor import main
+
+    def broken() -> str:
+        raise RuntimeError("simulated")
+
+    monkeypatch.setattr(plugin, "_register", broken)
+    assert main() == 1
+    assert "plugin: rdna_w8a8: registration failed (RuntimeError: simulated)" in capsys.readouterr().out
+
+
+def test_doctor_exits_0_on_a_machine_without_gfx11(fresh_plugin_state, capsys) -> None:
+    from vllm_rdna_w8a8.tools.doctor import main
+
+    assert main() == 0
+    assert "no ROCm GPU visible" in capsys.readouterr().out
+
+
+def test_doctor_names_the_tuning_table_it_ignores(fresh_plugin_state, monkeypatch, tmp_path) -> None:
+    # Issue 11: a user table the dispatcher ignored (or that crashed every GEMM) left the
+    # doctor saying all was well.
+    from vllm_rdna_w8a8.dispatch import tables
+    from vllm_rdna_w8a8.tools.doctor import collect_report, exit_code, format_report
+
+    _emulate(monkeypatch, "gfx1102")
+    (tmp_path / "gfx1102.json").mkdir()
+    monkeypatch.setenv(tables.TUNING_DIR_ENV, str(tmp_path))
+    report = collect_report()
+    text = format_report(report)
+    assert (f"    tuning tables: user {tmp_path / 'gfx1102.json'}: ignored (a directory, not a table file); "
+            f"shipped {tables.shipped_table_path('gfx1102')}: used (") in text
+    assert exit_code(report) == 0  # the dispatcher falls back: the plugin still serves
+
+
+@pytest.mark.slow  # ~15 s: a fresh interpreter imports vLLM (the reader's checks have fast tests)
+def test_doctor_on_a_damaged_quantization_object_reports_it_and_exits_1(tmp_path) -> None:
+    # Issue 11: .strtab's section offset past the file in quant_int8.hsaco: doctor segfaulted.
+    from vllm_rdna_w8a8.testing.damaged_code_object import run_emulated_on, shipped_with_section_past_the_end
+
+    objects = tmp_path / "objects"
+    quant = shipped_with_section_past_the_end(objects, "quant_int8.hsaco", ".strtab")
+    result = run_emulated_on(objects, "import sys\nfrom vllm_rdna_w8a8.tools.doctor import main\nsys.exit(main())\n")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (f"code objects int8 unusable: code object unusable: {quant}: truncated or damaged (section 14, "
+            "0x7fff00000000") in result.stdout

@@ -255,3 +255,21 @@ def test_rocm_puts_our_classes_first_and_says_so(fresh_plugin_state, monkeypatch
     assert plugin.register_plugin() == expected
     assert linear._POSSIBLE_INT8_KERNELS[PlatformEnum.ROCM][0].__name__ == "RdnaHipInt8ScaledMMLinearKernel"
     assert linear._POSSIBLE_FP8_KERNELS[PlatformEnum.ROCM][0].__name__ == "RdnaHipFp8ScaledMMLinearKernel"
+
+
+def test_rocm_gfx11_without_a_usable_code_object_says_it_stays_upstream(fresh_plugin_state, monkeypatch) -> None:
+    # Issue 11: the line said "no usable code object (...), ... routed to <our classes>".
+    from types import SimpleNamespace
+
+    import vllm.platforms
+
+    import vllm_rdna_w8a8.plugin as plugin
+    import vllm_rdna_w8a8.runtime.launcher as launcher
+
+    rocm = SimpleNamespace(is_rocm=lambda: True, is_cpu=lambda: False, device_name="rocm")
+    monkeypatch.setattr(vllm.platforms, "current_platform", rocm)
+    monkeypatch.setattr(plugin, "_rocm_arch", lambda: "gfx1100")
+    monkeypatch.setattr(launcher, "missing_reason", lambda target, names=(): "no code object for gfx1100")
+    assert plugin.register_plugin() == (
+        "rdna_w8a8: gfx1100, no usable code object (no code object for gfx1100), RdnaHipInt8ScaledMMLinearKernel, "
+        "RdnaHipFp8ScaledMMLinearKernel registered but will decline; staying on upstream kernels")

@@ -11,6 +11,7 @@ from vllm_rdna_w8a8.build import Clang
 from vllm_rdna_w8a8.runtime.code_object import CodeObjectError, parse_code_object, read_code_object
 from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR
 from vllm_rdna_w8a8.testing.damaged_code_object import (
+    PAST_THE_END,
     SH_OFFSET,
     SH_SIZE,
     with_first_symbol_name_offset,
@@ -104,15 +105,14 @@ def test_object_without_metadata_note(clang: Clang, probe_objects: Path, tmp_pat
 
 # Issue 11: damage that crashed the process (section offsets past the file, read by the
 # stand-in runtime) or passed every check (OS/ABI, e_type, machine byte).
-BEYOND_THE_FILE = 0x7FFF00000000
 DAMAGE = {
-    "symtab offset": (lambda image: with_section_field(image, ".symtab", SH_OFFSET, BEYOND_THE_FILE),
+    "symtab offset": (lambda image: with_section_field(image, ".symtab", SH_OFFSET, PAST_THE_END),
                       r"truncated or damaged \(section \d+, 0x7fff00000000 \+ \d+ bytes, lies past the end"),
-    "strtab offset": (lambda image: with_section_field(image, ".strtab", SH_OFFSET, BEYOND_THE_FILE),
+    "strtab offset": (lambda image: with_section_field(image, ".strtab", SH_OFFSET, PAST_THE_END),
                       r"truncated or damaged \(section \d+, 0x7fff00000000"),
-    "symtab size": (lambda image: with_section_field(image, ".symtab", SH_SIZE, BEYOND_THE_FILE),
+    "symtab size": (lambda image: with_section_field(image, ".symtab", SH_SIZE, PAST_THE_END),
                     r"truncated or damaged \(section \d+, 0x[0-9a-f]+ \+ 140733193388032 bytes"),
-    "section table offset": (lambda image: with_header_field(image, "e_shoff", BEYOND_THE_FILE),
+    "section table offset": (lambda image: with_header_field(image, "e_shoff", PAST_THE_END),
                              r"truncated or damaged \(section table at 0x7fff00000000 lies past"),
     "symbol name offset": (lambda image: with_first_symbol_name_offset(image, ".symtab", 0x7FFFFFFF),
                            r"a symbol name lies outside its string table"),

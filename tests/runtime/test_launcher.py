@@ -11,7 +11,11 @@ import pytest
 
 from vllm_rdna_w8a8.runtime.hip import HipRuntime
 from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR, KernelArg, KernelNotAvailable, Launcher, LaunchError
-from vllm_rdna_w8a8.testing.damaged_code_object import with_argument_offset_moved, with_header_field
+from vllm_rdna_w8a8.testing.damaged_code_object import (
+    copy_with_damage,
+    with_argument_offset_moved,
+    with_header_field,
+)
 
 DEVICE_TARGETS = {0: "gfx1100", 1: "gfx1151"}
 
@@ -236,11 +240,8 @@ def test_argument_layout_is_checked_against_the_callers_list(probe_objects: Path
 
 def _shipped_objects_with(tmp_path: Path, name: str, damage) -> Path:
     """A copy of the shipped gfx1100 code objects with `name` damaged by `damage`."""
-    objects = tmp_path / "objects"
-    shutil.copytree(OBJECTS_DIR / "gfx1100", objects / "gfx1100")
-    path = objects / "gfx1100" / name
-    path.write_bytes(damage(path.read_bytes()))
-    return objects
+    copy_with_damage(OBJECTS_DIR / "gfx1100", tmp_path / "objects", name, damage)
+    return tmp_path / "objects"
 
 
 def test_moved_metadata_argument_offset_is_declined(tmp_path: Path) -> None:

@@ -1,10 +1,18 @@
 """Damaged copies of a code object image, for the fault tests of both ELF readers (the
 launcher's, vllm_rdna_w8a8/runtime/code_object.py, and the stand-in runtime's): one
-header field, one section header field, or one metadata argument offset changed."""
+header field, one section header field, or one metadata argument offset changed; and a
+way to run code on the emulated device against such a copy."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
 
 _ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
 _SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")
@@ -68,3 +76,38 @@ def with_argument_offset_moved(image: bytes, old: int, new: int) -> bytes:
     if pattern not in image:
         raise ValueError(f"no argument at offset {old} in the metadata")
     return image.replace(pattern, b"\xa7.offset" + bytes([new]))
+
+
+def copy_with_damage(target_dir: Path, objects_dir: Path, name: str, damage: Callable[[bytes], bytes]) -> Path:
+    """Copy the code objects of `target_dir` (e.g. <objects>/gfx1100) into
+    `objects_dir`/<target>, then damage the copy of `name`; returns the damaged file."""
+    copy = objects_dir / target_dir.name
+    shutil.copytree(target_dir, copy)
+    damaged = copy / name
+    damaged.write_bytes(damage(damaged.read_bytes()))
+    return damaged
+
+
+def run_emulated_on(objects_dir: Path, code: str, target: str = "gfx1100",
+                    timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter on the emulated `target` device, the default
+    launcher reading the code objects of `objects_dir` (a crash shows as a negative
+    return code instead of ending the caller)."""
+    prologue = ("from pathlib import Path\nfrom vllm_rdna_w8a8.runtime import launcher\n"
+                f"launcher._default = launcher.Launcher(Path({str(objects_dir)!r}))\n")
+    env = {**os.environ, "VLLM_RDNA_W8A8_EMULATE": target}
+    env.pop("VLLM_RDNA_W8A8_OPS", None)
+    return subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+PAST_THE_END = 0x7FFF00000000
+
+
+def shipped_with_section_past_the_end(objects_dir: Path, name: str, section: str, target: str = "gfx1100") -> Path:
+    """Copy the shipped `target` code objects into `objects_dir`, with the header of
+    `section` (".symtab", ".strtab") in the copy of `name` pointing at PAST_THE_END."""
+    from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR
+
+    return copy_with_damage(OBJECTS_DIR / target, objects_dir, name,
+                            lambda image: with_section_field(image, section, SH_OFFSET, PAST_THE_END))

@@ -1,9 +1,11 @@
 """`python -m vllm_rdna_w8a8 doctor`: is the plugin active here, and why (not)?
 
 Reports versions, each visible GPU with its gfx target, the code objects present and
-loadable for it, and which kernel class vLLM would pick for an int8 and an fp8 W8A8
-layer, with the (ok, reason) answer of every candidate in the platform's list. Works on
-any machine; each section says what it could not find instead of failing.
+loadable for it and the tuning tables the dispatcher reads (or ignores, and why), and
+which kernel class vLLM would pick for an int8 and an fp8 W8A8 layer, with the (ok, reason)
+answer of every candidate in the platform's list. Works on any machine; each section says
+what it could not find instead of failing. Exits 1 when the plugin cannot serve here
+(registration failed, unsupported vLLM, a gfx11 device our kernels cannot use), else 0.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Device:
     index: int
     target: str | None
     code_objects: str
+    usable: bool = True  # False: a gfx11 device our kernels cannot serve, or the query failed
+    tuning_tables: str | None = None  # gfx11 only
 
 
 @dataclass
@@ -93,15 +97,28 @@ def _devices() -> list[Device]:
     for index in indices:
         target = gfx_target(index)
         if not support.is_gfx11(target):
-            state = "not gfx11: stays on upstream kernels"
-        else:
-            states = []
-            for kind, label in (("i8", "int8"), ("f8", "fp8")):
-                problem = support.code_object_problem(index, target, kind)
-                states.append(f"{label} unusable: {problem}" if problem else f"{label} present and loadable")
-            state = "; ".join(states)
-        devices.append(Device(index, target, state))
+            devices.append(Device(index, target, "not gfx11: stays on upstream kernels"))
+            continue
+        states, usable = [], True
+        for kind, label in (("i8", "int8"), ("f8", "fp8")):
+            problem = support.code_object_problem(index, target, kind)
+            states.append(f"{label} unusable: {problem}" if problem else f"{label} present and loadable")
+            usable = usable and problem is None
+        devices.append(Device(index, target, "; ".join(states), usable, _tuning_tables(target)))
     return devices
+
+
+def _tuning_tables(target: str) -> str:
+    from vllm_rdna_w8a8.build.targets import get_target
+    from vllm_rdna_w8a8.dispatch import load_tile_configs, tables
+
+    name = get_target(target).name
+    known_tags = frozenset(config.tag for config in load_tile_configs())
+    user = tables.user_table_path(name)
+    user_state = (f"user {user}: {tables.describe_table(user, name, known_tags)}" if user is not None
+                  else f"no user table (${tables.TUNING_DIR_ENV} unset)")
+    shipped = tables.shipped_table_path(name)
+    return f"{user_state}; shipped {shipped}: {tables.describe_table(shipped, name, known_tags)}"
 
 
 def _int8_layer() -> Any:
@@ -176,7 +193,7 @@ def collect_report() -> Report:
         plugin=plugin_line,
         platform=platform,
         cpu=_guarded(describe, lambda exc: f"unknown ({_describe(exc)})") if current_platform.is_cpu() else None,
-        devices=_guarded(_devices, lambda exc: [Device(-1, None, f"device query failed: {_describe(exc)}")]),
+        devices=_guarded(_devices, lambda exc: [Device(-1, None, f"device query failed: {_describe(exc)}", False)]),
         built_targets=available_targets(),
         selections=[
             _guarded(lambda: _selection(layer, registry, make),
@@ -197,6 +214,8 @@ def format_report(report: Report) -> str:
         lines.append("  no ROCm GPU visible (and VLLM_RDNA_W8A8_EMULATE not set)")
     for device in report.devices:
         lines.append(f"  device {device.index}: {device.target or 'unknown target'}: code objects {device.code_objects}")
+        if device.tuning_tables is not None:
+            lines.append(f"    tuning tables: {device.tuning_tables}")
     lines.append(f"code objects shipped for: {', '.join(report.built_targets) or 'none (built without kernels)'}")
     for selection in report.selections:
         lines += ["", f"{selection.layer}:"]
@@ -209,6 +228,14 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
+def exit_code(report: Report) -> int:
+    """1 when the plugin cannot serve here, else 0 (a machine without a gfx11 GPU is fine)."""
+    # The plugin's line for a failed registration or an unsupported vLLM (plugin.py).
+    registered = not report.plugin.endswith("staying out of the way")
+    return 0 if registered and all(device.usable for device in report.devices) else 1
+
+
 def main() -> int:
-    print(format_report(collect_report()))
-    return 0
+    report = collect_report()
+    print(format_report(report))
+    return exit_code(report)
