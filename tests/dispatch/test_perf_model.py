@@ -91,6 +91,36 @@ def test_rank_prefers_less_padding_among_ties() -> None:
     assert ranked[0].time_us == pytest.approx(ranked[1].time_us, rel=perf_model.TIE_TOLERANCE)
 
 
+@pytest.mark.parametrize(("row_bytes", "pad"), [(4096, 128), (14336, 128), (2048, 128), (4224, 0), (4112, 0),
+                                                (1024, 0)])
+def test_cache_aliasing_pad_is_vllms_gfx11_rule(row_bytes: int, pad: int) -> None:
+    """One 128-byte line on strides that are multiples of 2048 bytes (vLLM 0.33's
+    cache_aliasing_pad_elems for one-byte elements), nothing elsewhere."""
+    assert perf_model.cache_aliasing_pad(row_bytes) == pad
+
+
+def test_aliased_weight_stride_costs_b_traffic() -> None:
+    """By default B is on the padded stride our weights are stored with: no aliasing cost.
+    An unpadded K = 4096 stride pays it on B's DRAM bytes (decode: DRAM bound) and on
+    B's L2 bytes, and only there."""
+    m, n, k = 1, 4096, 4096
+    stored = perf_model.predict("gfx1100", DECODE, m, n, k)
+    assert stored == perf_model.predict("gfx1100", DECODE, m, n, k, b_row_bytes=k + 128)
+    aliased = perf_model.predict("gfx1100", DECODE, m, n, k, b_row_bytes=k)
+    b_cost = 1 / perf_model.ASSUMED_ALIASED_B_BANDWIDTH_FRACTION
+    total_bytes = perf_model.gemm_bytes(m, n, k)
+    assert aliased.dram_us == pytest.approx(stored.dram_us * (total_bytes + (b_cost - 1) * n * k) / total_bytes)
+    assert aliased.l2_us == pytest.approx(stored.l2_us * (DECODE.block_m + b_cost * DECODE.block_n)
+                                          / (DECODE.block_m + DECODE.block_n))
+    assert aliased.compute_us == stored.compute_us
+    assert aliased.bound == stored.bound == "dram" and aliased.time_us > stored.time_us
+    # K = 4100 -> 4112 does not alias: an unpadded stride costs nothing extra
+    assert perf_model.predict("gfx1100", DECODE, m, n, 4112, b_row_bytes=4112) == \
+        perf_model.predict("gfx1100", DECODE, m, n, 4112)
+    with pytest.raises(ValueError, match="B's row stride must be an int >= K=4096 bytes, got 4000"):
+        perf_model.predict("gfx1100", DECODE, m, n, k, b_row_bytes=4000)
+
+
 def test_bad_shape_and_kind() -> None:
     with pytest.raises(ValueError, match="K must be >= 1"):
         perf_model.predict("gfx1100", PREFILL, 1, 1, 0)

@@ -15,6 +15,9 @@ For one config and one shape (M, N, K) the predicted time is the largest of
            scaled down when the bytes the resident waves keep in flight cannot
            cover the DRAM latency;
   L2:      bytes the busiest CU pulls from L2 (its tiles' A and B panels).
+B's share of the DRAM and L2 terms is served at a reduced rate when its row stride is a
+multiple of 2048 bytes (gfx11 cache aliasing, see `cache_aliasing_pad`); our weights are
+stored padded off such strides, so by default no prediction pays it.
 Wave quantization enters through the tiles on the busiest CU, tile padding through
 the padded ops, occupancy through resident workgroups per CU (from the ISA report
 of the compiled code object when there is one, otherwise estimated: see
@@ -85,8 +88,35 @@ ASSUMED_L2_BYTES_PER_CLK_PER_CU = 64.0
 ASSUMED_FRAGMENT_LOAD_CLK = 8  # issue cost of one 16x16 operand fragment (16 B per lane) per wave
 ASSUMED_F8_CONVERT_CLK = 16  # VALU cost of widening one e4m3 fragment to f16 (no co-issue with WMMA)
 ASSUMED_OVERHEAD_VGPRS = 32  # addresses, loop counters, epilogue temporaries
+# Rate of B operand traffic (DRAM and L2) when B's row stride aliases, as a fraction of the
+# unaliased rate. Placeholder: vLLM's gfx11 stride pad (vllm-project/vllm PR 55090, fp16 weights)
+# measured by its author end to end on gfx1151: up to 13% lower time to first token and 3%
+# lower time per output token; no kernel-level figure exists for our kernels.
+ASSUMED_ALIASED_B_BANDWIDTH_FRACTION = 0.87
 OUTPUT_BYTES = 2  # fp16 / bf16
 SCALE_BYTES = 4
+
+
+# gfx11 L2/MALL channel aliasing. The channel of an access is hashed from address bits
+# that a row stride which is a multiple of 2048 bytes leaves unchanged, so the rows a
+# workgroup loads at one k offset (B's block_n rows, every workgroup's at once) queue on
+# the same channels instead of spreading over all of them. One 128-byte cache line more
+# per row moves each row to another channel and keeps rows cache-line aligned. Same rule
+# and numbers as vLLM 0.33's `cache_aliasing_pad_elems` / `maybe_pad_weight_avoid_cache_aliasing`
+# (vllm/model_executor/layers/utils.py), which pads unquantized weights on gfx11.
+ALIASING_STRIDE_BYTES = 2048
+CACHE_LINE_BYTES = 128
+
+
+def aliases(row_bytes: int) -> bool:
+    """Whether rows `row_bytes` apart collide on gfx11's L2/MALL channels."""
+    return row_bytes % ALIASING_STRIDE_BYTES == 0
+
+
+def cache_aliasing_pad(row_bytes: int) -> int:
+    """Bytes to add to a row stride of `row_bytes` so that it stops aliasing on gfx11: one
+    cache line where it aliases, else 0."""
+    return CACHE_LINE_BYTES if aliases(row_bytes) else 0
 
 
 @dataclass(frozen=True)
@@ -199,12 +229,22 @@ def _check_shape(m: int, n: int, k: int) -> None:
 
 def predict(
     target_name: str, config: TileConfig, m: int, n: int, k: int, kind: str = "i8",
-    occupancy: Occupancy | None = None,
+    occupancy: Occupancy | None = None, b_row_bytes: int | None = None,
 ) -> Prediction | None:
-    """Predicted time of `config` on (M, N, K); None when the config cannot be resident."""
+    """Predicted time of `config` on (M, N, K); None when the config cannot be resident.
+
+    `b_row_bytes`: B's row stride; by default the one our weights are stored with (K plus
+    `cache_aliasing_pad(K)`, never aliasing). Pass K to predict an unpadded weight.
+    """
     _check_shape(m, n, k)
     if kind not in KERNEL_KINDS:
         raise ValueError(f"kernel kind must be one of {KERNEL_KINDS}, got {kind!r}")
+    if b_row_bytes is None:
+        b_row_bytes = k + cache_aliasing_pad(k)
+    if isinstance(b_row_bytes, bool) or not isinstance(b_row_bytes, int) or b_row_bytes < k:
+        raise ValueError(f"B's row stride must be an int >= K={k} bytes, got {b_row_bytes!r}")
+    # Where B's stride aliases, each of its bytes costs 1 / fraction as much time.
+    b_cost = 1 / ASSUMED_ALIASED_B_BANDWIDTH_FRACTION if aliases(b_row_bytes) else 1.0
     target = get_target(target_name)
     peaks = DEVICE_PEAKS[target.name]
     occupancy = occupancy or assumed_occupancy(target, config)
@@ -227,9 +267,10 @@ def predict(
     bytes_in_flight = active_cus * concurrent_workgroups * config.waves * occupancy.global_bytes_per_wave_iteration
     bytes_needed_in_flight = peaks.dram_gb_per_s * ASSUMED_DRAM_LATENCY_NS  # GB/s x ns = bytes
     latency_cover = min(1.0, bytes_in_flight / bytes_needed_in_flight)
-    dram_s = gemm_bytes(m, n, k) / (peaks.dram_gb_per_s * 1e9 * ASSUMED_SUSTAINED_DRAM_FRACTION * latency_cover)
+    dram_bytes = gemm_bytes(m, n, k) + (b_cost - 1) * n * k
+    dram_s = dram_bytes / (peaks.dram_gb_per_s * 1e9 * ASSUMED_SUSTAINED_DRAM_FRACTION * latency_cover)
 
-    l2_bytes_busiest_cu = tiles_on_busiest_cu * (config.block_m + config.block_n) * k_padded
+    l2_bytes_busiest_cu = tiles_on_busiest_cu * (config.block_m + b_cost * config.block_n) * k_padded
     l2_s = l2_bytes_busiest_cu / (ASSUMED_L2_BYTES_PER_CLK_PER_CU * clock_hz)
 
     bound, time_s = max((("compute", compute_s), ("dram", dram_s), ("l2", l2_s)), key=lambda item: item[1])

@@ -1,14 +1,16 @@
 """vLLM's W8A8 linear layers on our gfx11 HIP kernels.
 
 - `RdnaHipInt8ScaledMMLinearKernel` (int8): weight layout after
-  `process_weights_after_loading` in `weights.py`; `apply_weights` makes two launches:
+  `process_weights_after_loading` in `weights.py` (K padded to 16, row stride off gfx11's
+  cache-aliasing strides); `apply_weights` makes two launches:
   our activation quantizer, then the GEMM with scale / zero-point / bias fused.
 - `RdnaHipFp8ScaledMMLinearKernel` (fp8 e4m3fn): vLLM's scheme prepares the weight
   (requantized to one scale for fused per-tensor shards, seen as [K, N]) and vLLM's base
   class quantizes the activations (QuantFP8); we run the GEMM with the scale / bias
-  epilogue fused. A K that is not a multiple of 16 is padded with zeros on the weight
-  once (`process_weights_after_loading`) and on the quantized activations per call (one
-  extra copy, only for such layers).
+  epilogue fused. The weight is re-stored once (`process_weights_after_loading`) where K
+  is not a multiple of 16 (zero padding) or its row stride would alias on gfx11 (a
+  128-byte pad, `weights.store_weight`); the quantized activations are padded per call
+  only where K is not a multiple of 16 (one extra copy, only for such layers).
 
 Both are selected by vLLM (first in its lists, see `registry.py`) when `is_supported`
 finds ROCm gfx11 (or the emulated gfx11 backend) with a loadable code object for the
@@ -49,7 +51,7 @@ class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
         w_name, w_scale_name, i_scale_name, i_zp_name, azp_adj_name = self.layer_param_names
         weight = getattr(layer, w_name).data
-        replace_parameter(layer, w_name, weights.pad_k(weight))
+        replace_parameter(layer, w_name, weights.store_weight(weight))
         replace_parameter(
             layer,
             w_scale_name,
@@ -113,9 +115,10 @@ class RdnaHipFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
         w_name = self.layer_param_names[0]
         weight_kn = getattr(layer, w_name)
-        padded = weights.pad_k(weight_kn.data.t())
-        if padded.shape[1] != weight_kn.shape[0]:
-            weight_kn_padded = padded.t()
+        weight_nk = weight_kn.data.t()
+        stored = weights.store_weight(weight_nk)
+        if stored.data_ptr() != weight_nk.data_ptr():  # K or the row stride padded
+            weight_kn_padded = stored.t()
             # Keep the attributes vLLM's scheme put on its parameter (0.32: plain input_dim /
             # output_dim tags), and only those it holds itself: on a vLLM parameter class
             # (0.33) input_dim is a read-only property over _input_dim, which replace_parameter

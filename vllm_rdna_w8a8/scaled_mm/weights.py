@@ -4,8 +4,9 @@ Checkpoint layout in (vLLM's compressed-tensors int8 scheme): weight [N, K] int8
 weight_scale [N, 1] (per channel) or [shards] (per tensor, one per fused shard), static
 input_scale [1 or shards] and int8 input_zero_point. Our layout out:
 
-- weight           [N, K_pad] int8, contiguous, K padded with zero columns up to a
-                   multiple of 16 (torch Linear layout: K contiguous, the kernels' B);
+- weight           [N, K_pad] int8, K padded with zero columns up to a multiple of 16
+                   (torch Linear layout: K contiguous, the kernels' B), row stride K_pad,
+                   or K_pad + 128 bytes where K_pad is a multiple of 2048 (`store_weight`);
 - weight_scale     [N] float32 (per-tensor scales expanded to every channel of their
                    shard, as upstream does for fused modules);
 - input_scale      [1] float32 for static activation scales, else None;
@@ -15,15 +16,19 @@ input_scale [1 or shards] and int8 input_zero_point. Our layout out:
                    else None.
 
 fp8 (compressed-tensors W8A8 fp8, prepared by vLLM into a [K, N] view of an [N, K]
-weight): when K is not a multiple of 16 our class re-stores it as the [K_pad, N] view of
-a contiguous [N, K_pad] float8_e4m3fn tensor with zero columns (e4m3fn zero is byte 0),
-and pads the quantized activations to K_pad the same way before the GEMM.
+weight): when K is not a multiple of 16, or K_pad is a multiple of 2048, our class
+re-stores it the same way (`store_weight`, float8_e4m3fn zero is byte 0) and keeps vLLM's
+[K_pad, N] view of it; the quantized activations are padded to K_pad before the GEMM
+(`pad_k`, contiguous).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from vllm_rdna_w8a8.dispatch.perf_model import cache_aliasing_pad
 from vllm_rdna_w8a8.ops.validation import padded_k
 
 _INT8 = torch.iinfo(torch.int8)
@@ -32,8 +37,9 @@ _INT8 = torch.iinfo(torch.int8)
 _PADDABLE = (torch.int8, torch.float8_e4m3fn)
 
 
-def pad_k(operand: torch.Tensor) -> torch.Tensor:
-    """[R, K] int8 or float8_e4m3fn -> contiguous [R, K_pad] with zero padding columns.
+def _padded_rows(operand: torch.Tensor, row_stride: Callable[[int], int]) -> torch.Tensor:
+    """[R, K] int8 or float8_e4m3fn -> [R, K_pad] with zero columns K..K_pad-1, rows
+    `row_stride(K)` elements (= bytes) apart.
 
     Zero columns on both GEMM operands add exact zeros to every dot product.
     """
@@ -42,11 +48,39 @@ def pad_k(operand: torch.Tensor) -> torch.Tensor:
             f"expected an [R, K] int8 or float8_e4m3fn operand, got {operand.dtype} {list(operand.shape)}"
         )
     k = operand.shape[1]
-    k_pad = padded_k(k)
-    if k_pad == k:
+    stride = row_stride(k)
+    if stride == k:
         return operand.contiguous()
     # Padding on the bytes: both dtypes are one byte and their zero is byte 0x00.
-    return torch.nn.functional.pad(operand.view(torch.uint8), (0, k_pad - k)).view(operand.dtype)
+    rows = torch.nn.functional.pad(operand.view(torch.uint8), (0, stride - k)).view(operand.dtype)
+    return rows[:, : padded_k(k)]
+
+
+def pad_k(operand: torch.Tensor) -> torch.Tensor:
+    """[R, K] int8 or float8_e4m3fn -> contiguous [R, K_pad] with zero padding columns
+    (the activations: the GEMM's A operand)."""
+    return _padded_rows(operand, padded_k)
+
+
+def weight_row_stride(k: int) -> int:
+    """Row stride, in elements (= bytes), of a weight with K columns as we store it: K_pad,
+    plus one 128-byte cache line where K_pad is a multiple of 2048 bytes.
+
+    The extra line is vLLM 0.33's rule for unquantized weights on gfx11
+    (`maybe_pad_weight_avoid_cache_aliasing`, vllm/model_executor/layers/utils.py): such a
+    stride makes the rows a GEMM loads together collide on the same L2/MALL channels
+    (`perf_model.cache_aliasing_pad`). Our classes run only on gfx11 (and its emulation),
+    and every kernel reads B through its row stride (ldb): K itself and the results are
+    unchanged, only about 128 / K_pad (3% at K = 4096) more weight memory.
+    """
+    k_pad = padded_k(k)
+    return k_pad + cache_aliasing_pad(k_pad)
+
+
+def store_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[N, K] int8 or float8_e4m3fn weight -> [N, K_pad] as our kernels read it: zero
+    columns K..K_pad-1, rows `weight_row_stride(K)` apart (a view when that exceeds K_pad)."""
+    return _padded_rows(weight, weight_row_stride)
 
 
 def channel_scales(weight_scale: torch.Tensor, logical_widths: list[int], is_channelwise: bool) -> torch.Tensor:
