@@ -103,3 +103,24 @@ def test_ceiling_column() -> None:
     rows = [{"TOPS": 85.0}, {"TOPS": None}]
     add_ceiling_column(rows, "TOPS", 100.0)
     assert rows[0]["pct_ceiling"] == pytest.approx(85.0) and rows[1]["pct_ceiling"] is None
+
+
+@pytest.mark.parametrize("module", ["vllm_rdna_w8a8.tune", "vllm_rdna_w8a8.bench"])
+def test_malformed_model_config_is_one_line_not_a_traceback(run_cli: Run, tmp_path: Path, module: str) -> None:
+    # Issue 11: 0 attention heads ended the dry run in ZeroDivisionError.
+    (tmp_path / "config.json").write_text(json.dumps(
+        {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 0}))
+    result = run_cli(module, "--model", str(tmp_path), "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr == f"error: {tmp_path / 'config.json'}: num_attention_heads must be a positive integer, got 0\n"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-3"])
+def test_wmma_ceiling_must_be_positive_and_finite(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    # Issue 11: nan and inf were accepted.
+    from vllm_rdna_w8a8.bench.run import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--dry-run", f"--wmma-ceiling-tops={value}"])
+    assert exit_info.value.code == 2
+    assert f"--wmma-ceiling-tops must be a positive finite number, got {float(value)}" in capsys.readouterr().err

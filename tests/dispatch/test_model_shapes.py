@@ -70,3 +70,44 @@ def test_bad_config_files(tmp_path: Path) -> None:
     path.write_text(json.dumps({"hidden_size": 64, "intermediate_size": -2, "num_attention_heads": 2}))
     with pytest.raises(ValueError, match="intermediate_size must be a positive integer"):
         resolve_model(str(path))
+
+
+LLAMA_LIKE = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2}
+# Issue 11: each ended in ZeroDivisionError / TypeError / RecursionError.
+MALFORMED_CONFIGS = {
+    "zero attention heads": ({**LLAMA_LIKE, "num_attention_heads": 0},
+                             "num_attention_heads must be a positive integer, got 0"),
+    "string for a number": ({**LLAMA_LIKE, "num_attention_heads": "4"},
+                            "num_attention_heads must be a positive integer, got '4'"),
+    "string hidden size": ({**LLAMA_LIKE, "hidden_size": "64"}, "hidden_size must be a positive integer, got '64'"),
+    "zero kv heads": ({**LLAMA_LIKE, "num_key_value_heads": 0}, "num_key_value_heads must be a positive integer"),
+    "list head_dim": ({**LLAMA_LIKE, "head_dim": [16]}, r"head_dim must be a positive integer, got \[16\]"),
+    "uneven heads": ({**LLAMA_LIKE, "num_attention_heads": 3},
+                     "hidden_size=64 is not a multiple of num_attention_heads=3 and the config gives no head_dim"),
+}
+
+
+@pytest.mark.parametrize("problem", sorted(MALFORMED_CONFIGS))
+def test_malformed_config_values_are_one_line_naming_the_field(tmp_path: Path, problem: str) -> None:
+    config, message = MALFORMED_CONFIGS[problem]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'config.json'}: {message}"):
+        resolve_model(str(tmp_path))
+
+
+def test_deeply_nested_or_undecodable_config_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text('{"hidden_size": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(ValueError, match=f"cannot read model config {path}: JSON nested too deeply"):
+        resolve_model(str(path))
+    path.write_bytes(b'{"hidden_size": "\xff"}')
+    with pytest.raises(ValueError, match=f"cannot read model config {path}: 'utf-8' codec can't decode"):
+        resolve_model(str(path))
+
+
+def test_null_optional_keys_take_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**LLAMA_LIKE, "num_key_value_heads": None, "head_dim": None}))
+    dims = resolve_model(str(path))
+    assert (dims.num_key_value_heads, dims.head_dim) == (4, 16)

@@ -88,3 +88,7 @@ def test_emulated_mode_uses_the_prebuilt_library_from_env(monkeypatch: pytest.Mo
     monkeypatch.setenv(hip.EMULATOR_LIBRARY_ENV, "/nonexistent/lib.so")
     with pytest.raises(HipError, match="does not exist"):
         hip.get_runtime()
+    # Issue 11: a directory was reported as "does not exist".
+    monkeypatch.setenv(hip.EMULATOR_LIBRARY_ENV, str(fake_hip_library.parent))
+    with pytest.raises(HipError, match=f"={str(fake_hip_library.parent)!r} is a directory, not a library file"):
+        hip.get_runtime()

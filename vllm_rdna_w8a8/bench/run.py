@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -44,8 +45,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--warmup must be >= 0 and --iterations >= 1")
     if args.target and not args.dry_run:
         parser.error("--target only applies to --dry-run (timing uses the GPU's own target)")
-    if args.wmma_ceiling_tops is not None and args.wmma_ceiling_tops <= 0:
-        parser.error("--wmma-ceiling-tops must be positive")
+    if args.wmma_ceiling_tops is not None and not (0 < args.wmma_ceiling_tops < math.inf):  # NaN fails too
+        parser.error(f"--wmma-ceiling-tops must be a positive finite number, got {args.wmma_ceiling_tops}")
     return args
 
 

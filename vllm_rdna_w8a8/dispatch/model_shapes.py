@@ -10,6 +10,7 @@ rank) when there are fewer KV heads than ranks.
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -57,22 +58,31 @@ def _short_name(name: str) -> str:
     return name.rsplit("/", 1)[-1].lower()
 
 
+def _positive_int(config: Mapping[str, Any], key: str, name: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}: {key} must be a positive integer, got {reprlib.repr(value)}")
+    return value
+
+
 def dims_from_config(config: Mapping[str, Any], name: str) -> ModelDims:
-    """ModelDims from a Hugging Face config.json mapping (text_config for multimodal models)."""
+    """ModelDims from a Hugging Face config.json mapping (text_config for multimodal models).
+    Every value is checked before it is used; optional keys (num_key_value_heads, head_dim)
+    may be absent or null."""
     if isinstance(config.get("text_config"), Mapping) and "hidden_size" not in config:
         config = config["text_config"]
     missing = [key for key in ("hidden_size", "intermediate_size", "num_attention_heads") if key not in config]
     if missing:
         raise ValueError(f"{name}: config has no {', '.join(missing)}; is it a decoder model's config.json?")
-    heads = config["num_attention_heads"]
-    kv_heads = config.get("num_key_value_heads") or heads
-    head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    values = {"hidden_size": config["hidden_size"], "intermediate_size": config["intermediate_size"],
-              "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim}
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
-    return ModelDims(name, **values)
+    hidden, heads = _positive_int(config, "hidden_size", name), _positive_int(config, "num_attention_heads", name)
+    if config.get("head_dim") is None and hidden % heads:
+        raise ValueError(f"{name}: hidden_size={hidden} is not a multiple of num_attention_heads={heads} "
+                         f"and the config gives no head_dim")
+    return ModelDims(
+        name, hidden, _positive_int(config, "intermediate_size", name), heads,
+        heads if config.get("num_key_value_heads") is None else _positive_int(config, "num_key_value_heads", name),
+        hidden // heads if config.get("head_dim") is None else _positive_int(config, "head_dim", name),
+    )
 
 
 def resolve_model(spec: str) -> ModelDims:
@@ -86,8 +96,10 @@ def resolve_model(spec: str) -> ModelDims:
         path = path / "config.json"
     if path.is_file():
         try:
-            config = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            config = json.loads(path.read_bytes().decode("utf-8"))
+        except RecursionError:
+            raise ValueError(f"cannot read model config {path}: JSON nested too deeply") from None
+        except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
             raise ValueError(f"cannot read model config {path}: {error}") from None
         if not isinstance(config, dict):
             raise ValueError(f"{path}: a config.json must hold a JSON object")

@@ -171,7 +171,8 @@ def _emulator_library() -> Path:
     prebuilt = os.environ.get(EMULATOR_LIBRARY_ENV, "").strip()
     if prebuilt:
         if not Path(prebuilt).is_file():
-            raise HipError("dlopen", -1, f"${EMULATOR_LIBRARY_ENV}={prebuilt!r} does not exist")
+            problem = "is a directory, not a library file" if Path(prebuilt).is_dir() else "does not exist"
+            raise HipError("dlopen", -1, f"${EMULATOR_LIBRARY_ENV}={prebuilt!r} {problem}")
         return Path(prebuilt)
     from vllm_rdna_w8a8.emulation import build_emulator
 
