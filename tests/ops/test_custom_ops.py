@@ -153,14 +153,22 @@ def test_fakes_refuse_what_the_implementations_refuse() -> None:
             torch.ops.rdna_w8a8.scaled_int8_quant(fake(x), None, None, True, 24)
 
 
-def test_compiled_graph_with_dynamic_batch_traces_the_checked_fakes() -> None:
+@pytest.mark.parametrize("batch", ["dynamic", "unbacked"])
+def test_compiled_graph_with_a_symbolic_batch_traces_the_checked_fakes(batch: str) -> None:
+    # The fakes' checks must not guard on the batch size: an unbacked one cannot be guarded.
+    from torch._dynamo.decorators import mark_unbacked
+
     def layer(x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor) -> torch.Tensor:
         q, scale, azp = custom_ops.scaled_int8_quant(x, padded_k=w.shape[1], symmetric=False)
-        return custom_ops.int8_scaled_mm(q, w, scale, w_scale, x.dtype, azp, w.sum(dim=1, dtype=torch.int32))
+        dynamic = custom_ops.int8_scaled_mm(q, w, scale, w_scale, x.dtype, azp, w.sum(dim=1, dtype=torch.int32))
+        q_static, _, _ = custom_ops.scaled_int8_quant(x, torch.full((1,), 0.05), padded_k=w.shape[1])
+        return dynamic + custom_ops.int8_scaled_mm(q_static, w, torch.full((1,), 0.05), w_scale, x.dtype)
 
     w = torch.randint(-128, 128, (8, 32), dtype=torch.int8)
     w_scale = torch.rand(1)
-    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=True)
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True, dynamic=batch == "dynamic")
     for rows in (4, 9, 1):
         x = torch.randn(rows, 32).to(torch.float16)
+        if batch == "unbacked":
+            mark_unbacked(x, 0)
         torch.testing.assert_close(compiled(x, w, w_scale), layer(x, w, w_scale), rtol=0, atol=0)

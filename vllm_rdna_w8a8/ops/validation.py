@@ -7,6 +7,7 @@ a message naming the argument, before any work is done.
 from __future__ import annotations
 
 import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 ACTIVATION_DTYPES = (torch.float16, torch.bfloat16)
 OUTPUT_DTYPES = (torch.float16, torch.bfloat16)
@@ -39,10 +40,17 @@ def _same_device(reference: torch.Tensor, **tensors: torch.Tensor | None) -> Non
             raise ValueError(f"{name} is on {tensor.device}, the activations on {reference.device}")
 
 
+def _may_equal(a: int | torch.SymInt, b: int | torch.SymInt) -> bool:
+    """a == b for ints. For sizes being traced (the fakes under torch.compile): True unless
+    they are known to differ, since asking more would guard on the batch size (an error
+    when it is unbacked)."""
+    return not statically_known_true(a != b)
+
+
 def _vector(name: str, tensor: torch.Tensor, lengths: tuple[int, ...], what: str) -> None:
     """`tensor` holds `lengths[i]` elements laid out as [n] or [n, 1] / [1, n]."""
-    if tensor.numel() not in lengths or tensor.dim() > 2 or (
-        tensor.dim() == 2 and 1 not in tensor.shape
+    if not any(_may_equal(tensor.numel(), length) for length in lengths) or tensor.dim() > 2 or (
+        tensor.dim() == 2 and not any(_may_equal(size, 1) for size in tensor.shape)
     ):
         shapes = " or ".join(f"[{n}]" for n in dict.fromkeys(lengths))
         raise ValueError(f"{name} must have shape {shapes} ({what}), got {list(tensor.shape)}")
