@@ -1,14 +1,20 @@
-"""`RdnaW8A8Config`: what `--quantization rdna_w8a8` builds.
+"""What `--quantization rdna_w8a8` builds.
 
-- compressed-tensors checkpoint: exactly upstream `CompressedTensorsConfig` (subclassed,
-  nothing reimplemented): parsing, ignore lists, fused modules, lm_head, KV-cache
-  scales. Its W8A8 int8 and (per-tensor / per-channel) fp8 layers ask vLLM for a
-  scaled-mm kernel, which on gfx11 is ours. Other schemes (W4A16, block fp8, ...) stay
-  on upstream's kernels; each such scheme is named once in the log.
+- compressed-tensors checkpoint: `RdnaW8A8Config`, exactly upstream
+  `CompressedTensorsConfig` (subclassed, nothing reimplemented): parsing, ignore lists,
+  fused modules, lm_head, KV-cache scales.
+- AMD Quark checkpoint (`quant_method: quark`): `RdnaW8A8QuarkConfig`, exactly upstream
+  `QuarkConfig` in the same way (exclude lists, per-layer configs, KV-cache scales).
+- In both, W8A8 int8 and (per-tensor / per-channel) fp8 linear layers ask vLLM for a
+  scaled-mm kernel, which on gfx11 is ours. Other schemes (W4A16, block fp8, MXFP4, ...)
+  stay on upstream's kernels; each such scheme is named once in the log. MoE expert
+  layers get upstream's MoE method (our W8A8 experts kernels are not written yet), and
+  the log says so once.
 - no quantization_config (fp16/bf16 checkpoint; vLLM calls the class with no
   arguments): every linear layer is quantized at load time to int8 W8A8, symmetric
   per-channel weights and dynamic per-token activations, through the same int8 kernel
   selection (our kernel on gfx11, vLLM's CPU kernel on the CPU, Triton elsewhere).
+  MoE experts stay in the model dtype (logged).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import torch
 from compressed_tensors.config import CompressionFormat
 from vllm.model_executor.kernels.linear import init_int8_linear_kernel
+from vllm.model_executor.layers.fused_moe import RoutedExperts
 from vllm.model_executor.layers.linear import LinearBase, LinearMethodBase
 from vllm.model_executor.layers.quantization.base_config import QuantizeMethodBase
 from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (
@@ -30,6 +37,13 @@ from vllm.model_executor.layers.quantization.compressed_tensors.schemes import (
     CompressedTensorsW8A8Fp8,
     CompressedTensorsW8A8Int8,
 )
+from vllm.model_executor.layers.quantization.quark.quark import QuarkConfig
+from vllm.model_executor.layers.quantization.quark.schemes import (
+    QuarkScheme,
+    QuarkW8A8Fp8,
+    QuarkW8A8Fp8PerBlock,
+    QuarkW8A8Int8,
+)
 from vllm.model_executor.utils import replace_parameter
 from vllm.model_executor.parameter import ModelWeightParameter
 from vllm.model_executor.utils import set_weight_attrs
@@ -40,17 +54,28 @@ logger = logging.getLogger("vllm.rdna_w8a8")
 
 
 
-def why_upstream(scheme: CompressedTensorsScheme) -> str | None:
-    """None for schemes whose linear layers ask the kernel lists we head (ours first on
-    gfx11): W8A8 int8 (the int8 list) and per-tensor / per-channel W8A8 fp8 (the fp8
-    list). Otherwise the reason they stay on upstream's kernels, for the log."""
-    if isinstance(scheme, CompressedTensorsW8A8Int8):
-        return None
-    if isinstance(scheme, CompressedTensorsW8A8Fp8):
-        if scheme.strategy == QuantizationStrategy.BLOCK:
-            return "are block-scaled W8A8 fp8 (vLLM's block-fp8 kernel list, which we do not head)"
+def why_upstream(scheme: CompressedTensorsScheme | QuarkScheme) -> str | None:
+    """None for schemes (compressed-tensors or Quark) whose linear layers ask the kernel
+    lists we head (ours first on gfx11): W8A8 int8 (the int8 list) and per-tensor /
+    per-channel W8A8 fp8 (the fp8 list). Otherwise the reason they stay on upstream's
+    kernels, for the log."""
+    block_fp8 = isinstance(scheme, QuarkW8A8Fp8PerBlock) or (
+        isinstance(scheme, CompressedTensorsW8A8Fp8) and scheme.strategy == QuantizationStrategy.BLOCK
+    )
+    if block_fp8:
+        return "are block-scaled W8A8 fp8 (vLLM's block-fp8 kernel list, which we do not head)"
+    if isinstance(scheme, (CompressedTensorsW8A8Int8, QuarkW8A8Int8, CompressedTensorsW8A8Fp8, QuarkW8A8Fp8)):
         return None
     return "are not W8A8 int8 or fp8"
+
+
+def moe_route(method: QuantizeMethodBase | None) -> str:
+    """What serves a MoE expert layer under rdna_w8a8, for the log: upstream's method
+    always, as our W8A8 experts kernels are not written yet."""
+    if method is None:
+        return ("stay unquantized on upstream's MoE path (online int8 covers linear layers only; "
+                "our W8A8 experts kernels are not written yet)")
+    return f"are served by upstream's {type(method).__name__} (our W8A8 experts kernels are not written yet)"
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,16 +136,16 @@ class OnlineInt8LinearMethod(LinearMethodBase):
         return self.kernel.apply_weights(layer, x, bias)
 
 
-class RdnaW8A8Config(CompressedTensorsConfig):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.online = not args and not kwargs
-        if self.online:
-            super().__init__(target_scheme_map={}, ignore=[], quant_format=CompressionFormat.int_quantized.value)
-        else:
-            super().__init__(*args, **kwargs)
-        self._schemes_logged: set[tuple[str, str]] = set()
+class RdnaW8A8Routing:
+    """What rdna_w8a8 adds to a checkpoint format's upstream config (mixed in before it):
+    the method's name, the claim on that format's checkpoints, and one log line per kind
+    of layer that our kernels do not serve."""
 
-    def get_name(self) -> str:  # type: ignore[override]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._routes_logged: set[tuple[str, str]] = set()
+
+    def get_name(self) -> str:
         return QUANTIZATION_NAME
 
     @classmethod
@@ -130,16 +155,43 @@ class RdnaW8A8Config(CompressedTensorsConfig):
         return QUANTIZATION_NAME if accepts_checkpoint(hf_quant_cfg, user_quant) else None
 
     def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> QuantizeMethodBase | None:
-        if self.online:
-            return OnlineInt8LinearMethod() if isinstance(layer, LinearBase) else None
-        method = super().get_quant_method(layer, prefix)
-        scheme = getattr(layer, "scheme", None)
-        reason = why_upstream(scheme) if isinstance(layer, LinearBase) and scheme is not None else None
-        if reason is not None:
-            self._log_upstream_scheme(type(scheme).__name__, reason, prefix)
+        method = super().get_quant_method(layer, prefix)  # type: ignore[misc]
+        self._log_route(layer, method, prefix)
         return method
 
-    def _log_upstream_scheme(self, scheme_name: str, reason: str, prefix: str) -> None:
-        if (scheme_name, reason) not in self._schemes_logged:
-            self._schemes_logged.add((scheme_name, reason))
-            logger.info("rdna_w8a8: %s layers (first: %s) %s, served by upstream kernels", scheme_name, prefix, reason)
+    def _log_route(self, layer: torch.nn.Module, method: QuantizeMethodBase | None, prefix: str) -> None:
+        scheme = getattr(layer, "scheme", None)
+        if isinstance(layer, LinearBase) and scheme is not None:
+            reason = why_upstream(scheme)
+            if reason is not None:
+                self._log_once(type(scheme).__name__, f"{reason}, served by upstream kernels", prefix)
+        elif isinstance(layer, RoutedExperts):
+            self._log_once("MoE expert", moe_route(method), prefix)
+
+    def _log_once(self, kind: str, what: str, prefix: str) -> None:
+        if (kind, what) not in self._routes_logged:
+            self._routes_logged.add((kind, what))
+            logger.info("rdna_w8a8: %s layers (first: %s) %s", kind, prefix, what)
+
+
+class RdnaW8A8Config(RdnaW8A8Routing, CompressedTensorsConfig):
+    """Compressed-tensors checkpoints, and online int8 for unquantized ones."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.online = not args and not kwargs
+        if self.online:
+            super().__init__(target_scheme_map={}, ignore=[], quant_format=CompressionFormat.int_quantized.value)
+        else:
+            super().__init__(*args, **kwargs)
+
+    def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> QuantizeMethodBase | None:
+        if not self.online:
+            return super().get_quant_method(layer, prefix)
+        method = OnlineInt8LinearMethod() if isinstance(layer, LinearBase) else None
+        self._log_route(layer, method, prefix)
+        return method
+
+
+class RdnaW8A8QuarkConfig(RdnaW8A8Routing, QuarkConfig):
+    """AMD Quark checkpoints (`quant_method: quark`): upstream's Quark parsing and
+    schemes; its W8A8 schemes ask the same kernel lists as compressed-tensors."""

@@ -8,7 +8,15 @@ checkpoint:
   compressor into the standard W8A8 int8 format (symmetric per-channel int8 weights,
   dynamic per-token symmetric int8 activations, ``lm_head`` left in float16);
 - ``fp8``: the FP8-Dynamic scheme (per-channel e4m3 weights, dynamic per-token e4m3
-  activations), same compressor.
+  activations), same compressor;
+- ``quark-*``: the same weights quantized and exported by AMD Quark (``amd-quark``, the
+  real producer of ``quant_method: quark`` checkpoints), calibrated on the embedded text:
+  ``quark-int8`` (Quark's ``int8`` scheme: per-tensor static int8 weights and
+  activations), ``quark-fp8`` (``fp8``: per-tensor static e4m3), ``quark-ptpc-fp8``
+  (``ptpc_fp8``: per-channel e4m3 weights, dynamic per-token e4m3 activations) and
+  ``quark-int8-dynamic`` (per-channel int8 weights, dynamic per-token int8 activations,
+  from Quark's own spec classes: Quark names no template for it). Quark writes the full
+  symmetric int8 range [-128, 127]; ``int8_weight_limit`` does not apply to these.
 
 The tokenizer is a byte-level BPE trained with the ``tokenizers`` library on a short
 embedded text, so any text prompt encodes and decodes losslessly.
@@ -35,7 +43,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMES = ("fp16", "int8", "fp8")
+# Quark checkpoint scheme -> Quark's named template (None: built from Quark's spec classes).
+QUARK_SCHEMES: dict[str, str | None] = {
+    "quark-int8": "int8",
+    "quark-fp8": "fp8",
+    "quark-ptpc-fp8": "ptpc_fp8",
+    "quark-int8-dynamic": None,
+}
+SCHEMES = ("fp16", "int8", "fp8", *QUARK_SCHEMES)
 CACHE_ENV = "VLLM_RDNA_W8A8_TINY_MODELS"
 MARKER_FILE = "tiny_model.json"
 # Bump when the builder's output changes for the same inputs.
@@ -128,11 +143,17 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "vllm_rdna_w8a8" / "tiny-models"
 
 
-def _library_versions() -> dict[str, str]:
-    return {
-        name: metadata.version(name)
-        for name in ("torch", "transformers", "tokenizers", "compressed-tensors", "safetensors")
-    }
+def _library_versions(scheme: str) -> dict[str, str]:
+    names = ["torch", "transformers", "tokenizers", "compressed-tensors", "safetensors"]
+    if scheme in QUARK_SCHEMES:
+        names.append("amd-quark")
+    try:
+        return {name: metadata.version(name) for name in names}
+    except metadata.PackageNotFoundError as missing:
+        raise ValueError(
+            f"scheme {scheme!r} needs the {missing.name} package (it is in the cpu-test extra: "
+            "pip install -e '.[cpu-test]')"
+        ) from None
 
 
 def build_key(scheme: str, spec: TinyModelSpec) -> dict[str, Any]:
@@ -143,7 +164,7 @@ def build_key(scheme: str, spec: TinyModelSpec) -> dict[str, Any]:
         "scheme": scheme,
         "spec": dataclasses.asdict(spec),
         "corpus_sha256": hashlib.sha256(_CORPUS.encode()).hexdigest(),
-        "libraries": _library_versions(),
+        "libraries": _library_versions(scheme),
     }
 
 
@@ -222,6 +243,8 @@ def _write_checkpoint(directory: Path, scheme: str, spec: TinyModelSpec) -> None
     model = build_random_model(spec)
     if scheme == "fp16":
         model.save_pretrained(directory)
+    elif scheme in QUARK_SCHEMES:
+        _save_quark(model, directory, scheme, tokenizer)
     else:
         _save_compressed(model, directory, _PRESET_SCHEMES[scheme], spec.int8_weight_limit)
 
@@ -350,11 +373,37 @@ def _save_compressed(model: Any, directory: Path, preset: str, int8_weight_limit
     compressor.update_config(str(directory))
 
 
+def _quark_config(scheme: str) -> Any:
+    """Quark's QConfig for `scheme`: its LLM template's named scheme (``lm_head``
+    excluded, as the template does), or the per-channel / per-token int8 specs."""
+    from quark.torch import LLMTemplate
+    from quark.torch.quantization.config.config import Int8PerChannelSpec, QConfig, QLayerConfig
+
+    template_scheme = QUARK_SCHEMES[scheme]
+    if template_scheme is not None:
+        return LLMTemplate.get("llama").get_config(scheme=template_scheme)
+    weight = Int8PerChannelSpec(ch_axis=0, symmetric=True, is_dynamic=False).to_quantization_spec()
+    per_token = Int8PerChannelSpec(ch_axis=1, symmetric=True, is_dynamic=True).to_quantization_spec()
+    return QConfig(global_quant_config=QLayerConfig(weight=weight, input_tensors=per_token), exclude=["lm_head"])
+
+
+def _save_quark(model: Any, directory: Path, scheme: str, tokenizer: Any) -> None:
+    """Quantize with AMD Quark (static scales calibrated on the embedded text, one line
+    per batch) and export in Quark's safetensors format (``quant_method: quark``)."""
+    from quark.torch import ModelQuantizer, export_safetensors
+
+    quantizer = ModelQuantizer(_quark_config(scheme))
+    calibration = [tokenizer(line, return_tensors="pt")["input_ids"] for line in _CORPUS.splitlines()]
+    model = quantizer.quantize_model(model, calibration)
+    model = quantizer.freeze(model)
+    export_safetensors(model, str(directory), custom_mode="quark")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vllm_rdna_w8a8.testing.tiny_model",
         description="Build a tiny random Llama checkpoint (fp16, or W8A8 int8/fp8 in the "
-        "compressed-tensors format) and print its directory.",
+        "compressed-tensors or AMD Quark format) and print its directory.",
     )
     parser.add_argument("--scheme", choices=SCHEMES, default="int8")
     parser.add_argument("--out", help="write the checkpoint here instead of the cache")
