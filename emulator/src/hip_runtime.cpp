@@ -1,13 +1,24 @@
 // Stand-in for the HIP module API subset our launcher uses, with HIP's names,
 // signatures (checked against <hip/hip_runtime_api.h>) and error codes.
 // Launches run the kernels registered by RDNA_EXPORT_KERNEL synchronously.
+//
+// As strict as ROCm where a mistake on the host side would only show on a real GPU:
+// several devices (VLLM_RDNA_W8A8_EMULATE="gfx1100,gfx1151"), a per-thread current device,
+// modules and streams owned by the device current when they were created, HIP 7's sticky
+// last error, and images that must stay alive as long as their module.
 #include <elf.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
+#include <string>
+#include <vector>
 
 // Before engine.h: the HIP header uses names (gridDim, ...) that the
 // emulator's device header defines as macros.
@@ -17,12 +28,23 @@
 #include "engine.h"
 
 struct ihipModule_t {
+  int device;  // the device current at hipModuleLoadData: the only one it may be used from
+  // HIP keeps the pointer it was given, not a copy (clr reads the image again later; so do
+  // debuggers and profilers): hipModuleGetFunction checks it is still there, unchanged.
+  const unsigned char* image;
+  std::size_t image_bytes;
+  std::uint64_t image_digest;
   std::set<std::string> kernel_symbols;  // kernels the code object defines
   std::map<std::string, std::unique_ptr<ihipModuleSymbol_t>> functions;
 };
 
 struct ihipModuleSymbol_t {
   const rdna_emu::detail::RegisteredKernel* kernel;
+  int device;  // its module's device
+};
+
+struct ihipStream_t {
+  int device;  // the device current at hipStreamCreate
 };
 
 namespace rdna_emu::detail {
@@ -33,12 +55,16 @@ std::map<std::string, RegisteredKernel>& kernel_registry() {
   return registry;
 }
 
-std::mutex api_mutex;  // guards live_modules; one launch at a time
+std::mutex api_mutex;  // guards the live_* sets; one launch at a time
 std::set<const ihipModule_t*> live_modules;
 std::set<const ihipModuleSymbol_t*> live_functions;
+std::set<const ihipStream_t*> live_streams;
 
+// HIP 7 semantics (as CUDA): a failure stays this thread's last error until hipGetLastError
+// reads it; later successful calls do not reset it (HIP <= 6 reset it on every call).
 thread_local hipError_t last_error = hipSuccess;
 thread_local std::string last_message;
+thread_local int current_device = 0;  // hipSetDevice is per host thread, default device 0
 
 hipError_t fail(hipError_t code, std::string message) {
   last_error = code;
@@ -58,13 +84,53 @@ const std::map<unsigned, const char*> kGfx11Machs = {
     {0x44, "gfx1103"}, {0x43, "gfx1150"}, {0x4a, "gfx1151"},
 };
 constexpr unsigned char kElfOsAbiAmdgpuHsa = 64;
+// e_ident[EI_ABIVERSION] of code object v4, v6 (ELFABIVERSION_AMDGPU_HSA_V4/_V6).
+constexpr unsigned char kMinAbiVersion = 2;
+constexpr unsigned char kMaxAbiVersion = 4;
 // Names the emulated device's target (vllm_rdna_w8a8/emulation.py validates it).
 constexpr const char* kEmulatedTargetEnv = "VLLM_RDNA_W8A8_EMULATE";
 
-bool is_gfx11_name(const char* name) {
-  for (const auto& [code, target] : kGfx11Machs)
-    if (std::strcmp(name, target) == 0) return true;
-  return false;
+// The emulated devices, one target name each: $VLLM_RDNA_W8A8_EMULATE split at commas
+// (vllm_rdna_w8a8/emulation.py validates it; names other than gfx11 ones are devices that
+// run none of our objects). Unset: one device running any gfx11 object. Read per call, so
+// a test may change it between calls.
+std::vector<std::string> emulated_devices() {
+  std::vector<std::string> devices;
+  const char* value = std::getenv(kEmulatedTargetEnv);
+  const std::string list = value != nullptr ? value : "";
+  std::size_t start = 0;
+  while (start <= list.size()) {
+    std::size_t end = list.find(',', start);
+    if (end == std::string::npos) end = list.size();
+    const std::size_t first = list.find_first_not_of(" \t", start);
+    const std::size_t last = list.find_last_not_of(" \t", end == 0 ? 0 : end - 1);
+    if (first != std::string::npos && first < end && last != std::string::npos && last >= first)
+      devices.push_back(list.substr(first, last - first + 1));
+    start = end + 1;
+  }
+  if (devices.empty()) devices.emplace_back();  // "": any gfx11 target
+  return devices;
+}
+
+std::string describe_device(int device) {
+  return "device " + std::to_string(device);
+}
+
+// FNV-1a over the image, to notice that its memory changed after hipModuleLoadData.
+std::uint64_t digest(const unsigned char* bytes, std::size_t size) {
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  for (std::size_t i = 0; i < size; ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+  return hash;
+}
+
+// The module's image as it is now, read without faulting if its memory was unmapped
+// (a freed large buffer is returned to the system). False when unreadable.
+bool read_image_now(const ihipModule_t& module, std::vector<unsigned char>& out) {
+  out.resize(module.image_bytes);
+  iovec local{out.data(), out.size()};
+  iovec remote{const_cast<unsigned char*>(module.image), module.image_bytes};
+  const ssize_t read = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+  return read == static_cast<ssize_t>(module.image_bytes);
 }
 // Bounds for header fields, since the API passes no image size.
 constexpr Elf64_Half kMaxSections = 4096;
@@ -82,7 +148,8 @@ bool within(Elf64_Off offset, Elf64_Xword size, Elf64_Off limit) {
 // reader follows must lie before it, and every symbol name inside its string table.
 // (An e_shoff beyond the real buffer cannot be seen here; the launcher's reader checks the
 // file before the runtime gets it.)
-hipError_t read_code_object(const unsigned char* image, std::set<std::string>& kernels) {
+hipError_t read_code_object(const unsigned char* image, const std::string& device_target,
+                            int device, std::set<std::string>& kernels, std::size_t& image_bytes) {
   Elf64_Ehdr header;
   std::memcpy(&header, image, sizeof header);
   if (std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0)
@@ -95,6 +162,12 @@ hipError_t read_code_object(const unsigned char* image, std::set<std::string>& k
   if (header.e_type != ET_DYN)
     return fail(hipErrorInvalidImage, "AMDGPU ELF is not a linked code object (e_type " +
                                           std::to_string(header.e_type) + ", expected ET_DYN)");
+  // ROCm's loader takes code object v4 to v6 (e_ident[EI_ABIVERSION] 2 to 4); an older
+  // runtime refuses a newer object although the file itself is sound.
+  if (header.e_ident[EI_ABIVERSION] < kMinAbiVersion || header.e_ident[EI_ABIVERSION] > kMaxAbiVersion)
+    return fail(hipErrorInvalidImage,
+                "code object v" + std::to_string(header.e_ident[EI_ABIVERSION] + 2) +
+                    " is not supported by this runtime (v4 to v6)");
   const auto mach = kGfx11Machs.find(header.e_flags & kMachMask);
   if (mach == kGfx11Machs.end()) {
     char hex[16];
@@ -102,17 +175,17 @@ hipError_t read_code_object(const unsigned char* image, std::set<std::string>& k
     return fail(hipErrorInvalidImage,
                 std::string("code object is not for a gfx11 target (EF_AMDGPU_MACH 0x") + hex + ")");
   }
-  // Like a real device, the emulated one runs only code objects of its own target.
-  const char* device_target = std::getenv(kEmulatedTargetEnv);
-  if (device_target != nullptr && is_gfx11_name(device_target) &&
-      std::strcmp(device_target, mach->second) != 0)
+  // Like a real device, an emulated one runs only code objects of its own target.
+  if (!device_target.empty() && device_target != mach->second)
     return fail(hipErrorNoBinaryForGpu, std::string("code object is for ") + mach->second +
                                             ", the emulated device is " + device_target + " (" +
-                                            kEmulatedTargetEnv + ")");
+                                            describe_device(device) + " of " + kEmulatedTargetEnv +
+                                            ")");
   if (header.e_shentsize != sizeof(Elf64_Shdr) || header.e_shnum == 0 ||
       header.e_shnum > kMaxSections || header.e_shoff < sizeof header ||
       header.e_shoff > kMaxImageBytes)
     return fail(hipErrorInvalidImage, "code object has no usable section header table");
+  image_bytes = header.e_shoff + std::size_t{header.e_shnum} * sizeof(Elf64_Shdr);
   const auto* sections = reinterpret_cast<const Elf64_Shdr*>(image + header.e_shoff);
   const auto outside = [&](Elf64_Half index) {
     return fail(hipErrorInvalidImage, "code object section " + std::to_string(index) +
@@ -174,10 +247,17 @@ using namespace rdna_emu::detail;
 hipError_t hipModuleLoadData(hipModule_t* module, const void* image) {
   if (module == nullptr || image == nullptr)
     return fail(hipErrorInvalidValue, "hipModuleLoadData: module or image is null");
+  const std::vector<std::string> devices = emulated_devices();
+  if (current_device >= static_cast<int>(devices.size()))
+    return fail(hipErrorInvalidDevice, "hipModuleLoadData: the current " +
+                                           describe_device(current_device) + " no longer exists");
   auto loaded = std::make_unique<ihipModule_t>();
-  const hipError_t status =
-      read_code_object(static_cast<const unsigned char*>(image), loaded->kernel_symbols);
+  loaded->device = current_device;
+  loaded->image = static_cast<const unsigned char*>(image);
+  const hipError_t status = read_code_object(loaded->image, devices[current_device], current_device,
+                                             loaded->kernel_symbols, loaded->image_bytes);
   if (status != hipSuccess) return status;
+  loaded->image_digest = digest(loaded->image, loaded->image_bytes);
   std::lock_guard<std::mutex> lock(api_mutex);
   *module = loaded.release();
   live_modules.insert(*module);
@@ -191,6 +271,21 @@ hipError_t hipModuleGetFunction(hipFunction_t* function, hipModule_t module, con
   if (live_modules.count(module) == 0)
     return fail(hipErrorInvalidHandle, "hipModuleGetFunction: not a loaded module");
   const std::string name = kname;
+  // ROCm <= 6.3 abort()s here (clr hipamd/src/hip_code_object.cpp DynCO::getDynFunc calls
+  // CheckDeviceIdMatch: guarantee "Device mismatch from where this module is loaded").
+  if (module->device != current_device)
+    return fail(hipErrorInvalidDevice,
+                "hipModuleGetFunction(" + name + "): the module was loaded on " +
+                    describe_device(module->device) + " but the current device is " +
+                    std::to_string(current_device) +
+                    " (ROCm <= 6.3 aborts the process here: 'Device mismatch from where this "
+                    "module is loaded'); look functions up with the loading device current");
+  std::vector<unsigned char> now;
+  if (!read_image_now(*module, now) || digest(now.data(), now.size()) != module->image_digest)
+    return fail(hipErrorInvalidImage,
+                "hipModuleGetFunction(" + name + "): the image given to hipModuleLoadData was " +
+                    "freed or overwritten; HIP keeps that pointer (no copy) and reads it again, "
+                    "so the buffer must stay alive until hipModuleUnload");
   if (module->kernel_symbols.count(name) == 0)
     return fail(hipErrorNotFound, "kernel " + name + " is not defined in the code object");
   const RegisteredKernel* kernel = find_registered_kernel(name);
@@ -200,7 +295,7 @@ hipError_t hipModuleGetFunction(hipFunction_t* function, hipModule_t module, con
                                       "(its source was not compiled into it)");
   auto& slot = module->functions[name];
   if (!slot) {
-    slot = std::make_unique<ihipModuleSymbol_t>(ihipModuleSymbol_t{kernel});
+    slot = std::make_unique<ihipModuleSymbol_t>(ihipModuleSymbol_t{kernel, module->device});
     live_functions.insert(slot.get());
   }
   *function = slot.get();
@@ -212,12 +307,29 @@ hipError_t hipModuleLaunchKernel(hipFunction_t f, unsigned int gridDimX, unsigne
                                  unsigned int blockDimY, unsigned int blockDimZ,
                                  unsigned int sharedMemBytes, hipStream_t stream,
                                  void** kernelParams, void** extra) {
-  (void)stream;  // launches complete before returning, so every stream is in order
+  // Launches complete before returning, so every stream is in order; streams matter only
+  // for which device they belong to.
   std::lock_guard<std::mutex> lock(api_mutex);
   if (live_functions.count(f) == 0)
     return fail(hipErrorInvalidHandle, "hipModuleLaunchKernel: not a function of a loaded module");
   const RegisteredKernel& kernel = *f->kernel;
   const std::string who = "hipModuleLaunchKernel(" + kernel.name + "): ";
+  if (stream != nullptr && live_streams.count(stream) == 0)
+    return fail(hipErrorInvalidHandle, who + "not a stream of this runtime");
+  // The null stream is the current device's; another device's stream is refused.
+  if (stream != nullptr && stream->device != current_device)
+    return fail(hipErrorInvalidHandle, who + "the stream belongs to " +
+                                           describe_device(stream->device) +
+                                           " but the current device is " +
+                                           std::to_string(current_device));
+  // clr ihipLaunchKernel_validate: a kernel without a device kernel for the launch device
+  // is hipErrorInvalidDevice.
+  if (f->device != current_device)
+    return fail(hipErrorInvalidDevice, who + "the function's module was loaded on " +
+                                           describe_device(f->device) +
+                                           " but the launch is on device " +
+                                           std::to_string(current_device) +
+                                           " (make the kernel's device current)");
   if (gridDimX == 0 || gridDimY == 0 || gridDimZ == 0 || blockDimX == 0 || blockDimY == 0 ||
       blockDimZ == 0)
     return fail(hipErrorInvalidValue, who + "grid and block dimensions must be positive");
@@ -274,6 +386,44 @@ hipError_t hipModuleUnload(hipModule_t module) {
   return succeed();
 }
 
+hipError_t hipGetDeviceCount(int* count) {
+  if (count == nullptr) return fail(hipErrorInvalidValue, "hipGetDeviceCount: count is null");
+  *count = static_cast<int>(emulated_devices().size());
+  return succeed();
+}
+
+hipError_t hipGetDevice(int* device) {
+  if (device == nullptr) return fail(hipErrorInvalidValue, "hipGetDevice: device is null");
+  *device = current_device;
+  return succeed();
+}
+
+hipError_t hipSetDevice(int device) {
+  const int count = static_cast<int>(emulated_devices().size());
+  if (device < 0 || device >= count)
+    return fail(hipErrorInvalidDevice, "hipSetDevice(" + std::to_string(device) + "): " +
+                                           std::to_string(count) + " emulated device(s) (" +
+                                           kEmulatedTargetEnv + ")");
+  current_device = device;
+  return succeed();
+}
+
+hipError_t hipStreamCreate(hipStream_t* stream) {
+  if (stream == nullptr) return fail(hipErrorInvalidValue, "hipStreamCreate: stream is null");
+  std::lock_guard<std::mutex> lock(api_mutex);
+  *stream = new ihipStream_t{current_device};
+  live_streams.insert(*stream);
+  return succeed();
+}
+
+hipError_t hipStreamDestroy(hipStream_t stream) {
+  std::lock_guard<std::mutex> lock(api_mutex);
+  if (live_streams.erase(stream) == 0)
+    return fail(hipErrorInvalidHandle, "hipStreamDestroy: not a stream of this runtime");
+  delete stream;
+  return succeed();
+}
+
 hipError_t hipGetLastError(void) {
   const hipError_t error = last_error;
   last_error = hipSuccess;
@@ -284,8 +434,10 @@ hipError_t hipPeekAtLastError(void) { return last_error; }
 
 // Launches are synchronous: there is never outstanding work.
 hipError_t hipStreamSynchronize(hipStream_t stream) {
-  (void)stream;
-  return hipSuccess;
+  std::lock_guard<std::mutex> lock(api_mutex);
+  if (stream != nullptr && live_streams.count(stream) == 0)
+    return fail(hipErrorInvalidHandle, "hipStreamSynchronize: not a stream of this runtime");
+  return succeed();
 }
 
 hipError_t hipDeviceSynchronize(void) { return hipSuccess; }
@@ -296,6 +448,8 @@ const char* hipGetErrorName(hipError_t hip_error) {
       return "hipSuccess";
     case hipErrorInvalidValue:
       return "hipErrorInvalidValue";
+    case hipErrorInvalidDevice:
+      return "hipErrorInvalidDevice";
     case hipErrorInvalidImage:
       return "hipErrorInvalidImage";
     case hipErrorInvalidHandle:
@@ -315,6 +469,8 @@ const char* hipGetErrorString(hipError_t hipError) {
       return "no error";
     case hipErrorInvalidValue:
       return "invalid argument";
+    case hipErrorInvalidDevice:
+      return "invalid device ordinal";
     case hipErrorInvalidImage:
       return "device kernel image is invalid";
     case hipErrorInvalidHandle:

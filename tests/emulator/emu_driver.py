@@ -20,6 +20,7 @@ import numpy as np
 # <hip/hip_runtime_api.h>
 HIP_SUCCESS = 0
 HIP_ERROR_INVALID_VALUE = 1
+HIP_ERROR_INVALID_DEVICE = 101
 HIP_ERROR_INVALID_IMAGE = 200
 HIP_ERROR_NO_BINARY_FOR_GPU = 209
 HIP_ERROR_INVALID_HANDLE = 400
@@ -122,7 +123,8 @@ class StandInRuntime:
 
     def launch_status(self, function: ctypes.c_void_p, grid: tuple[int, int, int],
                       block: tuple[int, int, int], buffer: bytes,
-                      declared_size: int | None = None, shared_bytes: int = 0) -> int:
+                      declared_size: int | None = None, shared_bytes: int = 0,
+                      stream: ctypes.c_void_p | None = None) -> int:
         """hipModuleLaunchKernel with the packed `buffer` through `extra`; the status code."""
         storage = ctypes.create_string_buffer(buffer, max(len(buffer), 1))
         size = ctypes.c_size_t(len(buffer) if declared_size is None else declared_size)
@@ -130,7 +132,7 @@ class StandInRuntime:
             HIP_LAUNCH_PARAM_BUFFER_POINTER, ctypes.addressof(storage),
             HIP_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(size), HIP_LAUNCH_PARAM_END)
         return self.lib.hipModuleLaunchKernel(
-            function, *grid, *block, shared_bytes, None, None, extra)
+            function, *grid, *block, shared_bytes, stream, None, extra)
 
     def launch(self, function: ctypes.c_void_p, grid: tuple[int, int, int],
                block: tuple[int, int, int], args: Sequence[KernelArg]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from emu_driver import (
     GFX1100,
+    HIP_ERROR_INVALID_DEVICE,
     HIP_ERROR_INVALID_HANDLE,
     HIP_ERROR_INVALID_IMAGE,
     HIP_ERROR_INVALID_VALUE,
@@ -40,6 +42,7 @@ from vllm_rdna_w8a8.testing.damaged_code_object import (
 
 E_TYPE_OFFSET = 16  # Elf64_Ehdr.e_type
 E_FLAGS_OFFSET = 48  # Elf64_Ehdr.e_flags
+E_ABI_VERSION_OFFSET = 8  # Elf64_Ehdr.e_ident[EI_ABIVERSION]
 GFX11_MACHS = {"gfx1100": 0x41, "gfx1101": 0x46, "gfx1102": 0x47, "gfx1103": 0x44,
                "gfx1150": 0x43, "gfx1151": 0x4A}
 GFX90A_MACH = 0x3F
@@ -300,3 +303,102 @@ def test_work_item_coordinates(runner: KernelRunner, grid, block) -> None:
             thread_idx = (t % block[0], t // block[0] % block[1], t // (block[0] * block[1]))
             expected = [*thread_idx, *block_idx, *block, *grid, t % 32, 32]
             assert out[b, t].tolist() == expected, (b, t)
+
+
+# --- Devices, streams, the last error and image lifetime: as strict as ROCm (issue 10) ---
+
+@pytest.fixture
+def two_devices(runtime: StandInRuntime, monkeypatch: pytest.MonkeyPatch):
+    """Two emulated gfx1100 devices; device 0 current again afterwards."""
+    monkeypatch.setenv(EMULATE_ENV, "gfx1100,gfx1100")
+    yield
+    assert runtime.lib.hipSetDevice(0) == 0
+
+
+def current_device(runtime: StandInRuntime) -> int:
+    device = ctypes.c_int(-1)
+    assert runtime.lib.hipGetDevice(ctypes.byref(device)) == 0
+    return device.value
+
+
+def test_device_count_and_a_current_device_per_thread(runtime: StandInRuntime, two_devices) -> None:
+    count = ctypes.c_int()
+    assert runtime.lib.hipGetDeviceCount(ctypes.byref(count)) == 0 and count.value == 2
+    assert runtime.lib.hipSetDevice(1) == 0 and current_device(runtime) == 1
+    other_thread = []
+    worker = threading.Thread(target=lambda: other_thread.append(current_device(runtime)))
+    worker.start()
+    worker.join()
+    assert other_thread == [0]  # hipSetDevice is per host thread
+    assert runtime.lib.hipSetDevice(2) == HIP_ERROR_INVALID_DEVICE
+    assert "2 emulated device(s)" in runtime.last_message()
+    assert current_device(runtime) == 1
+
+
+def test_modules_are_used_only_from_their_loading_device(runtime: StandInRuntime, test_objects: Path,
+                                                         two_devices) -> None:
+    module = runtime.load_module(image(test_objects, "launch"))  # on device 0
+    function = runtime.get_function(module, "emu_test_kernargs")
+    _, _, args = kernargs_values()
+    assert runtime.lib.hipSetDevice(1) == 0
+    with pytest.raises(HipCallError) as caught:  # ROCm <= 6.3 aborts the process here
+        runtime.get_function(module, "emu_test_kernargs")
+    assert caught.value.code == HIP_ERROR_INVALID_DEVICE
+    assert "module was loaded on device 0 but the current device is 1" in str(caught.value)
+    assert runtime.launch_status(function, (1, 1, 1), (32, 1, 1), pack_kernargs(args)) == HIP_ERROR_INVALID_DEVICE
+    assert "loaded on device 0 but the launch is on device 1" in runtime.last_message()
+    assert runtime.lib.hipSetDevice(0) == 0
+    assert runtime.launch_status(function, (1, 1, 1), (32, 1, 1), pack_kernargs(args)) == 0
+    assert runtime.unload(module) == 0
+
+
+def test_a_stream_of_another_device_is_refused(runtime: StandInRuntime, test_objects: Path,
+                                               two_devices) -> None:
+    module = runtime.load_module(image(test_objects, "launch"))
+    function = runtime.get_function(module, "emu_test_kernargs")
+    _, _, args = kernargs_values()
+    stream, own_stream = ctypes.c_void_p(), ctypes.c_void_p()
+    assert runtime.lib.hipSetDevice(1) == 0
+    assert runtime.lib.hipStreamCreate(ctypes.byref(stream)) == 0
+    assert runtime.lib.hipSetDevice(0) == 0
+    assert runtime.lib.hipStreamCreate(ctypes.byref(own_stream)) == 0
+    status = runtime.launch_status(function, (1, 1, 1), (32, 1, 1), pack_kernargs(args), stream=stream)
+    assert status == HIP_ERROR_INVALID_HANDLE
+    assert "the stream belongs to device 1 but the current device is 0" in runtime.last_message()
+    assert runtime.launch_status(function, (1, 1, 1), (32, 1, 1), pack_kernargs(args), stream=own_stream) == 0
+    for handle in (stream, own_stream):
+        assert runtime.lib.hipStreamDestroy(handle) == 0
+    status = runtime.launch_status(function, (1, 1, 1), (32, 1, 1), pack_kernargs(args), stream=own_stream)
+    assert status == HIP_ERROR_INVALID_HANDLE  # destroyed
+    assert runtime.unload(module) == 0
+
+
+def test_the_last_error_stays_until_read_as_in_hip_7(runtime: StandInRuntime) -> None:
+    runtime.lib.hipGetLastError()  # clear
+    load_error(runtime, b"\x7fELF" + bytes(60))
+    assert current_device(runtime) == 0  # a later successful call does not reset it
+    assert runtime.lib.hipDeviceSynchronize() == 0
+    assert runtime.lib.hipPeekAtLastError() == HIP_ERROR_INVALID_IMAGE
+    assert runtime.lib.hipGetLastError() == HIP_ERROR_INVALID_IMAGE
+    assert runtime.lib.hipGetLastError() == 0
+
+
+def test_the_image_must_stay_alive_as_long_as_its_module(runtime: StandInRuntime, test_objects: Path) -> None:
+    data = image(test_objects, "launch")
+    buffer = ctypes.create_string_buffer(data, len(data))
+    module = ctypes.c_void_p()
+    assert runtime.lib.hipModuleLoadData(ctypes.byref(module), buffer) == 0
+    ctypes.memset(buffer, 0, len(data))  # what freeing and reusing the buffer does to it
+    function = ctypes.c_void_p()
+    status = runtime.lib.hipModuleGetFunction(ctypes.byref(function), module, b"emu_test_kernargs")
+    assert status == HIP_ERROR_INVALID_IMAGE
+    assert "freed or overwritten" in runtime.last_message()
+    assert runtime.lib.hipModuleUnload(module) == 0
+
+
+def test_a_code_object_version_the_runtime_lacks_is_invalid(runtime: StandInRuntime, test_objects: Path) -> None:
+    newer = bytearray(image(test_objects, "launch"))
+    newer[E_ABI_VERSION_OFFSET] = 5  # code object v7
+    error = load_error(runtime, bytes(newer))
+    assert error.code == HIP_ERROR_INVALID_IMAGE
+    assert "code object v7 is not supported by this runtime (v4 to v6)" in str(error)

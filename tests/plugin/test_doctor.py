@@ -36,7 +36,7 @@ def _emulate(monkeypatch, target: str) -> None:
     monkeypatch.setattr(support, "emulated_target", lambda: target)
     import vllm_rdna_w8a8.runtime.device as device
 
-    monkeypatch.setattr(device, "emulated_target", lambda: target)
+    monkeypatch.setattr(device, "emulated_targets", lambda: (target,))
     support.code_object_problem.cache_clear()
 
 

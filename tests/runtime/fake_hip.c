@@ -14,6 +14,8 @@ static int modules_unloaded;
 static int current_device;
 static unsigned last_dims[7];
 static void* last_stream;
+static int last_launch_device = -1;
+static int device_switches;
 static unsigned char last_kernargs[1024];
 static size_t last_kernargs_size;
 static const void* last_function;
@@ -51,15 +53,18 @@ int hipModuleLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsign
   unsigned dims[7] = {gx, gy, gz, bx, by, bz, shared};
   memcpy(last_dims, dims, sizeof(dims));
   last_stream = stream;
+  last_launch_device = current_device;
   last_function = f;
   return 0;
 }
 
 int hipModuleUnload(void* module) { (void)module; ++modules_unloaded; return 0; }
+int hipGetLastError(void) { return 0; }
 int hipGetDevice(int* device) { *device = current_device; return 0; }
 int hipSetDevice(int device) {
   if (device < 0 || device > 1) return 101; /* hipErrorInvalidDevice */
   current_device = device;
+  ++device_switches;
   return 0;
 }
 
@@ -75,6 +80,8 @@ const char* hipGetErrorString(int code) {
 /* Test accessors. */
 int fake_modules_loaded(void) { return modules_loaded; }
 int fake_current_device(void) { return current_device; }
+int fake_last_launch_device(void) { return last_launch_device; }
+int fake_device_switches(void) { return device_switches; }
 const char* fake_last_function(void) { return (const char*)last_function; }
 void* fake_last_stream(void) { return last_stream; }
 size_t fake_last_kernargs(unsigned char* out, unsigned* dims) {

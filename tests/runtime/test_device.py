@@ -29,8 +29,9 @@ def fake_torch(monkeypatch: pytest.MonkeyPatch):
     return state
 
 
-def _emulate(monkeypatch: pytest.MonkeyPatch, target: str | None) -> None:
-    monkeypatch.setattr(device, "emulated_target", lambda: target)
+def _emulate(monkeypatch: pytest.MonkeyPatch, targets: str | None) -> None:
+    """Emulate the comma-separated `targets` (None: emulation off)."""
+    monkeypatch.setattr(device, "emulated_targets", lambda: tuple(targets.split(",")) if targets else ())
 
 
 def test_rocm_device_targets_without_feature_suffixes(monkeypatch, fake_torch) -> None:
@@ -55,8 +56,39 @@ def test_emulated_device(monkeypatch: pytest.MonkeyPatch) -> None:
     _emulate(monkeypatch, "gfx1151")
     monkeypatch.setattr(torch.version, "hip", None, raising=False)
     assert device.gfx_target(0) == "gfx1151"
-    with pytest.raises(ValueError, match="one device"):
+    with pytest.raises(ValueError, match=r"1 device\(s\) \(VLLM_RDNA_W8A8_EMULATE=gfx1151\), asked for device 1"):
         device.gfx_target(1)
+
+
+def test_several_emulated_devices_each_with_its_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    _emulate(monkeypatch, "gfx1100,gfx1030,gfx1151")
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    assert [device.gfx_target(i) for i in range(3)] == ["gfx1100", "gfx1030", "gfx1151"]
+    assert [device.is_gfx11(device.gfx_target(i)) for i in range(3)] == [True, False, True]
+    with pytest.raises(ValueError, match="3 device"):
+        device.gfx_target(3)
+
+
+def test_emulated_device_placement_is_per_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import torch
+
+    _emulate(monkeypatch, "gfx1100,gfx1151")
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    seen_by_other_thread = []
+    assert device.emulated_device_index() == 0
+    with device.emulated_device(1):
+        assert device.emulated_device_index() == 1
+        other = threading.Thread(target=lambda: seen_by_other_thread.append(device.emulated_device_index()))
+        other.start()
+        other.join()
+    assert device.emulated_device_index() == 0
+    assert seen_by_other_thread == [0]
+    with pytest.raises(ValueError, match="asked for device 2"), device.emulated_device(2):
+        pass
 
 
 def test_emulation_refused_with_a_real_rocm_gpu(monkeypatch, fake_torch) -> None:

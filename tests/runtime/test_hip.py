@@ -29,7 +29,7 @@ def test_load_get_launch_round_trip(fake_hip: HipRuntime, probe_objects: Path, l
     function = fake_hip.get_function(module, "probe_fill")
     kernargs = KernargBuffer(12)
     struct.pack_into("<Qi", kernargs.data, 0, 0xDEAD0000, 7)
-    fake_hip.launch(function, (3, 2, 1), (64, 1, 1), kernargs, 0x5000, "probe_fill")
+    fake_hip.launch(function, (3, 2, 1), (64, 1, 1), kernargs, 0x5000, "probe_fill", 0)
     data, dims = last_launch(fake_hip)
     assert data == struct.pack("<Qi", 0xDEAD0000, 7)
     assert dims == (3, 2, 1, 64, 1, 1, 0)
@@ -57,6 +57,23 @@ def test_module_loads_on_the_requested_device(fake_hip: HipRuntime, probe_object
     assert fake_hip.library.fake_current_device() == 0  # restored
     with pytest.raises(HipError, match="hipSetDevice failed with error 101"):
         fake_hip.load_module(b"\x7fELF", 5)
+
+
+def test_launch_runs_with_the_kernels_device_current(fake_hip: HipRuntime, probe_objects: Path) -> None:
+    # Issue 10: launches never made the tensor's device current; HIP refuses a stream of
+    # another device, and the null stream would send the kernel to the current device.
+    module = fake_hip.load_module((probe_objects / "gfx1100" / "probe_args.hsaco").read_bytes(), 1)
+    function = fake_hip.get_function(module, "probe_fill")
+    for name in ("fake_current_device", "fake_last_launch_device", "fake_device_switches"):
+        getattr(fake_hip.library, name).restype = ctypes.c_int
+    switches = fake_hip.library.fake_device_switches()
+    fake_hip.launch(function, (1, 1, 1), (64, 1, 1), KernargBuffer(12), 0, "probe_fill", 1)
+    assert fake_hip.library.fake_last_launch_device() == 1
+    assert fake_hip.library.fake_current_device() == 0  # restored
+    assert fake_hip.library.fake_device_switches() == switches + 2
+    fake_hip.launch(function, (1, 1, 1), (64, 1, 1), KernargBuffer(12), 0, "probe_fill", 0)
+    assert fake_hip.library.fake_last_launch_device() == 0
+    assert fake_hip.library.fake_device_switches() == switches + 2  # already current: no switch
 
 
 def test_unloadable_library_is_a_clear_error(tmp_path: Path) -> None:

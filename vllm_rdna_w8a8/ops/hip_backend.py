@@ -17,6 +17,7 @@ import torch
 from vllm_rdna_w8a8.dispatch import pick_gemm_config
 from vllm_rdna_w8a8.ops.kernel_args import GEMM_KERNEL_ARGS, QUANT_KERNEL_ARGS, kinds
 from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, check_gemm_args, check_quant_args
+from vllm_rdna_w8a8.runtime.device import emulated_device_index
 
 # GEMM flags
 A_SCALE_PER_TOKEN = 1
@@ -36,7 +37,7 @@ def _device_and_stream(tensor: torch.Tensor) -> tuple[int, int]:
         index = tensor.device.index if tensor.device.index is not None else torch.cuda.current_device()
         return index, torch.cuda.current_stream(tensor.device).cuda_stream
     if tensor.device.type == "cpu":
-        return 0, 0  # the emulated backend: one device, null stream
+        return emulated_device_index(), 0  # the emulated backend: the thread's device, null stream
     raise ValueError(f"the HIP backend runs on ROCm or emulated CPU tensors, got {tensor.device}")
 
 

@@ -2,23 +2,57 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
+from collections.abc import Iterator
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 
 EMULATE_ENV = "VLLM_RDNA_W8A8_EMULATE"
 
 
-def emulated_target() -> str | None:
-    """The target VLLM_RDNA_W8A8_EMULATE names (validated by the emulation module), or None."""
+def emulated_targets() -> tuple[str, ...]:
+    """The emulated devices' targets (VLLM_RDNA_W8A8_EMULATE, validated by the emulation
+    module), () when emulation is off."""
     try:
-        from vllm_rdna_w8a8.emulation import emulated_target as read_emulated_target
+        from vllm_rdna_w8a8.emulation import emulated_targets as read_emulated_targets
     except ImportError as exc:
         if os.environ.get(EMULATE_ENV, "").strip():
             raise RuntimeError(f"{EMULATE_ENV} is set but the emulator is unavailable: {exc}") from exc
-        return None
-    return read_emulated_target()
+        return ()
+    return read_emulated_targets()
+
+
+def emulated_target() -> str | None:
+    """The first emulated device's target, or None when emulation is off."""
+    targets = emulated_targets()
+    return targets[0] if targets else None
+
+
+# CPU tensors carry no device index: on the emulated backend, the device a thread's CPU
+# tensors are on (what `tensor.device.index` says on ROCm) is set with `emulated_device`.
+_emulated_placement = threading.local()
+
+
+def emulated_device_index() -> int:
+    """The emulated device this thread's CPU tensors are on (0 unless `emulated_device`)."""
+    return getattr(_emulated_placement, "index", 0)
+
+
+@contextlib.contextmanager
+def emulated_device(device_index: int) -> Iterator[None]:
+    """Within the block, this thread's CPU tensors are on emulated device `device_index`
+    (the stand-in for a ROCm tensor on cuda:<index>; the HIP runtime's current device is
+    not changed, just as a tensor's device does not change torch's current device)."""
+    gfx_target(device_index)  # checks the index
+    previous = emulated_device_index()
+    _emulated_placement.index = device_index
+    try:
+        yield
+    finally:
+        _emulated_placement.index = previous
 
 
 def torch_is_rocm() -> bool:
@@ -60,20 +94,21 @@ def _check_device_index(device_index: int) -> None:
 
 def gfx_target(device_index: int) -> str | None:
     """The gfx target of device `device_index` without feature suffixes (e.g. 'gfx1100'),
-    the emulated target in emulated mode (one device, index 0), or None if not ROCm."""
+    the emulated device's target in emulated mode, or None if not ROCm."""
     _check_device_index(device_index)
-    emulated = emulated_target()
-    if emulated is not None:
+    emulated = emulated_targets()
+    if emulated:
+        setting = ",".join(emulated)
         real_devices = _real_rocm_device_count()
         if real_devices:
             raise RuntimeError(
-                f"{EMULATE_ENV}={emulated} is set on a machine with {real_devices} real ROCm "
+                f"{EMULATE_ENV}={setting} is set on a machine with {real_devices} real ROCm "
                 f"GPU(s): the emulated backend is for machines without one; unset {EMULATE_ENV}"
             )
-        if device_index != 0:
-            raise ValueError(f"the emulated {emulated} backend has one device (0), "
-                             f"asked for device {device_index}")
-        return emulated
+        if device_index >= len(emulated):
+            raise ValueError(f"the emulated backend has {len(emulated)} device(s) "
+                             f"({EMULATE_ENV}={setting}), asked for device {device_index}")
+        return emulated[device_index]
     if not torch_is_rocm():
         return None
     return _rocm_target(device_index)

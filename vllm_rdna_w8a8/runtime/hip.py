@@ -7,9 +7,11 @@ functions with the same ABI and return codes.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 # From /usr/include/hip/hip_runtime_api.h (identical in the stand-in runtime).
@@ -54,17 +56,21 @@ class HipRuntime:
         self._launch_unchecked = library["hipModuleLaunchKernel"]
         self._launch_unchecked.restype = ctypes.c_int
         self._bind("hipModuleUnload", [_c_void_p])
+        self._bind("hipGetDevice", [ctypes.POINTER(ctypes.c_int)])
+        self._bind("hipSetDevice", [ctypes.c_int])
+        # Unchecked twin for the launch path's device compare (see _launch_unchecked).
+        self._get_device_unchecked = library["hipGetDevice"]
+        self._get_device_unchecked.restype = ctypes.c_int
+        self._bind("hipGetLastError", [])
         library.hipGetErrorString.restype = ctypes.c_char_p
         library.hipGetErrorString.argtypes = [ctypes.c_int]
         self._detail = getattr(library, "rdnaEmulatorLastErrorMessage", None)
         if self._detail is not None:
             self._detail.restype = ctypes.c_char_p
             self._detail.argtypes = []
-        # Only needed with several devices; the stand-in runtime has one device.
-        self._has_device_switch = hasattr(library, "hipSetDevice") and hasattr(library, "hipGetDevice")
-        if self._has_device_switch:
-            self._bind("hipGetDevice", [ctypes.POINTER(ctypes.c_int)])
-            self._bind("hipSetDevice", [ctypes.c_int])
+        # HIP keeps a pointer to the image it loaded, not a copy (clr hip_code_object.cpp,
+        # and debuggers and profilers read it again): each image lives as long as its module.
+        self._images: dict[int, ctypes.Array] = {}
 
     def _bind(self, name: str, argtypes: list[type]) -> ctypes._CFuncPtr:
         try:
@@ -84,50 +90,90 @@ class HipRuntime:
                 text += f" ({detail.decode(errors='replace')})"
         return text
 
+    def fail(self, function: str, code: int) -> HipError:
+        """The HipError for a failed call, with HIP's last error cleared: from HIP 7.0 it stays
+        set until hipGetLastError reads it, and PyTorch checks it after its own launches, so
+        an error handled here (e.g. vLLM falling back to its kernels) must not surface later
+        in an unrelated torch op. hipGetLastError clears it in every HIP version."""
+        error = HipError(function, code, self.error_string(code))
+        self.library.hipGetLastError()
+        return error
+
     def check(self, function: str, code: int) -> None:
         if code != HIP_SUCCESS:
-            raise HipError(function, code, self.error_string(code))
+            raise self.fail(function, code)
 
-    def load_module(self, image: bytes, device_index: int = 0) -> int:
-        """hipModuleLoadData on `device_index` (modules belong to the current device)."""
-        module = _c_void_p()
-        buffer = ctypes.create_string_buffer(image, len(image))
-        if not self._has_device_switch:
-            if device_index != 0:
-                raise HipError("hipSetDevice", -1, f"{self.origin} has one device; asked for {device_index}")
-            self.check("hipModuleLoadData", self.library.hipModuleLoadData(ctypes.byref(module), buffer))
-            return module.value or 0
-        previous = ctypes.c_int()
-        self.check("hipGetDevice", self.library.hipGetDevice(ctypes.byref(previous)))
+    def current_device(self) -> int:
+        device = ctypes.c_int()
+        self.check("hipGetDevice", self.library.hipGetDevice(ctypes.byref(device)))
+        return device.value
+
+    @contextlib.contextmanager
+    def on_device(self, device_index: int) -> Iterator[None]:
+        """`device_index` current for the block (the calling thread's current device is
+        restored after it). Modules belong to the device current when they are loaded and
+        may be used only while it is current."""
+        previous = self.current_device()
+        if previous == device_index:
+            yield
+            return
         self.check("hipSetDevice", self.library.hipSetDevice(device_index))
         try:
-            self.check("hipModuleLoadData", self.library.hipModuleLoadData(ctypes.byref(module), buffer))
+            yield
         finally:
-            self.check("hipSetDevice", self.library.hipSetDevice(previous.value))
-        return module.value or 0
+            self.check("hipSetDevice", self.library.hipSetDevice(previous))
+
+    def load_module(self, image: bytes, device_index: int | None = None) -> int:
+        """hipModuleLoadData on `device_index` (default: the current device). The image
+        buffer is kept until `unload_module`."""
+        if device_index is not None:
+            with self.on_device(device_index):
+                return self.load_module(image)
+        module = _c_void_p()
+        buffer = ctypes.create_string_buffer(image, len(image))
+        self.check("hipModuleLoadData", self.library.hipModuleLoadData(ctypes.byref(module), buffer))
+        handle = module.value or 0
+        self._images[handle] = buffer
+        return handle
 
     def get_function(self, module: int, name: str) -> ctypes.c_void_p:
-        """The hipFunction_t of kernel `name`, kept as a c_void_p (what launch passes)."""
+        """The hipFunction_t of kernel `name`, kept as a c_void_p (what launch passes). Call
+        it with the module's device current."""
         function = _c_void_p()
         code = self.library.hipModuleGetFunction(ctypes.byref(function), module, name.encode())
         if code != HIP_SUCCESS:
-            raise HipError(f"hipModuleGetFunction({name!r})", code, self.error_string(code))
+            raise self.fail(f"hipModuleGetFunction({name!r})", code)
         return function
 
     def unload_module(self, module: int) -> None:
         self.check("hipModuleUnload", self.library.hipModuleUnload(module))
+        self._images.pop(module, None)
 
     def launch(self, function: ctypes.c_void_p, grid: tuple[int, int, int],
                block: tuple[int, int, int], kernargs: KernargBuffer, stream: int,
-               name: str) -> None:
+               name: str, device_index: int) -> None:
         """hipModuleLaunchKernel with the packed-buffer `extra` form; no dynamic LDS. The
         runtime copies the kernarg bytes during the call, so the buffer may be reused.
-        Dimensions must be ints in [1, MAX_LAUNCH_DIM] (the caller checks)."""
-        code = self._launch_unchecked(function, grid[0], grid[1], grid[2], block[0], block[1],
-                                      block[2], 0, _c_void_p(stream) if stream else None, None,
-                                      kernargs.extra)
+        Dimensions must be ints in [1, MAX_LAUNCH_DIM] (the caller checks).
+
+        `device_index` (the function's device, that of `stream`) is made current for the
+        launch and the previous device restored: HIP refuses a stream of another device
+        than the current one, and the null stream is the current device's. One hipGetDevice
+        when it already is current."""
+        current = ctypes.c_int()
+        self._get_device_unchecked(ctypes.byref(current))
+        switch = current.value != device_index
+        if switch:
+            self.check("hipSetDevice", self.library.hipSetDevice(device_index))
+        try:
+            code = self._launch_unchecked(function, grid[0], grid[1], grid[2], block[0], block[1],
+                                          block[2], 0, _c_void_p(stream) if stream else None, None,
+                                          kernargs.extra)
+        finally:
+            if switch:
+                self.check("hipSetDevice", self.library.hipSetDevice(current.value))
         if code != HIP_SUCCESS:
-            raise HipError(f"hipModuleLaunchKernel({name})", code, self.error_string(code))
+            raise self.fail(f"hipModuleLaunchKernel({name})", code)
 
 
 class KernargBuffer:
@@ -148,23 +194,46 @@ _runtime: HipRuntime | None = None
 _runtime_lock = threading.Lock()
 
 
-def _rocm_torch_library() -> Path:
-    """libamdhip64.so as ROCm torch loaded it: torch/lib first, else what the process mapped."""
+HIP_LIBRARY_NAME = "libamdhip64.so"
+PROC_MAPS = Path("/proc/self/maps")
+
+
+def mapped_hip_libraries(maps: Path = PROC_MAPS) -> list[Path]:
+    """The distinct libamdhip64 files mapped into this process, in mapping order (a file
+    is its (device, inode) pair from the maps line, however many segments it has)."""
+    try:
+        lines = maps.read_text().splitlines()
+    except OSError:
+        return []
+    found: dict[tuple[str, str], Path] = {}
+    for line in lines:
+        fields = line.split(maxsplit=5)  # address perms offset dev inode path
+        if len(fields) == 6 and Path(fields[5]).name.startswith(HIP_LIBRARY_NAME):
+            found.setdefault((fields[3], fields[4]), Path(fields[5]))
+    return list(found.values())
+
+
+def _rocm_torch_library(maps: Path = PROC_MAPS, torch_lib_dir: Path | None = None) -> Path:
+    """The libamdhip64 that torch uses: the one already mapped into this process (torch's
+    streams and pointers belong to that HIP runtime; opening another file would start a
+    second runtime, in which they are invalid), else torch/lib's. Triton's AMD driver
+    chooses the same way (third_party/amd/backend/driver.py,
+    _get_path_to_hip_runtime_dylib: the already-mmapped library first)."""
     import torch
 
-    candidate = Path(torch.__file__).parent / "lib" / "libamdhip64.so"
+    mapped = mapped_hip_libraries(maps)
+    if len(mapped) > 1:
+        raise HipError("dlopen", -1, f"{len(mapped)} different {HIP_LIBRARY_NAME} files are mapped into this "
+                                     f"process ({', '.join(map(str, mapped))}): each is its own HIP runtime "
+                                     "and their streams and pointers do not mix; load only one ROCm's "
+                                     "library (check LD_LIBRARY_PATH, LD_PRELOAD and other ROCm packages)")
+    if mapped:
+        return mapped[0]
+    candidate = (torch_lib_dir or Path(torch.__file__).parent / "lib") / HIP_LIBRARY_NAME
     if candidate.is_file():
         return candidate
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rsplit(" ", 1)[-1].strip()
-                if Path(path).name.startswith("libamdhip64.so"):
-                    return Path(path)
-    except OSError:
-        pass
-    raise HipError("dlopen", -1, f"libamdhip64.so not found in {candidate.parent} nor loaded "
-                                 f"by this process (torch {torch.__version__}, hip {torch.version.hip})")
+    raise HipError("dlopen", -1, f"{HIP_LIBRARY_NAME} is not loaded by this process nor in {candidate.parent} "
+                                 f"(torch {torch.__version__}, hip {torch.version.hip})")
 
 
 def _emulator_library() -> Path:

@@ -216,7 +216,7 @@ class Kernel:
             layout.pack_into(buffer.data, 0, *values)
         except struct.error:
             raise self._value_error(kinds, values) from None
-        self._runtime.launch(self._function, grid3, block3, buffer, stream, self.name)
+        self._runtime.launch(self._function, grid3, block3, buffer, stream, self.name, self.device_index)
 
     def __repr__(self) -> str:
         return f"Kernel({self.name!r}, device={self.device_index}, target={self.target})"
@@ -320,11 +320,15 @@ class Launcher:
                 raise KernelNotAvailable(f"{name} on device {device_index}: {reason}")
             entry = self.index(target)[name]
             runtime = self._runtime()
-            module = self._modules.get((device_index, entry.object_path))
-            if module is None:
-                module = runtime.load_module(entry.object_path.read_bytes(), device_index)
-                self._modules[(device_index, entry.object_path)] = module
-            function = runtime.get_function(module, name)
+            # One device window for the load and the lookup: a module may be used only with
+            # its loading device current (ROCm <= 6.3 aborts otherwise: clr hip_code_object
+            # DynCO::getDynFunc -> CheckDeviceIdMatch).
+            with runtime.on_device(device_index):
+                module = self._modules.get((device_index, entry.object_path))
+                if module is None:
+                    module = runtime.load_module(entry.object_path.read_bytes())
+                    self._modules[(device_index, entry.object_path)] = module
+                function = runtime.get_function(module, name)
             kernel = Kernel(entry.metadata, function, runtime, device_index, target,
                             entry.object_path)
             self._kernels[(device_index, name)] = kernel

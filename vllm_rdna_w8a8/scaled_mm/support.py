@@ -48,14 +48,17 @@ def is_gfx11(target: str | None) -> bool:
 
 
 def current_device_index() -> int | None:
-    """The device this process runs layers on: torch's current ROCm device, 0 when
-    emulated, None on any other platform."""
+    """The device this process runs layers on: torch's current ROCm device, the thread's
+    emulated device when emulated (`runtime.device.emulated_device`), None on any other
+    platform."""
     if current_platform.is_rocm():
         import torch
 
         return torch.cuda.current_device()
     if current_platform.is_cpu() and emulated_target() is not None:
-        return 0
+        from vllm_rdna_w8a8.runtime.device import emulated_device_index
+
+        return emulated_device_index()
     return None
 
 
@@ -81,8 +84,12 @@ def code_object_problem(device_index: int, target: str, kind: str = "i8") -> str
     missing = launcher.missing_reason(target, names)
     if missing:
         return missing
-    try:  # loading one kernel loads (and so checks) its code object on this device
-        launcher.get_kernel(device_index, names[0])
+    # Load every kernel the kind may launch (so every code object) now: a load first tried
+    # during vLLM's profile run would stop the engine instead of leaving the layer on
+    # upstream kernels, and one inside HIP graph capture must not happen.
+    try:
+        for name in names:
+            launcher.get_kernel(device_index, name)
     except Exception as exc:  # any load failure means: stay on upstream kernels
         return f"cannot load the {target} code object ({type(exc).__name__}: {exc})"
     return None

@@ -84,11 +84,11 @@ def _versions() -> dict[str, str]:
 def _devices() -> list[Device]:
     import torch
 
-    from vllm_rdna_w8a8.runtime.device import gfx_target, torch_is_rocm
+    from vllm_rdna_w8a8.runtime.device import emulated_targets, gfx_target, torch_is_rocm
     from vllm_rdna_w8a8.scaled_mm import support
 
-    if support.emulated_target() is not None:
-        indices = [0]
+    if emulated_targets():
+        indices = list(range(len(emulated_targets())))
     elif torch_is_rocm() and torch.cuda.is_available():
         indices = list(range(torch.cuda.device_count()))
     else:
