@@ -20,13 +20,14 @@
 //   - an inf element makes the dynamic scale inf: finite elements quantize to 0 and the inf
 //     element itself (inf * 0 = NaN) to 0 as well (asymmetric: to sat8(azp)).
 // Columns K..ldq-1 of q are written as 0 (the GEMM reads K padded to a multiple of 16).
+// The formulas live in common/quantize.h, shared with the fused decode GEMMs.
 //
 // Floors on the RX 7900 XTX (gfx1100), arithmetic from paper peaks, not measurements:
 // M = 4096 tokens x K = 4096 fp16: read 2 + write 1 byte per element (the second read of an
 // 8 KiB row hits cache) = 50.3 MB -> memory floor 52 us at 960 GB/s; ~10 VALU ops per element
 // = 168 M lane-ops / (96 CUs x 64 lanes x 2.5 GHz = 15.4 T lane-ops/s) -> compute floor 11 us.
 // Memory binds.
-#include "common/hip_compat.h"
+#include "common/quantize.h"
 
 namespace rdna_w8a8 {
 
@@ -35,64 +36,6 @@ constexpr uint32_t kFlagStaticScale = 1;  // scale (and azp) are inputs [1], els
 constexpr uint32_t kFlagAsymmetric = 2;   // zero point in azp, else azp is null
 
 constexpr int kQuantMaxThreads = 256;
-constexpr int kQuantElementsPerVector = 8;  // 16 bytes of fp16/bf16 in, 8 bytes of int8 out
-constexpr float kFloatMax = 3.40282347e+38f;
-
-typedef uint32_t v4u32 __attribute__((ext_vector_type(4)));
-typedef uint32_t v2u32 __attribute__((ext_vector_type(2)));
-
-// fp32 -> int32 like v_cvt_i32_f32: truncates, saturates, NaN -> 0.
-__device__ __forceinline__ int32_t saturate_to_int32(float x) {
-  if (!(x == x)) return 0;
-  if (x >= 2147483648.f) return 2147483647;
-  if (x <= -2147483648.f) return -2147483647 - 1;
-  return static_cast<int32_t>(x);
-}
-
-__device__ __forceinline__ int32_t float_to_int32_rn(float x) {
-  return saturate_to_int32(__builtin_rintf(x));
-}
-
-__device__ __forceinline__ int8_t float_to_int8_rn(float x) {
-  float r = __builtin_rintf(x);
-  r = r < -128.f ? -128.f : (r > 127.f ? 127.f : r);  // NaN passes, then converts to 0
-  return static_cast<int8_t>(saturate_to_int32(r));
-}
-
-__device__ __forceinline__ int8_t int32_to_int8(int32_t x) {
-  return static_cast<int8_t>(x < -128 ? -128 : (x > 127 ? 127 : x));
-}
-
-__device__ __forceinline__ int32_t wrapping_add(int32_t x, int32_t y) {
-  return static_cast<int32_t>(static_cast<uint32_t>(x) + static_cast<uint32_t>(y));
-}
-
-struct Fp16Input {
-  static __device__ __forceinline__ float to_float(uint16_t bits) {
-    return static_cast<float>(__builtin_bit_cast(_Float16, bits));
-  }
-};
-
-struct Bf16Input {
-  static __device__ __forceinline__ float to_float(uint16_t bits) {
-    return __builtin_bit_cast(float, static_cast<uint32_t>(bits) << 16);
-  }
-};
-
-// Running min and max of a row; comparisons skip NaN like fminf / fmaxf.
-struct Range {
-  float lo;
-  float hi;
-  __device__ __forceinline__ void add(float v) {
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
-  }
-  // Not add(other.lo), add(other.hi): an empty range {FLT_MAX, -FLT_MAX} holds no values.
-  __device__ __forceinline__ void merge(Range other) {
-    lo = other.lo < lo ? other.lo : lo;
-    hi = other.hi > hi ? other.hi : hi;
-  }
-};
 
 struct QuantLds {
   Range per_wave[kQuantMaxThreads / kWaveSize];
@@ -100,9 +43,7 @@ struct QuantLds {
 
 // The same Range in every thread of the workgroup (max and min do not depend on the order).
 __device__ __forceinline__ Range workgroup_range(Range r) {
-  for (int mask = kWaveSize / 2; mask > 0; mask /= 2) {
-    r.merge(Range{__shfl_xor(r.lo, mask), __shfl_xor(r.hi, mask)});
-  }
+  r = wave_range(r);
   auto& lds = workgroup_lds<QuantLds>();
   if (lane_id() == 0) lds.per_wave[wave_id()] = r;
   __syncthreads();
@@ -110,39 +51,6 @@ __device__ __forceinline__ Range workgroup_range(Range r) {
   const int waves = static_cast<int>(blockDim.x) / kWaveSize;
   for (int w = 1; w < waves; ++w) total.merge(lds.per_wave[w]);
   return total;
-}
-
-// Maps one fp32 value to int8 with the row's parameters.
-struct Quantizer {
-  float factor;        // scale to divide by (static symmetric), else inverse scale to multiply by
-  int32_t zero_point;  // asymmetric only
-  bool divide;
-  bool asymmetric;
-  __device__ __forceinline__ int8_t operator()(float v) const {
-    if (asymmetric) return int32_to_int8(wrapping_add(float_to_int32_rn(v * factor), zero_point));
-    return float_to_int8_rn(divide ? v / factor : v * factor);
-  }
-};
-
-// Walks a row: visit_vector(i, v[8]) for elements i..i+7 read with one 16-byte load (up to
-// vector_end, 0 when the row is not 16-byte aligned), visit_element(i, v) for the rest.
-template <class In, class VisitVector, class VisitElement>
-__device__ __forceinline__ void for_each_in_row(const uint16_t* row, int K, int vector_end,
-                                                VisitVector&& visit_vector,
-                                                VisitElement&& visit_element) {
-  const int tid = static_cast<int>(threadIdx.x);
-  const int threads = static_cast<int>(blockDim.x);
-  for (int i = tid * kQuantElementsPerVector; i < vector_end;
-       i += threads * kQuantElementsPerVector) {
-    const v4u32 raw = *reinterpret_cast<const v4u32*>(row + i);
-    float v[kQuantElementsPerVector];
-#pragma unroll
-    for (int e = 0; e < kQuantElementsPerVector; ++e) {
-      v[e] = In::to_float(static_cast<uint16_t>(raw[e / 2] >> (16 * (e % 2))));
-    }
-    visit_vector(i, v);
-  }
-  for (int i = vector_end + tid; i < K; i += threads) visit_element(i, In::to_float(row[i]));
 }
 
 template <class In>
@@ -158,32 +66,16 @@ __device__ __forceinline__ void quantize_row(const void* x, int8_t* q, float* sc
   const bool vectorized = (reinterpret_cast<uintptr_t>(row) % 16 == 0) &&
                           (reinterpret_cast<uintptr_t>(q_row) % kQuantElementsPerVector == 0);
   const int vector_end = vectorized ? K - K % kQuantElementsPerVector : 0;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int threads = static_cast<int>(blockDim.x);
 
-  Quantizer quantize{0.f, 0, false, asymmetric};
+  Quantizer quantize;
   if (is_static) {
-    quantize.divide = !asymmetric;
-    quantize.factor = asymmetric ? 1.f / scale[0] : scale[0];
-    if (asymmetric) quantize.zero_point = azp[0];
+    quantize = static_quantizer(scale[0], asymmetric ? azp[0] : 0, asymmetric);
   } else {
-    Range range = asymmetric ? Range{kFloatMax, -kFloatMax} : Range{0.f, 0.f};
-    const auto observe = [&](int, float v) { range.add(asymmetric ? v : __builtin_fabsf(v)); };
-    for_each_in_row<In>(
-        row, K, vector_end,
-        [&](int i, const float(&v)[kQuantElementsPerVector]) {
-#pragma unroll
-          for (int e = 0; e < kQuantElementsPerVector; ++e) observe(i + e, v[e]);
-        },
-        observe);
-    range = workgroup_range(range);
+    const Range range = workgroup_range(scan_row<In>(row, K, vectorized, asymmetric, tid, threads));
     float row_scale;
-    if (asymmetric) {
-      row_scale = (range.hi - range.lo) / 255.f;
-      quantize.zero_point = saturate_to_int32(__builtin_rintf(-128.f - range.lo / row_scale));
-      quantize.factor = 1.f / row_scale;
-    } else {
-      row_scale = range.hi / 127.f;
-      quantize.factor = range.hi == 0.f ? 0.f : 127.f / range.hi;
-    }
+    quantize = dynamic_quantizer(range, asymmetric, row_scale);
     if (threadIdx.x == 0) {
       scale[row_index] = row_scale;
       if (asymmetric) azp[row_index] = quantize.zero_point;
@@ -192,19 +84,12 @@ __device__ __forceinline__ void quantize_row(const void* x, int8_t* q, float* sc
 
   // Pass 2 re-reads the row (from cache) and stores 8 int8 per 16-byte load.
   for_each_in_row<In>(
-      row, K, vector_end,
+      row, K, vector_end, tid, threads,
       [&](int i, const float(&v)[kQuantElementsPerVector]) {
-        uint32_t packed[2] = {0, 0};
-#pragma unroll
-        for (int e = 0; e < kQuantElementsPerVector; ++e) {
-          packed[e / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(quantize(v[e]))) << (8 * (e % 4));
-        }
-        *reinterpret_cast<v2u32*>(q_row + i) = v2u32{packed[0], packed[1]};
+        *reinterpret_cast<v2u32*>(q_row + i) = quantize_vector(v, quantize);
       },
       [&](int i, float v) { q_row[i] = quantize(v); });
-  for (int i = K + static_cast<int>(threadIdx.x); i < ldq; i += static_cast<int>(blockDim.x)) {
-    q_row[i] = 0;
-  }
+  for (int i = K + tid; i < ldq; i += threads) q_row[i] = 0;
 }
 
 }  // namespace rdna_w8a8

@@ -241,20 +241,37 @@ struct alignas(16) DecodeLds {
   typename Math::AccElem partial[Cfg::kWavesK][Cfg::kBlockM][Cfg::kBlockN];
 };
 
-template <class Cfg, class Math, class Out>
-__device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const Out& out,
-                                                 int m0, int n0) {
-  auto& lds = workgroup_lds<DecodeLds<Cfg, Math>>();
+// The decode main loop's A operand when the activations are int8 already (the quantization
+// kernel ran first): one 128-bit load per lane and step, rows past M read as zeros.
+struct Int8Rows {
+  using Raw = FragI8;
+  const int8_t* row;  // this lane's A row
+  bool inside;        // the row is < M
+
+  __device__ __forceinline__ Int8Rows(const GemmOperands& p, int m0, int lane)
+      : row(p.a + static_cast<int64_t>(m0 + operand_index(lane)) * p.lda),
+        inside(m0 + operand_index(lane) < p.M) {}
+  __device__ __forceinline__ Raw load(int k, bool k_inside) const {
+    return (inside && k_inside) ? load_frag_i8(row + k) : zero_frag_i8();
+  }
+  __device__ __forceinline__ FragI8 to_frag(Raw raw, int) const { return raw; }
+};
+
+// One 16-row decode tile: B streamed to registers, K split across the WAVES_K waves, partial
+// sums reduced in `lds`, then the epilogue. `ARows` supplies the A operand (Int8Rows, or the
+// fused GEMMs' QuantizingRows in common/decode_quant.h): `load(k, k_inside)` issues the
+// loads of one 16-deep step, `to_frag(raw, k)` turns them into the int8 operand.
+template <class Cfg, class Math, class ARows, class Out>
+__device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const ARows& a_rows,
+                                                 const Out& out, int m0, int n0,
+                                                 DecodeLds<Cfg, Math>& lds) {
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = lane_id();
   const int wave = wave_id();
   const int wave_col = (wave % Cfg::kWavesN) * Cfg::kWaveTileN;
   const int wave_k = wave / Cfg::kWavesN;  // BLOCK_M == 16 leaves WAVES_M == 1
 
-  // Rows past M (the tile is padded to 16 rows) and columns past N read as zeros.
-  const int a_row = m0 + operand_index(lane);
-  const bool a_inside = a_row < p.M;
-  const int8_t* a_row_ptr = p.a + static_cast<int64_t>(a_row) * p.lda;
+  // Columns past N read as zeros.
   bool b_inside[Cfg::kFragsN];
   const int8_t* b_row_ptr[Cfg::kFragsN];
 #pragma unroll
@@ -270,13 +287,13 @@ __device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const Ou
 
   for (int k0 = wave_k * Cfg::kWaveTileK; k0 < p.K; k0 += Cfg::kBlockK) {
     // All loads of the slice first (kStepsK * (kFragsN + 1) 128-bit loads in flight), then the WMMAs.
-    FragI8 a_raw[Cfg::kStepsK];
+    typename ARows::Raw a_raw[Cfg::kStepsK];
     FragI8 b_raw[Cfg::kStepsK][Cfg::kFragsN];
 #pragma unroll
     for (int step = 0; step < Cfg::kStepsK; ++step) {
       const int k = k0 + step * kWmmaDim;
       const bool k_inside = k < p.K;
-      a_raw[step] = (a_inside && k_inside) ? load_frag_i8(a_row_ptr + k) : zero_frag_i8();
+      a_raw[step] = a_rows.load(k, k_inside);
 #pragma unroll
       for (int j = 0; j < Cfg::kFragsN; ++j) {
         b_raw[step][j] = (b_inside[j] && k_inside) ? load_frag_i8(b_row_ptr[j] + k) : zero_frag_i8();
@@ -284,7 +301,7 @@ __device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const Ou
     }
 #pragma unroll
     for (int step = 0; step < Cfg::kStepsK; ++step) {
-      const typename Math::Frag a_frag = Math::to_frag(a_raw[step]);
+      const typename Math::Frag a_frag = Math::to_frag(a_rows.to_frag(a_raw[step], k0 + step * kWmmaDim));
 #pragma unroll
       for (int j = 0; j < Cfg::kFragsN; ++j) {
         acc[j] = Math::mma(a_frag, Math::to_frag(b_raw[step][j]), acc[j]);
@@ -320,7 +337,9 @@ __device__ __forceinline__ void gemm_kernel_body(const GemmOperands& p, const Ou
   if (tile >= tiles_m * tiles_n) return;  // whole workgroup: an oversized grid is harmless
   const TileIndex t = grouped_tile(tile, tiles_m, tiles_n);
   if constexpr (Cfg::kStreamsWeights) {
-    gemm_decode_tile<Cfg, Math, Out>(p, out, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
+    const int m0 = t.m * Cfg::kBlockM;
+    gemm_decode_tile<Cfg, Math>(p, Int8Rows(p, m0, lane_id()), out, m0, t.n * Cfg::kBlockN,
+                                workgroup_lds<DecodeLds<Cfg, Math>>());
   } else {
     gemm_prefill_tile<Cfg, Math, Out>(p, out, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
   }

@@ -11,6 +11,7 @@ import pytest
 from vllm_rdna_w8a8.build import DEFAULT_KERNELS_DIR, CompilerNotFound, build, find_clang
 from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
+from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_INPUT_DTYPES, load_tile_configs
 from vllm_rdna_w8a8.tools.isa_report import (
     GEMM_KERNEL_RE,
     KernelReport,
@@ -43,6 +44,17 @@ def test_every_table_row_is_instantiated_for_every_target(gemm_reports: list[Ker
     kinds = ["i8"] + (["f8"] if any(r.kernel.startswith("w8a8_f8_") for r in gemm_reports) else [])
     missing = [f"w8a8_{kind}_gemm_{tag} for {target}" for kind in kinds for tag in tags
                for target in GFX11_TARGETS if (f"w8a8_{kind}_gemm_{tag}", target) not in present]
+    assert not missing, "not compiled: " + "; ".join(missing)
+
+
+def test_every_decode_row_has_its_fused_kernels_for_every_target(gemm_reports: list[KernelReport]) -> None:
+    decode_rows = [config for config in load_tile_configs(DEFAULT_KERNELS_DIR / "gemm_configs.def")
+                   if config.is_decode]
+    assert decode_rows, "gemm_configs.def has no decode rows (BLOCK_M == 16)"
+    present = {(r.kernel, r.target) for r in gemm_reports}
+    missing = [f"{config.fused_kernel_name(dtype)} for {target}" for config in decode_rows
+               for dtype in FUSED_INPUT_DTYPES for target in GFX11_TARGETS
+               if (config.fused_kernel_name(dtype), target) not in present]
     assert not missing, "not compiled: " + "; ".join(missing)
 
 

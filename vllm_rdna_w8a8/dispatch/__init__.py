@@ -18,6 +18,7 @@ from vllm_rdna_w8a8.build.targets import get_target
 from vllm_rdna_w8a8.dispatch import perf_model, tables
 from vllm_rdna_w8a8.dispatch.tile_configs import (
     KERNEL_KINDS,
+    WMMA_TILE,
     TileConfig,
     TileConfigError,
     configs_by_tag,
@@ -29,6 +30,7 @@ __all__ = [
     "TileConfigError",
     "clear_dispatch_caches",
     "forced_gemm_config",
+    "fused_decode_config",
     "load_tile_configs",
     "model_choice",
     "ranked_candidates",
@@ -44,6 +46,22 @@ def pick_gemm_config(target: str, m: int, n: int, k: int, kind: str = "i8") -> T
     if _forced_config is not None:
         return _forced_config
     return _pick_cached(target, m, n, k, kind)
+
+
+# The fused decode GEMMs quantize the rows of one decode tile (BLOCK_M == 16): beyond that,
+# every N tile would quantize the same rows again, and prefill reuses one int8 A tile for
+# many N tiles, so quantizing once in its own launch is cheaper.
+FUSED_QUANT_MAX_M = WMMA_TILE
+
+
+def fused_decode_config(target: str, m: int, n: int, k: int) -> TileConfig | None:
+    """The config of a fused quantize + int8 GEMM launch (`TileConfig.fused_kernel_name`) for
+    an int8 layer at M <= 16, or None for two launches (quantization, then the GEMM): the int8
+    pick for the shape when it is a decode tile. Both paths give the same bits."""
+    if m > FUSED_QUANT_MAX_M:
+        return None
+    config = pick_gemm_config(target, m, n, k, "i8")
+    return config if config.is_decode else None
 
 
 @contextlib.contextmanager

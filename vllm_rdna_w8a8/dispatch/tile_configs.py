@@ -25,6 +25,7 @@ LDS_ROW_PADDING_BYTES = 16  # the kernels pad LDS rows against bank conflicts
 ACCUMULATOR_VGPRS_PER_WMMA_TILE = 8  # a 16x16 int32/fp32 accumulator: 8 values per lane
 MAX_ACCUMULATOR_VGPRS = 128  # kernels/common/gemm.h: half of a wave's 256 VGPRs
 KERNEL_KINDS = ("i8", "f8")
+FUSED_INPUT_DTYPES = ("f16", "bf16")  # activations the fused decode GEMMs quantize
 
 DEF_FILE_NAME = "gemm_configs.def"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -108,6 +109,15 @@ class TileConfig:
         if kind not in KERNEL_KINDS:
             raise ValueError(f"kernel kind must be one of {KERNEL_KINDS}, got {kind!r}")
         return f"w8a8_{kind}_gemm_{self.tag}"
+
+    def fused_kernel_name(self, input_dtype: str) -> str:
+        """`w8a8_i8q_<f16|bf16>_gemm_<tag>`: the int8 decode GEMM that quantizes its fp16/bf16
+        activations itself (kernels/common/decode_quant.h); decode rows only."""
+        if not self.is_decode:
+            raise ValueError(f"tile config {self.tag!r} is not a decode row (BLOCK_M == 16): no fused kernel")
+        if input_dtype not in FUSED_INPUT_DTYPES:
+            raise ValueError(f"fused kernel input must be one of {FUSED_INPUT_DTYPES}, got {input_dtype!r}")
+        return f"w8a8_i8q_{input_dtype}_gemm_{self.tag}"
 
 
 def validate_tile_config(config: TileConfig) -> None:

@@ -1,4 +1,6 @@
-"""torch.library ops `rdna_w8a8::scaled_int8_quant`, `::int8_scaled_mm`, `::fp8_scaled_mm`.
+"""torch.library ops `rdna_w8a8::scaled_int8_quant`, `::int8_scaled_mm`, `::fp8_scaled_mm`,
+`::int8_quant_scaled_mm` (an int8 linear layer from fp16/bf16 activations: one fused launch at
+decode M, quantization then GEMM otherwise).
 
 Each op has its fake implementation beside it (argument checks, then empty outputs of the
 right shapes), so torch.compile treats it as opaque and HIP graph capture works. The
@@ -27,7 +29,7 @@ from typing import TypeVar
 import torch
 from torch.library import Library, infer_schema
 
-from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args
+from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args, check_quant_gemm_args
 from vllm_rdna_w8a8.ops.validation import padded_k as round_up_k
 from vllm_rdna_w8a8.scaled_mm import support
 
@@ -115,6 +117,15 @@ def _fp8_scaled_mm_fake(
     return a.new_empty((m, n), dtype=out_dtype)
 
 
+def _int8_quant_scaled_mm_fake(
+    x: torch.Tensor, b: torch.Tensor, x_scale: torch.Tensor | None, x_azp: torch.Tensor | None,
+    symmetric: bool, b_scale: torch.Tensor, out_dtype: torch.dtype,
+    azp_adj: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    m, n, _ = check_quant_gemm_args(x, b, x_scale, x_azp, symmetric, b_scale, out_dtype, azp_adj, bias)
+    return x.new_empty((m, n), dtype=out_dtype)
+
+
 def _define_scaled_mm(name: str, schema: str, fake: Callable[..., torch.Tensor]) -> None:
     """Define `rdna_w8a8::<name>`, forwarded to the implementation's function `name` (the
     same contract in `reference` and `hip_backend`). The dispatcher passes only the
@@ -134,12 +145,19 @@ _define_scaled_mm("int8_scaled_mm", "(Tensor a, Tensor b, Tensor a_scale, Tensor
                   _int8_scaled_mm_fake)
 _define_scaled_mm("fp8_scaled_mm", "(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, ScalarType out_dtype, "
                                    "Tensor? bias=None) -> Tensor", _fp8_scaled_mm_fake)
+_define_scaled_mm("int8_quant_scaled_mm",
+                  "(Tensor x, Tensor b, Tensor? x_scale, Tensor? x_azp, bool symmetric, Tensor b_scale, "
+                  "ScalarType out_dtype, Tensor? azp_adj=None, Tensor? bias=None) -> Tensor",
+                  _int8_quant_scaled_mm_fake)
 
 # The GEMMs need no Python wrapper: the ops take the defaults themselves.
 # int8_scaled_mm: a [M, K] int8 x b [N, K] int8 -> [M, N] out_dtype (see `reference` for the math).
 int8_scaled_mm = torch.ops.rdna_w8a8.int8_scaled_mm.default
 # fp8_scaled_mm: a [M, K] x b [N, K] float8_e4m3fn -> [M, N] out_dtype (see `reference`).
 fp8_scaled_mm = torch.ops.rdna_w8a8.fp8_scaled_mm.default
+# int8_quant_scaled_mm: x [M, K] fp16/bf16 -> quantized (static when x_scale is given) x
+# b [N, K_pad] int8 -> [M, N] out_dtype; one launch at M <= 16 (see `reference` for the math).
+int8_quant_scaled_mm = torch.ops.rdna_w8a8.int8_quant_scaled_mm.default
 
 
 def scaled_int8_quant(

@@ -14,9 +14,20 @@ from types import ModuleType
 
 import torch
 
-from vllm_rdna_w8a8.dispatch import pick_gemm_config
-from vllm_rdna_w8a8.ops.kernel_args import GEMM_KERNEL_ARGS, QUANT_KERNEL_ARGS, kinds
-from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, check_gemm_args, check_quant_args
+from vllm_rdna_w8a8.dispatch import fused_decode_config, pick_gemm_config
+from vllm_rdna_w8a8.ops.kernel_args import (
+    FUSED_DECODE_GEMM_KERNEL_ARGS,
+    GEMM_KERNEL_ARGS,
+    QUANT_KERNEL_ARGS,
+    kinds,
+)
+from vllm_rdna_w8a8.ops.reference import quantize_then_gemm
+from vllm_rdna_w8a8.ops.validation import (
+    K_ALIGNMENT,
+    check_gemm_args,
+    check_quant_args,
+    check_quant_gemm_args,
+)
 from vllm_rdna_w8a8.runtime.device import emulated_device_index
 
 # GEMM flags
@@ -26,9 +37,15 @@ OUTPUT_BF16 = 4
 # quantization flags
 STATIC_SCALE = 1
 ASYMMETRIC = 2
+# fused decode GEMM flags: B_SCALE_PER_CHANNEL and OUTPUT_BF16 as above, plus
+FUSED_STATIC_SCALE = 8
+FUSED_ASYMMETRIC = 16
 
 QUANT_BLOCK_THREADS = 256
 _ALIGNMENT_BYTES = 16
+# The fused decode GEMMs read activations only in 16-byte loads of 8 fp16/bf16 values
+# (kernels/common/decode_quant.h): rows 16-byte aligned and K a multiple of 8.
+_FUSED_ELEMENTS_PER_LOAD = 8
 
 
 def _device_and_stream(tensor: torch.Tensor) -> tuple[int, int]:
@@ -67,6 +84,7 @@ def _kernel(device_index: int, name: str):
 # it, and the hot path builds no KernelArg per argument.
 _QUANT_ARG_KINDS = kinds(QUANT_KERNEL_ARGS)
 _GEMM_ARG_KINDS = kinds(GEMM_KERNEL_ARGS)
+_FUSED_ARG_KINDS = kinds(FUSED_DECODE_GEMM_KERNEL_ARGS)
 
 
 def _check_rows(name: str, tensor: torch.Tensor, ld_multiple: int = 1) -> int:
@@ -123,6 +141,54 @@ def scaled_int8_quant(
         stream,
     )
     return q, out_scale, out_azp
+
+
+def int8_quant_scaled_mm(
+    x: torch.Tensor,
+    b: torch.Tensor,
+    x_scale: torch.Tensor | None,
+    x_azp: torch.Tensor | None,
+    symmetric: bool,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp_adj: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Same contract as `reference.int8_quant_scaled_mm`: one launch of the fused decode GEMM
+    w8a8_i8q_<f16|bf16>_gemm_<tag> where the dispatch picks a decode tile for M (M <= 16) and
+    x's rows load whole (16-byte aligned, K % 8 == 0), else w8a8_quant_i8_* then
+    w8a8_i8_gemm_<tag>. Both give the same bits."""
+    m, n, k = check_quant_gemm_args(x, b, x_scale, x_azp, symmetric, b_scale, out_dtype, azp_adj, bias)
+    device_index, stream = _device_and_stream(x)
+    ldx = _check_rows("x", x)
+    loads_whole = (k % _FUSED_ELEMENTS_PER_LOAD == 0 and ldx % _FUSED_ELEMENTS_PER_LOAD == 0
+                   and x.data_ptr() % _ALIGNMENT_BYTES == 0)
+    config = fused_decode_config(_target(device_index), m, n, b.shape[1]) if m and n and loads_whole else None
+    if config is None:
+        return quantize_then_gemm(scaled_int8_quant, int8_scaled_mm, x, b, x_scale, x_azp, symmetric,
+                                  b_scale, out_dtype, azp_adj, bias)
+    ldb = _check_rows("b", b, K_ALIGNMENT)
+    _check_aligned("b", b)
+    for name, tensor in (("x_scale", x_scale), ("x_azp", x_azp), ("b_scale", b_scale),
+                         ("azp_adj", azp_adj), ("bias", bias)):
+        _check_vector(name, tensor)
+    out = torch.empty((m, n), dtype=out_dtype, device=x.device)
+    flags = (
+        (FUSED_STATIC_SCALE if x_scale is not None else 0)
+        | (0 if symmetric else FUSED_ASYMMETRIC)
+        | (B_SCALE_PER_CHANNEL if b_scale.numel() == n and n > 1 else 0)
+        | (OUTPUT_BF16 if out_dtype == torch.bfloat16 else 0)
+    )
+    name = config.fused_kernel_name("bf16" if x.dtype == torch.bfloat16 else "f16")
+    _kernel(device_index, name).launch_values(
+        config.grid(m, n),
+        (config.threads, 1, 1),
+        _FUSED_ARG_KINDS,
+        (x.data_ptr(), b.data_ptr(), out.data_ptr(), _address(x_scale), _address(x_azp),
+         b_scale.data_ptr(), _address(azp_adj), _address(bias), m, n, k, ldx, ldb, n, flags),
+        stream,
+    )
+    return out
 
 
 def _scaled_mm(

@@ -21,11 +21,21 @@ GEMM_KERNEL_ARGS: KernelArgs = (
     ("M", "int32"), ("N", "int32"), ("K", "int32"), ("lda", "int32"), ("ldb", "int32"),
     ("ldc", "int32"), ("flags", "uint32"),
 )
-# Kernel name prefix -> its argument list (kernels/quant_int8.hip, kernels/common/gemm.h).
+# The fused decode GEMMs (kernels/common/decode_quant.h): fp16/bf16 activations quantized in
+# the kernel with scale x_scale / zero point x_azp when static.
+FUSED_DECODE_GEMM_KERNEL_ARGS: KernelArgs = (
+    ("x", "pointer"), ("b", "pointer"), ("c", "pointer"), ("x_scale", "pointer"),
+    ("x_azp", "pointer"), ("b_scale", "pointer"), ("azp_adj", "pointer"), ("bias", "pointer"),
+    ("M", "int32"), ("N", "int32"), ("K", "int32"), ("ldx", "int32"), ("ldb", "int32"),
+    ("ldc", "int32"), ("flags", "uint32"),
+)
+# Kernel name prefix -> its argument list (kernels/quant_int8.hip, kernels/common/gemm.h,
+# kernels/common/decode_quant.h).
 _BY_PREFIX: tuple[tuple[str, KernelArgs], ...] = (
     ("w8a8_quant_i8_", QUANT_KERNEL_ARGS),
     ("w8a8_i8_gemm_", GEMM_KERNEL_ARGS),
     ("w8a8_f8_gemm_", GEMM_KERNEL_ARGS),
+    ("w8a8_i8q_", FUSED_DECODE_GEMM_KERNEL_ARGS),
 )
 
 

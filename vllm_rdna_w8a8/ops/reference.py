@@ -32,9 +32,11 @@ multiply-add), then rounded to the output dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args
+from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args, check_quant_gemm_args
 from vllm_rdna_w8a8.ops.validation import padded_k as round_up_k
 
 _INT8_MIN, _INT8_MAX = -128, 127
@@ -140,6 +142,36 @@ def int8_scaled_mm(
             correction = azp.reshape(m, 1).to(torch.int64) * correction  # |.| <= 2**62
         acc = acc - correction
     return _epilogue(acc, a_scale, b_scale, bias, out_dtype)
+
+
+def int8_quant_scaled_mm(
+    x: torch.Tensor,
+    b: torch.Tensor,
+    x_scale: torch.Tensor | None,
+    x_azp: torch.Tensor | None,
+    symmetric: bool,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp_adj: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """An int8 linear layer from fp16/bf16 activations x [M, K]: `scaled_int8_quant` (static
+    when x_scale is given) to b's padded K, then `int8_scaled_mm` with the per-token zero
+    point when dynamic (a static one is folded into azp_adj) -> [M, N] out_dtype."""
+    check_quant_gemm_args(x, b, x_scale, x_azp, symmetric, b_scale, out_dtype, azp_adj, bias)
+    return quantize_then_gemm(scaled_int8_quant, int8_scaled_mm, x, b, x_scale, x_azp, symmetric, b_scale,
+                              out_dtype, azp_adj, bias)
+
+
+def quantize_then_gemm(quantize: Callable[..., tuple], gemm: Callable[..., torch.Tensor], x: torch.Tensor,
+                       b: torch.Tensor, x_scale: torch.Tensor | None, x_azp: torch.Tensor | None, symmetric: bool,
+                       b_scale: torch.Tensor, out_dtype: torch.dtype, azp_adj: torch.Tensor | None,
+                       bias: torch.Tensor | None) -> torch.Tensor:
+    """`int8_quant_scaled_mm` as two steps with an implementation's `scaled_int8_quant` and
+    `int8_scaled_mm` (this module's, or hip_backend's two launches)."""
+    q, a_scale, zero_point = quantize(x, x_scale, x_azp, symmetric, b.shape[1])
+    per_token_azp = zero_point if x_scale is None else None  # a static one is in azp_adj
+    return gemm(q, b, a_scale, b_scale, out_dtype, per_token_azp, azp_adj, bias)
 
 
 def fp8_scaled_mm(

@@ -119,6 +119,57 @@ def check_gemm_args(
     n, k_b = b.shape
     if k != k_b:
         raise ValueError(f"a is [M, K] = {list(a.shape)} but b is [N, K] = {list(b.shape)}: K differs")
+    _check_weight_side(a, b, b_scale, out_dtype, azp_adj, bias, operand_dtype)
+    _dtype("a_scale", a_scale, (torch.float32,))
+    _vector("a_scale", a_scale, (m, 1), "per token or per tensor")
+    if azp is not None:
+        if azp_adj is None:
+            raise ValueError("azp given without azp_adj: the zero-point correction needs both")
+        _tensor("azp", azp)
+        _dtype("azp", azp, (torch.int32,))
+        _vector("azp", azp, (m,), "one zero point per token")
+    _same_device(a, a_scale=a_scale, azp=azp)
+    return m, n, k
+
+
+def check_quant_gemm_args(
+    x: torch.Tensor,
+    b: torch.Tensor,
+    x_scale: torch.Tensor | None,
+    x_azp: torch.Tensor | None,
+    symmetric: bool,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp_adj: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> tuple[int, int, int]:
+    """Checks for an int8 linear layer from fp16/bf16 activations: x [M, K] quantized as
+    `scaled_int8_quant(x, x_scale, x_azp, symmetric, padded_k=b.shape[1])`, then the int8 GEMM
+    with b [N, K_pad] (a static zero point folded into azp_adj); returns M, N, K."""
+    _tensor("b", b)
+    _tensor("b_scale", b_scale)
+    if b.dim() != 2:
+        raise ValueError(f"b must be 2-D [N, K], got shape {list(b.shape)}")
+    check_quant_args(x, x_scale, x_azp, symmetric, b.shape[1])
+    if symmetric != (azp_adj is None):
+        raise ValueError("azp_adj must be given exactly when the quantization is asymmetric "
+                         f"(symmetric={symmetric}, azp_adj {'None' if azp_adj is None else 'given'})")
+    _check_weight_side(x, b, b_scale, out_dtype, azp_adj, bias, torch.int8)
+    return x.shape[0], b.shape[0], x.shape[1]
+
+
+def _check_weight_side(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    b_scale: torch.Tensor,
+    out_dtype: torch.dtype,
+    azp_adj: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    operand_dtype: torch.dtype,
+) -> None:
+    """What the GEMMs check of b [N, K] and its per-channel terms; `a` gives the device."""
+    _dtype("b", b, (operand_dtype,))
+    n, k = b.shape
     if k == 0:
         raise ValueError("K=0: a and b have no columns, the GEMMs need K >= 1")
     if operand_dtype == torch.int8 and k > MAX_INT8_K:
@@ -128,16 +179,8 @@ def check_gemm_args(
         raise TypeError(f"out_dtype must be a torch.dtype, got {type(out_dtype).__name__}")
     if out_dtype not in OUTPUT_DTYPES:
         raise TypeError(f"out_dtype must be float16 or bfloat16, got {str(out_dtype).removeprefix('torch.')}")
-    _dtype("a_scale", a_scale, (torch.float32,))
     _dtype("b_scale", b_scale, (torch.float32,))
-    _vector("a_scale", a_scale, (m, 1), "per token or per tensor")
     _vector("b_scale", b_scale, (n, 1), "per channel or per tensor")
-    if azp is not None:
-        if azp_adj is None:
-            raise ValueError("azp given without azp_adj: the zero-point correction needs both")
-        _tensor("azp", azp)
-        _dtype("azp", azp, (torch.int32,))
-        _vector("azp", azp, (m,), "one zero point per token")
     if azp_adj is not None:
         _tensor("azp_adj", azp_adj)
         _dtype("azp_adj", azp_adj, (torch.int32,))
@@ -150,5 +193,4 @@ def check_gemm_args(
                 f"got {str(bias.dtype).removeprefix('torch.')}"
             )
         _vector("bias", bias, (n,), "one per output channel")
-    _same_device(a, b=b, a_scale=a_scale, b_scale=b_scale, azp=azp, azp_adj=azp_adj, bias=bias)
-    return m, n, k
+    _same_device(a, b=b, b_scale=b_scale, azp_adj=azp_adj, bias=bias)

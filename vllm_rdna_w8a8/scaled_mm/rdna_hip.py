@@ -2,8 +2,9 @@
 
 - `RdnaHipInt8ScaledMMLinearKernel` (int8): weight layout after
   `process_weights_after_loading` in `weights.py` (K padded to 16, row stride off gfx11's
-  cache-aliasing strides); `apply_weights` makes two launches:
-  our activation quantizer, then the GEMM with scale / zero-point / bias fused.
+  cache-aliasing strides); `apply_weights` is one op: at decode M (<= 16) one launch that
+  quantizes the activations inside the GEMM, else our activation quantizer, then the GEMM,
+  with scale / zero-point / bias fused in both.
 - `RdnaHipFp8ScaledMMLinearKernel` (fp8 e4m3fn): vLLM's scheme prepares the weight
   (requantized to one scale for fused per-tensor shards, seen as [K, N]) and vLLM's base
   class quantizes the activations (QuantFP8); we run the GEMM with the scale / bias
@@ -28,7 +29,7 @@ from vllm.model_executor.kernels.linear.scaled_mm.ScaledMMLinearKernel import (
 )
 from vllm.model_executor.utils import replace_parameter
 
-from vllm_rdna_w8a8.ops.custom_ops import fp8_scaled_mm, int8_scaled_mm, scaled_int8_quant
+from vllm_rdna_w8a8.ops.custom_ops import fp8_scaled_mm, int8_quant_scaled_mm
 from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES, OUTPUT_DTYPES
 from vllm_rdna_w8a8.scaled_mm import support, weights
 
@@ -80,14 +81,10 @@ class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
         rows = x.reshape(-1, x.shape[-1])
         if rows.stride(-1) != 1:
             rows = rows.contiguous()
-        symmetric = azp_adj is None
-        q, x_scale, x_zero_point = scaled_int8_quant(
-            rows, input_scale, input_zero_point, symmetric=symmetric, padded_k=weight.shape[1]
-        )
-        # A static zero point is folded into azp_adj; a dynamic one goes per token.
-        per_token_azp = x_zero_point if input_scale is None else None
-        out = int8_scaled_mm(
-            q, weight, x_scale, weight_scale, x.dtype, azp=per_token_azp, azp_adj=azp_adj, bias=bias
+        # A static zero point is folded into azp_adj (and quantizes x); a dynamic one is per token.
+        out = int8_quant_scaled_mm(
+            rows, weight, input_scale, input_zero_point, azp_adj is None, weight_scale, x.dtype,
+            azp_adj=azp_adj, bias=bias,
         )
         return out.reshape(*x.shape[:-1], weight.shape[0])
 

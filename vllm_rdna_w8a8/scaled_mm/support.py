@@ -28,11 +28,18 @@ def emulated_target() -> str | None:
 
 def kernel_names(kind: str) -> list[str]:
     """Every kernel a layer of `kind` may launch: each GEMM tile config, and for int8
-    ("i8") both quantizers (fp8 ("f8") activations are quantized by vLLM's QuantFP8)."""
+    ("i8") both quantizers and the fused decode GEMMs (fp8 ("f8") activations are quantized
+    by vLLM's QuantFP8)."""
     from vllm_rdna_w8a8.dispatch import load_tile_configs
+    from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_INPUT_DTYPES
 
-    gemms = [config.kernel_name(kind) for config in load_tile_configs()]
-    return [*QUANT_KERNELS, *gemms] if kind == "i8" else gemms
+    configs = load_tile_configs()
+    gemms = [config.kernel_name(kind) for config in configs]
+    if kind != "i8":
+        return gemms
+    fused = [config.fused_kernel_name(dtype) for config in configs if config.is_decode
+             for dtype in FUSED_INPUT_DTYPES]
+    return [*QUANT_KERNELS, *gemms, *fused]
 
 
 def ops_backend() -> str:

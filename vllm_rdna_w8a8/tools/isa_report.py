@@ -218,7 +218,8 @@ def isa_report(objects_dir: str | Path = DEFAULT_OBJECTS_DIR,
     return reports
 
 
-GEMM_KERNEL_RE = re.compile(r"^w8a8_(i8|f8)_gemm_")
+# w8a8_i8_gemm_*, w8a8_f8_gemm_* and the fused decode GEMMs w8a8_i8q_{f16,bf16}_gemm_* (int8).
+GEMM_KERNEL_RE = re.compile(r"^w8a8_(i8|f8)(?:q_(?:f16|bf16))?_gemm_")
 # The WMMA each GEMM kind must use (docs/architecture.md).
 GEMM_WMMA = {"i8": "v_wmma_i32_16x16x16_iu8", "f8": "v_wmma_f32_16x16x16_f16"}
 WIDE_GLOBAL_LOADS = ("global_load_b128", "buffer_load_b128")
@@ -230,7 +231,7 @@ def gemm_policy_violations(report: KernelReport) -> list[str]:
     least one wave fits per SIMD, and the main loop reads global memory 128 bits wide."""
     kind = GEMM_KERNEL_RE.match(report.kernel)
     if kind is None:
-        raise ValueError(f"{report.kernel} is not a GEMM kernel (w8a8_{{i8,f8}}_gemm_*)")
+        raise ValueError(f"{report.kernel} is not a GEMM kernel (w8a8_{{i8,f8,i8q_f16,i8q_bf16}}_gemm_*)")
     where = f"{report.kernel} on {report.target}"
     target = get_target(report.target)
     problems = []

@@ -1,0 +1,164 @@
+// The fused decode GEMMs `w8a8_i8q_{f16,bf16}_gemm_<tag>`: a decode tile (BLOCK_M == 16)
+// quantizes its own fp16/bf16 activation rows to int8 and feeds them to the decode main loop
+// (common/gemm.h), so an int8 linear layer at M <= 16 is one launch instead of
+// w8a8_quant_i8_* then w8a8_i8_gemm_*. Same int8 values (common/quantize.h's formulas, per
+// element), same int32 sums, same epilogue: the same output bits as the two launches.
+//   prologue (dynamic scales): every thread scans its share of each of the tile's rows,
+//     waves reduce with shuffles, the per-wave ranges meet in LDS; each lane then holds the
+//     quantizer of its A row, and the epilogue's per-row scale and zero point sit in LDS;
+//   main loop: lanes 0-15 quantize k 0-7 of their row, lanes 16-31 k 8-15 (one 16-byte load
+//     each), and the halves are swapped across the two half-waves, which builds the
+//     replicated int8 operand (wmma.h) without quantizing any element twice in a wave.
+// Requirements (checked in Python, else the op makes the two launches): x 16-byte aligned,
+// ldx % 8 == 0 and K % 8 == 0, so every activation load is 128 bits wide; b as the GEMMs'.
+// Prefill keeps the separate quantization kernel: its int8 A tile is reused by many N tiles.
+#pragma once
+
+#include "common/gemm.h"
+#include "common/quantize.h"
+
+namespace rdna_w8a8 {
+
+// `flags` bits of the fused decode GEMMs (docs/architecture.md); 2 and 4 as the GEMMs'.
+constexpr uint32_t kFlagFusedStaticScale = 8;  // x_scale (and x_azp) are inputs [1]
+constexpr uint32_t kFlagFusedAsymmetric = 16;  // zero point: dynamic per row, or static x_azp
+
+struct FusedQuantArgs {
+  const void* x;          // [M, K] fp16/bf16, row stride ldx
+  const float* x_scale;   // static: [1]; dynamic: unused
+  const int32_t* x_azp;   // static asymmetric: [1]; else unused
+  int32_t ldx;
+  uint32_t flags;
+};
+
+template <class Cfg>
+struct alignas(16) FusedDecodeLds {
+  DecodeLds<Cfg, Int8Math> reduction;
+  Range per_wave[Cfg::kWaves][kWmmaDim];  // each wave's range of each tile row
+  RowTerms rows[kWmmaDim];                // the epilogue's scale and zero point per tile row
+};
+
+// The A operand quantized on the fly from this lane's fp16/bf16 row.
+template <class In>
+struct QuantizingRows {
+  using Raw = v4u32;  // 8 fp16/bf16 values
+  const uint16_t* row;
+  Quantizer quantize;
+  int K;
+  int half_offset;  // this lane quantizes k + half_offset .. + 7 of each 16-deep step
+  bool inside;      // the row is < M
+
+  // One 16-byte load: rows are 16-byte aligned and K % 8 == 0 (checked before launch), so a
+  // lane's 8 values lie wholly inside the row or wholly past K.
+  __device__ __forceinline__ Raw load(int k, bool) const {
+    const int first = k + half_offset;
+    return (inside && first < K) ? *reinterpret_cast<const Raw*>(row + first) : Raw{0, 0, 0, 0};
+  }
+
+  // Columns >= K and rows >= M are 0, as the quantization kernel's padding and the GEMM's
+  // zero rows are.
+  __device__ __forceinline__ FragI8 to_frag(Raw raw, int k) const {
+    const int valid = inside ? K - (k + half_offset) : 0;
+    uint32_t mine[2] = {0, 0};
+#pragma unroll
+    for (int e = 0; e < kQuantElementsPerVector; ++e) {
+      const float v = In::to_float(static_cast<uint16_t>(raw[e / 2] >> (16 * (e % 2))));
+      const uint32_t q = e < valid ? static_cast<uint8_t>(quantize(v)) : 0u;
+      mine[e / 4] |= q << (8 * (e % 4));
+    }
+    const uint32_t other0 = __shfl_xor(mine[0], kWmmaDim);
+    const uint32_t other1 = __shfl_xor(mine[1], kWmmaDim);
+    const bool low_half = half_offset == 0;
+    return FragI8{static_cast<int>(low_half ? mine[0] : other0),
+                  static_cast<int>(low_half ? mine[1] : other1),
+                  static_cast<int>(low_half ? other0 : mine[0]),
+                  static_cast<int>(low_half ? other1 : mine[1])};
+  }
+};
+
+// The GEMM epilogue with the row terms of the tile's own quantization (LDS) instead of a_scale
+// and azp from global memory.
+struct TileRowsEpilogue : Epilogue {
+  const RowTerms* tile_rows;
+  int first_row;
+  __device__ __forceinline__ RowTerms row(int m) const { return tile_rows[m - first_row]; }
+};
+
+// Quantization parameters of the tile's rows m0.. (every thread takes part: barriers inside).
+// Returns this lane's A operand source; fills lds.rows for the epilogue.
+template <class Cfg, class In>
+__device__ __forceinline__ QuantizingRows<In> quantize_tile_rows(const FusedQuantArgs& args,
+                                                                 int M, int K, int m0,
+                                                                 FusedDecodeLds<Cfg>& lds) {
+  const int lane = lane_id();
+  const int wave = wave_id();
+  const bool asymmetric = args.flags & kFlagFusedAsymmetric;
+  const int rows_valid = M - m0 < kWmmaDim ? M - m0 : kWmmaDim;
+  const uint16_t* x = static_cast<const uint16_t*>(args.x);
+  const auto row_ptr = [&](int r) { return x + static_cast<int64_t>(m0 + r) * args.ldx; };
+
+  const int row = operand_index(lane);
+  QuantizingRows<In> rows{row_ptr(row), Quantizer{}, K, (lane / kWmmaDim) * kQuantElementsPerVector,
+                          row < rows_valid};
+  RowTerms terms{1.f, 1};
+  if (args.flags & kFlagFusedStaticScale) {
+    rows.quantize = static_quantizer(args.x_scale[0], asymmetric ? args.x_azp[0] : 0, asymmetric);
+    terms.a_scale = args.x_scale[0];  // a static zero point is folded into azp_adj
+  } else {
+    for (int r = 0; r < rows_valid; ++r) {  // uniform: every lane reaches the shuffles
+      const Range part = scan_row<In>(row_ptr(r), K, true, asymmetric,
+                                      static_cast<int>(threadIdx.x), Cfg::kThreads);
+      const Range range = wave_range(part);
+      if (lane == 0) lds.per_wave[wave][r] = range;
+    }
+    __syncthreads();
+    if (rows.inside) {
+      Range total = lds.per_wave[0][row];
+#pragma unroll
+      for (int w = 1; w < Cfg::kWaves; ++w) total.merge(lds.per_wave[w][row]);
+      rows.quantize = dynamic_quantizer(total, asymmetric, terms.a_scale);
+      if (asymmetric) terms.azp = rows.quantize.zero_point;
+    }
+  }
+  // Read by the epilogue, after the decode tile's barrier.
+  if (wave == 0 && lane < kWmmaDim) lds.rows[row] = terms;
+  return rows;
+}
+
+template <class Cfg, class In>
+__device__ __forceinline__ void fused_decode_kernel_body(const FusedQuantArgs& args,
+                                                         const GemmOperands& p,
+                                                         const Epilogue& epilogue) {
+  static_assert(Cfg::kStreamsWeights, "fused activation quantization exists for decode tiles only");
+  static_assert(sizeof(FusedDecodeLds<Cfg>) <= kMaxLdsBytesPerWorkgroup,
+                "LDS use of the fused decode tile exceeds the 64 KiB a gfx11 workgroup may allocate");
+  const int tiles_m = ceil_div(p.M, Cfg::kBlockM);
+  const int tiles_n = ceil_div(p.N, Cfg::kBlockN);
+  const int tile = static_cast<int>(blockIdx.x);
+  if (tile >= tiles_m * tiles_n) return;  // whole workgroup: an oversized grid is harmless
+  const TileIndex t = grouped_tile(tile, tiles_m, tiles_n);
+  const int m0 = t.m * Cfg::kBlockM;
+  auto& lds = workgroup_lds<FusedDecodeLds<Cfg>>();
+  const QuantizingRows<In> a_rows = quantize_tile_rows<Cfg, In>(args, p.M, p.K, m0, lds);
+  const TileRowsEpilogue out{epilogue, lds.rows, m0};
+  gemm_decode_tile<Cfg, Int8Math>(p, a_rows, out, m0, t.n * Cfg::kBlockN, lds.reduction);
+}
+
+}  // namespace rdna_w8a8
+
+// Defines one fused decode entry point `name` (arguments: docs/architecture.md, "Fused decode
+// GEMM") for decode tile configuration (BM == 16, BN, BK, WM, WN, WK) and input type `input`.
+#define W8A8_DEFINE_FUSED_DECODE_KERNEL(name, input, BM, BN, BK, WM, WN, WK)                 \
+  extern "C" __global__ void __launch_bounds__(32 * (WM) * (WN) * (WK)) name(                 \
+      const void* __restrict__ x, const int8_t* __restrict__ b, void* __restrict__ c,         \
+      const float* __restrict__ x_scale, const int32_t* __restrict__ x_azp,                   \
+      const float* __restrict__ b_scale, const int32_t* __restrict__ azp_adj,                 \
+      const void* __restrict__ bias, int32_t M, int32_t N, int32_t K, int32_t ldx,            \
+      int32_t ldb, int32_t ldc, uint32_t flags) {                                             \
+    using Config = ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK>;                           \
+    const ::rdna_w8a8::Epilogue out{c, x_scale, b_scale, nullptr, azp_adj, bias, M, N, ldc, flags}; \
+    ::rdna_w8a8::fused_decode_kernel_body<Config, input>(                                     \
+        ::rdna_w8a8::FusedQuantArgs{x, x_scale, x_azp, ldx, flags},                            \
+        ::rdna_w8a8::GemmOperands{nullptr, b, M, N, K, 0, ldb}, out);                         \
+  }                                                                                           \
+  RDNA_EXPORT_KERNEL(name)

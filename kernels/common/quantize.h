@@ -1,0 +1,179 @@
+// Per-token int8 quantization of fp16/bf16 activations with vLLM's scaled_int8_quant formulas
+// (the rules and NaN/inf behaviour are documented at the top of quant_int8.hip). Shared by the
+// quantization kernels and the fused decode GEMMs (common/gemm.h), which quantize their own
+// activation rows: both apply these functions element by element, so their int8 values,
+// scales and zero points are the same bits.
+#pragma once
+
+#include "common/hip_compat.h"
+
+namespace rdna_w8a8 {
+
+constexpr float kFloatMax = 3.40282347e+38f;
+
+typedef uint32_t v4u32 __attribute__((ext_vector_type(4)));
+typedef uint32_t v2u32 __attribute__((ext_vector_type(2)));
+
+// fp32 -> int32 like v_cvt_i32_f32: truncates, saturates, NaN -> 0.
+__device__ __forceinline__ int32_t saturate_to_int32(float x) {
+  if (!(x == x)) return 0;
+  if (x >= 2147483648.f) return 2147483647;
+  if (x <= -2147483648.f) return -2147483647 - 1;
+  return static_cast<int32_t>(x);
+}
+
+__device__ __forceinline__ int32_t float_to_int32_rn(float x) {
+  return saturate_to_int32(__builtin_rintf(x));
+}
+
+__device__ __forceinline__ int8_t float_to_int8_rn(float x) {
+  float r = __builtin_rintf(x);
+  r = r < -128.f ? -128.f : (r > 127.f ? 127.f : r);  // NaN passes, then converts to 0
+  return static_cast<int8_t>(saturate_to_int32(r));
+}
+
+__device__ __forceinline__ int8_t int32_to_int8(int32_t x) {
+  return static_cast<int8_t>(x < -128 ? -128 : (x > 127 ? 127 : x));
+}
+
+__device__ __forceinline__ int32_t wrapping_add(int32_t x, int32_t y) {
+  return static_cast<int32_t>(static_cast<uint32_t>(x) + static_cast<uint32_t>(y));
+}
+
+struct Fp16Input {
+  static __device__ __forceinline__ float to_float(uint16_t bits) {
+    return static_cast<float>(__builtin_bit_cast(_Float16, bits));
+  }
+};
+
+struct Bf16Input {
+  static __device__ __forceinline__ float to_float(uint16_t bits) {
+    return __builtin_bit_cast(float, static_cast<uint32_t>(bits) << 16);
+  }
+};
+
+// Running min and max of a row; comparisons skip NaN like fminf / fmaxf.
+struct Range {
+  float lo;
+  float hi;
+  __device__ __forceinline__ void add(float v) {
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  // Not add(other.lo), add(other.hi): an empty range {FLT_MAX, -FLT_MAX} holds no values.
+  __device__ __forceinline__ void merge(Range other) {
+    lo = other.lo < lo ? other.lo : lo;
+    hi = other.hi > hi ? other.hi : hi;
+  }
+};
+
+// The range a scan starts from: |x| from 0 (symmetric), min / max from +-FLT_MAX (vLLM's MinMax).
+__device__ __forceinline__ Range empty_range(bool asymmetric) {
+  return asymmetric ? Range{kFloatMax, -kFloatMax} : Range{0.f, 0.f};
+}
+
+// What a scan observes of one element: |x| (symmetric) or x (asymmetric).
+__device__ __forceinline__ void observe(Range& range, float v, bool asymmetric) {
+  range.add(asymmetric ? v : __builtin_fabsf(v));
+}
+
+// The same Range in every lane of the wave (max and min do not depend on the order).
+__device__ __forceinline__ Range wave_range(Range r) {
+  for (int mask = kWaveSize / 2; mask > 0; mask /= 2) {
+    r.merge(Range{__shfl_xor(r.lo, mask), __shfl_xor(r.hi, mask)});
+  }
+  return r;
+}
+
+// Maps one fp32 value to int8 with the row's parameters.
+struct Quantizer {
+  float factor;        // scale to divide by (static symmetric), else inverse scale to multiply by
+  int32_t zero_point;  // asymmetric only
+  bool divide;
+  bool asymmetric;
+  __device__ __forceinline__ int8_t operator()(float v) const {
+    if (asymmetric) return int32_to_int8(wrapping_add(float_to_int32_rn(v * factor), zero_point));
+    return float_to_int8_rn(divide ? v / factor : v * factor);
+  }
+};
+
+// The quantizer of static parameters: scale [1] (and zero point [1], asymmetric).
+__device__ __forceinline__ Quantizer static_quantizer(float scale, int32_t zero_point,
+                                                      bool asymmetric) {
+  if (asymmetric) return Quantizer{1.f / scale, zero_point, false, true};
+  return Quantizer{scale, 0, true, false};
+}
+
+// The quantizer of a row whose scan gave `range`; its scale goes to `row_scale`.
+// Any scan order gives the same bits: min and max are order-free except for the sign of a
+// zero, and an all-zero row's lo and hi come from one thread's first element (merges keep
+// their own value on ties), so hi - lo is +0 either way.
+__device__ __forceinline__ Quantizer dynamic_quantizer(Range range, bool asymmetric,
+                                                       float& row_scale) {
+  if (asymmetric) {
+    row_scale = (range.hi - range.lo) / 255.f;
+    const int32_t zero_point = saturate_to_int32(__builtin_rintf(-128.f - range.lo / row_scale));
+    return Quantizer{1.f / row_scale, zero_point, false, true};
+  }
+  row_scale = range.hi / 127.f;
+  return Quantizer{range.hi == 0.f ? 0.f : 127.f / range.hi, 0, false, false};
+}
+
+// fp16/bf16 elements per 16-byte load; their int8 values fill 8 bytes.
+constexpr int kQuantElementsPerVector = 8;
+
+// Eight values of a row -> their int8 values packed little-endian in two dwords.
+__device__ __forceinline__ v2u32 quantize_vector(const float (&v)[kQuantElementsPerVector],
+                                                 const Quantizer& quantize) {
+  uint32_t packed[2] = {0, 0};
+#pragma unroll
+  for (int e = 0; e < kQuantElementsPerVector; ++e) {
+    packed[e / 4] |= static_cast<uint32_t>(static_cast<uint8_t>(quantize(v[e]))) << (8 * (e % 4));
+  }
+  return v2u32{packed[0], packed[1]};
+}
+
+// One 16-byte load of eight fp16/bf16 values -> fp32.
+template <class In>
+__device__ __forceinline__ void load_vector(const uint16_t* p, float (&v)[kQuantElementsPerVector]) {
+  const v4u32 raw = *reinterpret_cast<const v4u32*>(p);
+#pragma unroll
+  for (int e = 0; e < kQuantElementsPerVector; ++e) {
+    v[e] = In::to_float(static_cast<uint16_t>(raw[e / 2] >> (16 * (e % 2))));
+  }
+}
+
+// Walks a row with `threads` threads from `first_thread`: visit_vector(i, v[8]) for elements
+// i..i+7 read with one 16-byte load (up to vector_end, 0 when the row is not 16-byte
+// aligned), visit_element(i, v) for the rest.
+template <class In, class VisitVector, class VisitElement>
+__device__ __forceinline__ void for_each_in_row(const uint16_t* row, int K, int vector_end,
+                                                int thread, int threads,
+                                                VisitVector&& visit_vector,
+                                                VisitElement&& visit_element) {
+  for (int i = thread * kQuantElementsPerVector; i < vector_end;
+       i += threads * kQuantElementsPerVector) {
+    float v[kQuantElementsPerVector];
+    load_vector<In>(row + i, v);
+    visit_vector(i, v);
+  }
+  for (int i = vector_end + thread; i < K; i += threads) visit_element(i, In::to_float(row[i]));
+}
+
+// The range of a row scanned by `threads` threads (this one is `thread`): this thread's part.
+template <class In>
+__device__ __forceinline__ Range scan_row(const uint16_t* row, int K, bool vectorized,
+                                         bool asymmetric, int thread, int threads) {
+  Range range = empty_range(asymmetric);
+  const int vector_end = vectorized ? K - K % kQuantElementsPerVector : 0;
+  for_each_in_row<In>(
+      row, K, vector_end, thread, threads,
+      [&](int, const float(&v)[kQuantElementsPerVector]) {
+#pragma unroll
+        for (int e = 0; e < kQuantElementsPerVector; ++e) observe(range, v[e], asymmetric);
+      },
+      [&](int, float v) { observe(range, v, asymmetric); });
+  return range;
+}
+
+}  // namespace rdna_w8a8
