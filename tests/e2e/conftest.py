@@ -31,7 +31,7 @@ RDNA = {"quantization": "rdna_w8a8"}
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints() -> dict[str, Path]:
-    return {scheme: build_tiny_model(scheme) for scheme in ("int8", "fp16", "fp8")}
+    return {scheme: build_tiny_model(scheme) for scheme in ("int8", "fp16", "fp8", "quark-int8")}
 
 
 def _group(tmp_path_factory: pytest.TempPathFactory, name: str, runs: list, env: dict) -> EngineGroup:
@@ -50,6 +50,7 @@ def cpu_engines(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.Temp
         run_spec("fp16", fp16, **scored),
         run_spec("fp16_rdna", fp16, RDNA, **scored),
         run_spec("fp8", tiny_checkpoints["fp8"]),
+        run_spec("quark_int8", tiny_checkpoints["quark-int8"]),
     ]
     return _group(tmp_path_factory, "cpu", runs, {})
 
@@ -90,3 +91,11 @@ def emulated_kernel_tp2_engines(
     runs = [run_spec("int8_tp2", tiny_checkpoints["int8"], {**RDNA, **TP2})]
     env = {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET, **TP2_ENV}
     return _group(tmp_path_factory, "emulated-kernels-tp2", runs, env)
+
+
+@pytest.fixture(scope="session")
+def emulated_quark_engines(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> EngineGroup:
+    """The AMD Quark int8 checkpoint under --quantization rdna_w8a8 on the emulated gfx1100,
+    the real HIP kernels running in the emulator (about 55 s here)."""
+    runs = [run_spec("quark_int8_rdna", tiny_checkpoints["quark-int8"], RDNA)]
+    return _group(tmp_path_factory, "emulated-quark", runs, {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET})
