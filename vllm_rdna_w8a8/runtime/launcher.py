@@ -358,3 +358,9 @@ def missing_reason(target: str, kernel_names: Sequence[str] = ()) -> str | None:
 def loaded_kernels() -> list[str]:
     """Names of the kernels this process has loaded through the default launcher."""
     return _default.loaded_kernels()
+
+
+def kernel_names(target: str) -> list[str]:
+    """Every kernel the code objects for `target` define, sorted (selftest tests each);
+    CodeObjectError when they are unusable (`missing_reason` says why first)."""
+    return sorted(_default.index(target))

@@ -62,7 +62,7 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
     def version_of(distribution: str) -> str:
         try:
             return importlib.metadata.version(distribution)
@@ -189,7 +189,7 @@ def collect_report() -> Report:
     plugin_line = register_plugin()
     platform = current_platform.device_name or "unspecified"
     return Report(
-        versions=_versions(),
+        versions=versions(),
         plugin=plugin_line,
         platform=platform,
         cpu=_guarded(describe, lambda exc: f"unknown ({_describe(exc)})") if current_platform.is_cpu() else None,
