@@ -1,0 +1,125 @@
+"""The W8A8 int8 MoE reference: routing, the sort by expert, and the layer's math
+(bit-exact against a per-token loop over the dense reference ops, close to float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vllm_rdna_w8a8.moe.reference import int8_moe, route, sort_by_expert
+from vllm_rdna_w8a8.ops import reference as dense
+
+HIDDEN, INTERMEDIATE, EXPERTS = 64, 40, 4  # I = 40: K of the down GEMM is padded to 48
+
+
+def _weights(seed: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    w13_float = torch.randn(EXPERTS, 2 * INTERMEDIATE, HIDDEN, generator=generator) / HIDDEN**0.5
+    w2_float = torch.randn(EXPERTS, HIDDEN, INTERMEDIATE, generator=generator) / INTERMEDIATE**0.5
+    quantized = []
+    for weight in (w13_float, w2_float):
+        scale = weight.abs().amax(dim=2) / 127
+        quantized += [(weight / scale.unsqueeze(2)).round().clamp(-127, 127).to(torch.int8), scale]
+    return (*quantized, w13_float, w2_float)
+
+
+def _per_token_loop(x, w13, w13_scale, w2, w2_scale, weights, ids) -> torch.Tensor:
+    """Independent of the sort: each (token, chosen expert) through the dense reference."""
+    out = torch.zeros(x.shape[0], HIDDEN, dtype=torch.float32)
+    for token in range(x.shape[0]):
+        row = x[token:token + 1]
+        for slot in range(ids.shape[1]):
+            expert = int(ids[token, slot])
+            w13_e = w13[expert]  # H = 64: K needs no padding
+            gate_up = dense.int8_quant_scaled_mm(row, w13_e, None, None, True, w13_scale[expert], x.dtype)
+            act = (torch.nn.functional.silu(gate_up[:, :INTERMEDIATE].float())
+                   * gate_up[:, INTERMEDIATE:].float()).to(x.dtype)
+            w2_e = torch.nn.functional.pad(w2[expert], (0, 8))  # K 40 -> 48
+            down = dense.int8_quant_scaled_mm(act, w2_e, None, None, True, w2_scale[expert], x.dtype)
+            out[token] += weights[token, slot] * down[0].float()
+    return out.to(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("top_k", [1, 2, EXPERTS])  # top_k = E: every token to every expert
+def test_bit_exact_against_a_per_token_loop(dtype: torch.dtype, top_k: int) -> None:
+    w13, w13_scale, w2, w2_scale, _, _ = _weights(seed=1)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(9, HIDDEN, generator=generator).to(dtype)
+    weights, ids = route(torch.randn(9, EXPERTS, generator=generator), top_k, renormalize=True)
+    got = int8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids)
+    assert got.dtype == dtype and got.shape == (9, HIDDEN)
+    assert torch.equal(got, _per_token_loop(x, w13, w13_scale, w2, w2_scale, weights, ids))
+
+
+def test_an_expert_no_token_chose_contributes_nothing() -> None:
+    w13, w13_scale, w2, w2_scale, _, _ = _weights(seed=3)
+    x = torch.randn(5, HIDDEN, generator=torch.Generator().manual_seed(4)).half()
+    ids = torch.tensor([[0, 2]] * 5, dtype=torch.int32)  # experts 1 and 3 idle
+    weights = torch.full((5, 2), 0.5)
+    assert sort_by_expert(ids, EXPERTS).offsets.tolist() == [0, 5, 5, 10, 10]
+    poisoned = w13.clone()
+    poisoned[[1, 3]] = 127  # an idle expert's weights must never be read into the result
+    got = int8_moe(x, poisoned, w13_scale, w2, w2_scale, weights, ids)
+    assert torch.equal(got, int8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids))
+    assert torch.equal(got, _per_token_loop(x, w13, w13_scale, w2, w2_scale, weights, ids))
+
+
+def test_close_to_float64_of_the_unquantized_layer() -> None:
+    w13, w13_scale, w2, w2_scale, w13_float, w2_float = _weights(seed=5)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(16, HIDDEN, generator=generator).half()
+    weights, ids = route(torch.randn(16, EXPERTS, generator=generator), 2, renormalize=True)
+    want = torch.zeros(16, HIDDEN, dtype=torch.float64)
+    for token in range(16):
+        for slot in range(2):
+            expert = int(ids[token, slot])
+            gate_up = x[token].double() @ w13_float[expert].double().T
+            act = torch.nn.functional.silu(gate_up[:INTERMEDIATE]) * gate_up[INTERMEDIATE:]
+            want[token] += float(weights[token, slot]) * (act @ w2_float[expert].double().T)
+    got = int8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids).double()
+    assert torch.isfinite(got).all()
+    # two int8 GEMMs (weights and activations quantized): a few percent of the output's scale
+    torch.testing.assert_close(got, want, rtol=0, atol=0.05 * want.abs().max().item())
+
+
+def test_no_tokens() -> None:
+    w13, w13_scale, w2, w2_scale, _, _ = _weights(seed=8)
+    x = torch.zeros(0, HIDDEN, dtype=torch.bfloat16)
+    got = int8_moe(x, w13, w13_scale, w2, w2_scale, torch.zeros(0, 2), torch.zeros(0, 2, dtype=torch.int32))
+    assert got.shape == (0, HIDDEN) and got.dtype == torch.bfloat16
+
+
+def test_route_softmax_topk_renormalised() -> None:
+    logits = torch.tensor([[0.0, 2.0, 1.0, 2.0], [3.0, 0.0, 0.0, 0.0]])
+    weights, ids = route(logits, 2, renormalize=True)
+    assert ids.dtype == torch.int32 and ids.tolist() == [[1, 3], [0, 1]]  # tie: lower index first
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
+    raw, _ = route(logits, 2, renormalize=False)
+    torch.testing.assert_close(raw[0], torch.softmax(logits[0], dim=0)[[1, 3]])
+
+
+def test_sort_keeps_token_order_within_an_expert() -> None:
+    order = sort_by_expert(torch.tensor([[2, 0], [0, 1], [2, 1]]), 3)
+    assert order.offsets.tolist() == [0, 2, 4, 6]
+    assert order.slots.tolist() == [1, 2, 3, 5, 0, 4]
+    assert order.token_of(2).tolist() == [0, 1, 1, 2, 0, 2]
+
+
+def test_bad_input_is_named() -> None:
+    w13, w13_scale, w2, w2_scale, _, _ = _weights(seed=7)
+    x = torch.zeros(2, HIDDEN, dtype=torch.float16)
+    ids = torch.tensor([[0, 1], [2, 3]], dtype=torch.int32)
+    weights = torch.full((2, 2), 0.5)
+    with pytest.raises(ValueError, match=r"topk_ids must lie in \[0, 4\)"):
+        int8_moe(x, w13, w13_scale, w2, w2_scale, weights, torch.tensor([[0, 4], [1, 2]]))
+    with pytest.raises(ValueError, match="same expert twice"):
+        int8_moe(x, w13, w13_scale, w2, w2_scale, weights, torch.tensor([[1, 1], [1, 2]]))
+    with pytest.raises(ValueError, match=r"w2_scale must have shape \[4, 64\]"):
+        int8_moe(x, w13, w13_scale, w2, w2_scale[:, :1], weights, ids)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        int8_moe(x[:, :32], w13, w13_scale, w2, w2_scale, weights, ids)
+    with pytest.raises(ValueError, match="x must be an \\[M, H\\] float16/bfloat16"):
+        int8_moe(x.float(), w13, w13_scale, w2, w2_scale, weights, ids)
+    with pytest.raises(ValueError, match=r"top_k must be in \[1, 4\]"):
+        route(torch.zeros(2, 4), 5, renormalize=True)

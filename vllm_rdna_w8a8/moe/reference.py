@@ -1,0 +1,142 @@
+"""The exact math of a W8A8 int8 MoE layer (SwiGLU experts) in plain torch.
+
+The scheme is the one int8 MoE scheme vLLM accepts: symmetric per-channel int8 weights,
+dynamic symmetric per-token int8 activations. For M tokens of width H routed to top_k of
+E experts of intermediate size I:
+
+1. route: softmax over the router logits in float32, the top_k experts per token (equal
+   probabilities: the lower expert index first; torch.topk leaves ties unspecified),
+   weights renormalised to sum 1 when asked (Qwen3-MoE, Mixtral);
+2. sort: the M * top_k (token, slot) pairs ordered by expert, stable in token order,
+   with per-expert offsets: the layout the grouped GEMM walks, one expert's rows after
+   another; an expert no token chose has an empty range;
+3. per expert e, over its rows: gate_up = int8 GEMM of the token's quantized x with
+   w13[e] [2I, H] (quantized once per token, whatever the expert), scale epilogue, in the
+   activation dtype; act = silu(gate) * up in float32, rounded to the activation dtype;
+   down = int8 GEMM of act (quantized per row) with w2[e] [H, I] -> activation dtype;
+4. combine: out[token] = sum over its slots of topk_weight * down, in float32 in slot
+   order, rounded once to the activation dtype.
+
+Each GEMM and quantization is `ops.reference` (bit-compatible with our dense kernels);
+weights whose K is not a multiple of 16 are zero-padded as the dense layers do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from vllm_rdna_w8a8.ops import reference as dense
+from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES, padded_k
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertSort:
+    """`slots` [M * top_k]: flat (token * top_k + j) indices grouped by expert;
+    expert e's slots are slots[offsets[e]:offsets[e + 1]]."""
+
+    slots: torch.Tensor
+    offsets: torch.Tensor
+
+    def token_of(self, top_k: int) -> torch.Tensor:
+        return self.slots // top_k
+
+
+def route(router_logits: torch.Tensor, top_k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """[M, E] logits -> (weights [M, top_k] float32, expert ids [M, top_k] int32)."""
+    if not isinstance(router_logits, torch.Tensor) or router_logits.dim() != 2:
+        raise ValueError(f"router_logits must be an [M, E] tensor, got {_shape(router_logits)}")
+    num_experts = router_logits.shape[1]
+    if not 1 <= top_k <= num_experts:
+        raise ValueError(f"top_k must be in [1, {num_experts}] (the number of experts), got {top_k}")
+    probabilities = torch.softmax(router_logits.float(), dim=-1)
+    ordered, order = torch.sort(probabilities, dim=-1, descending=True, stable=True)
+    weights, ids = ordered[:, :top_k], order[:, :top_k]
+    if renormalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights, ids.to(torch.int32)
+
+
+def sort_by_expert(topk_ids: torch.Tensor, num_experts: int) -> ExpertSort:
+    """Group the (token, slot) pairs by expert, keeping token order within an expert."""
+    if topk_ids.dim() != 2 or topk_ids.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"topk_ids must be an [M, top_k] int32/int64 tensor, got {_shape(topk_ids)} {topk_ids.dtype}")
+    flat = topk_ids.reshape(-1).to(torch.int64)
+    if flat.numel() and (flat.min() < 0 or flat.max() >= num_experts):
+        raise ValueError(f"topk_ids must lie in [0, {num_experts}), got values in [{flat.min()}, {flat.max()}]")
+    if topk_ids.shape[0] and any(len(set(row)) != len(row) for row in topk_ids.tolist()):
+        raise ValueError("topk_ids must not route a token to the same expert twice")
+    slots = torch.sort(flat, stable=True).indices
+    counts = torch.bincount(flat, minlength=num_experts)
+    offsets = torch.zeros(num_experts + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(counts, dim=0)
+    return ExpertSort(slots, offsets)
+
+
+def int8_moe(
+    x: torch.Tensor,
+    w13: torch.Tensor,
+    w13_scale: torch.Tensor,
+    w2: torch.Tensor,
+    w2_scale: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+) -> torch.Tensor:
+    """x [M, H] fp16/bf16; w13 [E, 2I, H] int8 (gate rows, then up rows) with scales
+    [E, 2I]; w2 [E, H, I] int8 with scales [E, H]; routing from `route` -> [M, H]."""
+    num_experts, intermediate = _check_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
+    top_k = topk_ids.shape[1]
+    order = sort_by_expert(topk_ids, num_experts)
+    x_q, x_scale, _ = dense.scaled_int8_quant(x, padded_k=padded_k(x.shape[1]))
+    down_per_slot = torch.zeros((topk_ids.numel(), w2.shape[1]), dtype=x.dtype)
+    for expert in range(num_experts):
+        slots = order.slots[order.offsets[expert]:order.offsets[expert + 1]]
+        if not slots.numel():
+            continue  # no token chose this expert
+        tokens = slots // top_k
+        gate_up = dense.int8_scaled_mm(x_q[tokens], _pad_k(w13[expert]), x_scale[tokens], w13_scale[expert], x.dtype)
+        gate, up = gate_up[:, :intermediate].float(), gate_up[:, intermediate:].float()
+        act = (torch.nn.functional.silu(gate) * up).to(x.dtype)
+        act_q, act_scale, _ = dense.scaled_int8_quant(act, padded_k=padded_k(intermediate))
+        down_per_slot[slots] = dense.int8_scaled_mm(act_q, _pad_k(w2[expert]), act_scale, w2_scale[expert], x.dtype)
+    weighted = down_per_slot.float().reshape(x.shape[0], top_k, w2.shape[1]) * topk_weights.float().unsqueeze(-1)
+    out = torch.zeros((x.shape[0], w2.shape[1]), dtype=torch.float32)
+    for slot in range(top_k):  # slot order, one float32 addition each
+        out += weighted[:, slot]
+    return out.to(x.dtype)
+
+
+def _pad_k(weight: torch.Tensor) -> torch.Tensor:
+    k = weight.shape[1]
+    if k == padded_k(k):
+        return weight
+    return torch.nn.functional.pad(weight, (0, padded_k(k) - k))
+
+
+def _shape(value: object) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _check_moe_args(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
+                    w2_scale: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> tuple[int, int]:
+    if x.dim() != 2 or x.dtype not in ACTIVATION_DTYPES:
+        raise ValueError(f"x must be an [M, H] float16/bfloat16 tensor, got {_shape(x)} {x.dtype}")
+    if w13.dim() != 3 or w2.dim() != 3 or w13.dtype != torch.int8 or w2.dtype != torch.int8:
+        raise ValueError(f"w13 and w2 must be [E, N, K] int8 tensors, got {_shape(w13)} {w13.dtype} "
+                         f"and {_shape(w2)} {w2.dtype}")
+    num_experts, two_i, hidden = w13.shape
+    if two_i % 2:
+        raise ValueError(f"w13 must hold gate and up rows (an even N), got N = {two_i}")
+    intermediate = two_i // 2
+    if hidden != x.shape[1] or tuple(w2.shape) != (num_experts, hidden, intermediate):
+        raise ValueError(f"shapes disagree: x {_shape(x)}, w13 {_shape(w13)} (expected [E, 2I, {x.shape[1]}]), "
+                         f"w2 {_shape(w2)} (expected [{num_experts}, {hidden}, {intermediate}])")
+    for name, scale, rows in (("w13_scale", w13_scale, two_i), ("w2_scale", w2_scale, hidden)):
+        if tuple(scale.shape) != (num_experts, rows):
+            raise ValueError(f"{name} must have shape [{num_experts}, {rows}] (per expert, per channel), "
+                             f"got {_shape(scale)}")
+    if topk_ids.dim() != 2 or tuple(topk_weights.shape) != tuple(topk_ids.shape) or topk_ids.shape[0] != x.shape[0]:
+        raise ValueError(f"topk_weights and topk_ids must both be [{x.shape[0]}, top_k], "
+                         f"got {_shape(topk_weights)} and {_shape(topk_ids)}")
+    return num_experts, intermediate
