@@ -122,7 +122,8 @@ ALL_VARIANTS = tuple(Variant(*values) for values in itertools.product(
 FP8_VARIANTS = tuple(v for v in ALL_VARIANTS if v.zero_point == "none")
 # Quantization modes a fused decode GEMM takes: dynamic (per-token scale) with a per-token zero
 # point or none, static (one scale) with one zero point or none.
-FUSED_VARIANTS = tuple(v for v in ALL_VARIANTS if v.per_token_a != (v.zero_point == "static"))
+FUSED_VARIANTS = tuple(v for v in ALL_VARIANTS
+                       if v.zero_point != ("static" if v.per_token_a else "dynamic"))
 
 
 def _features(variant: Variant) -> int:
@@ -793,8 +794,16 @@ def format_best_timings(timings: Sequence[Timing]) -> str:
     return format_table(rows) if rows else "  no config was timed"
 
 
+def _runtime_origin() -> str:
+    from vllm_rdna_w8a8.runtime.hip import HipError, get_runtime
+
+    try:
+        return get_runtime().origin
+    except HipError as error:
+        return f"none ({error})"
+
+
 def report_data(reports: Sequence[DeviceReport], args: argparse.Namespace) -> dict[str, Any]:
-    from vllm_rdna_w8a8.runtime.hip import get_runtime
     from vllm_rdna_w8a8.tools.doctor import versions
 
     return {
@@ -803,11 +812,50 @@ def report_data(reports: Sequence[DeviceReport], args: argparse.Namespace) -> di
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "arguments": {"device": args.device, "quick": args.quick},
         "versions": versions(),
-        "hip_runtime_library": get_runtime().origin,
+        "hip_runtime_library": _runtime_origin(),
         "fp8_bound": FP8_BOUND,
         "verdict": "FAIL" if any(report.verdict == "FAIL" for report in reports) else "PASS",
         "devices": [{**dataclasses.asdict(report), "verdict": report.verdict} for report in reports],
     }
+
+
+@dataclass(frozen=True)
+class MeasuredDevice:
+    """The GEMM timings a selftest report holds for one ROCm device (tune's measured input)."""
+
+    target: str
+    name: str
+    date: str
+    timings: tuple[Timing, ...]
+
+
+def measured_devices(data: Any, source: str) -> list[MeasuredDevice]:
+    """The measured timings of a selftest report (`data`, parsed JSON from `source`); ValueError
+    naming the problem when it is not a report, or holds no measurement a tuning table may use:
+    emulated devices, devices that failed a check, devices without timings."""
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+        raise ValueError(f"{source} is not a selftest report (no \"format\": \"{REPORT_FORMAT}\")")
+    if data.get("format_version") != REPORT_VERSION:
+        raise ValueError(f"{source}: format_version {data.get('format_version')!r}, this version reads "
+                         f"{REPORT_VERSION}")
+    measured, problems = [], []
+    for device in data.get("devices", []):
+        where = f"device {device.get('index')} ({device.get('target')})"
+        if device.get("emulated"):
+            problems.append(f"{where} is emulated: its report has no measurements")
+        elif device.get("verdict") != "PASS":
+            problems.append(f"{where} failed selftest: fix the mismatches before tuning on it")
+        elif not device.get("timings"):
+            problems.append(f"{where} has no timings")
+        else:
+            try:
+                timings = tuple(Timing(**row) for row in device["timings"])
+            except TypeError as error:
+                raise ValueError(f"{source}: {where}: malformed timing row ({error})") from None
+            measured.append(MeasuredDevice(device["target"], device["name"], data["created"][:10], timings))
+    if not measured:
+        raise ValueError(f"{source}: nothing measured to tune from: {'; '.join(problems) or 'no devices'}")
+    return measured
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,12 +2,14 @@
 model's linear shapes and write the fastest per (N, K, M bucket) into the user table that
 the dispatcher reads ($VLLM_RDNA_W8A8_TUNING_DIR/<target>.json). --dry-run (any machine)
 lists the shapes, the candidates and the model's predicted times; --from-model rewrites the
-shipped tables from the performance model."""
+shipped tables from the performance model; --from-selftest REPORT takes the timings that
+`python -m vllm_rdna_w8a8 selftest --report REPORT` measured on a gfx11 GPU."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,6 +33,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     what.add_argument("--model", help="known model name, config.json or model directory")
     what.add_argument("--from-model", action="store_true",
                       help="regenerate the per-target tables from the performance model (no GPU needed)")
+    what.add_argument("--from-selftest", type=Path, metavar="REPORT",
+                      help="write the fastest config per shape and M bucket that a selftest report "
+                           "measured (python -m vllm_rdna_w8a8 selftest --report REPORT on a gfx11 GPU)")
     parser.add_argument("--tp", type=int, default=1, help="tensor-parallel size (with --model)")
     parser.add_argument("--m", type=int, nargs="+", default=list(tables.M_BUCKETS),
                         help="token counts M to tune (default: every table bucket's upper bound)")
@@ -173,20 +178,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.from_model:
             return regenerate(args)
-        shapes = linear_shapes(resolve_model(args.model), args.tp)
+        shapes = [] if args.from_selftest else linear_shapes(resolve_model(args.model), args.tp)
         if args.dry_run:
             dry_run(args.target or "gfx1100", shapes, args.m, args.kind)
             return 0
     except (ValueError, FileNotFoundError) as error:  # a TileConfigError is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.kind != "i8":
-        print("error: timing covers the int8 kernels; use --dry-run for f8", file=sys.stderr)
-        return 2
     output_dir = args.output_dir or (Path(os.environ[tables.TUNING_DIR_ENV])
                                      if os.environ.get(tables.TUNING_DIR_ENV) else None)
     if output_dir is None:
         print(f"error: say where the table goes: --output-dir DIR or {tables.TUNING_DIR_ENV}=DIR", file=sys.stderr)
+        return 2
+    if args.from_selftest:
+        return write_from_selftest(args.from_selftest, output_dir)
+    if args.kind != "i8":
+        print("error: timing covers the int8 kernels; use --dry-run for f8", file=sys.stderr)
         return 2
     try:
         target = timing.require_gfx11()
@@ -218,3 +225,32 @@ def write_measured(output_dir: Path, target: str, kind: str, measured: dict[str,
         return EXIT_WRITE_FAILED
     print(f"MEASURED table written: {path}\nuse it: export {tables.TUNING_DIR_ENV}={output_dir}")
     return 0
+
+
+def write_from_selftest(report: Path, output_dir: Path) -> int:
+    """The user tables from a selftest report's timings: per device and kind, the fastest
+    timed config per (shape, M bucket), as the tuner's own measurements are chosen."""
+    from vllm_rdna_w8a8.tools.selftest import measured_devices
+
+    try:
+        devices = measured_devices(json.loads(report.read_text()), str(report))
+    except (OSError, ValueError) as error:  # unreadable, not JSON, or nothing measured
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    configs = {config.tag: config for config in load_tile_configs()}
+    exit_code = 0
+    for device in devices:
+        for kind in dict.fromkeys(row.kind for row in device.timings):
+            times: dict[tuple[LinearShape, int], dict[str, float]] = {}
+            for row in device.timings:
+                if row.kind == kind and row.ours_us is not None and row.config in configs:
+                    times.setdefault((LinearShape(row.layer, row.N, row.K), row.M), {})[row.config] = row.ours_us
+            measured: dict[str, dict[str, dict[str, Any]]] = {}
+            for (shape, m), by_tag in times.items():
+                best = best_measured([shape], [m], lambda _shape, _m, by_tag=by_tag: [configs[t] for t in by_tag],
+                                     lambda _shape, _m, candidates, by_tag=by_tag: [by_tag[c.tag] for c in candidates],
+                                     device.name, device.date)
+                for key, buckets in best.items():
+                    measured.setdefault(key, {}).update(buckets)
+            exit_code |= write_measured(output_dir, device.target, kind, measured)
+    return exit_code
