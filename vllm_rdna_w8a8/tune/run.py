@@ -58,6 +58,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("every --m must be >= 1")
     if args.check and not args.from_model:
         parser.error("--check only applies to --from-model")
+    if args.dry_run and args.from_selftest:
+        parser.error("--dry-run does not apply to --from-selftest (it writes measured timings)")
     if args.target and not args.dry_run:
         parser.error("--target only applies to --dry-run (timing uses the GPU's own target)")
     return args
