@@ -65,22 +65,17 @@ def test_an_expert_no_token_chose_contributes_nothing() -> None:
     assert torch.equal(got, _per_token_loop(x, w13, w13_scale, w2, w2_scale, weights, ids))
 
 
-def test_close_to_float64_of_the_unquantized_layer() -> None:
-    w13, w13_scale, w2, w2_scale, w13_float, w2_float = _weights(seed=5)
-    generator = torch.Generator().manual_seed(6)
-    x = torch.randn(16, HIDDEN, generator=generator).half()
-    weights, ids = route(torch.randn(16, EXPERTS, generator=generator), 2, renormalize=True)
-    want = torch.zeros(16, HIDDEN, dtype=torch.float64)
-    for token in range(16):
-        for slot in range(2):
+def _float64_moe(x: torch.Tensor, w13_float: torch.Tensor, w2_float: torch.Tensor, weights: torch.Tensor,
+                 ids: torch.Tensor) -> torch.Tensor:
+    """The unquantized layer in float64, token by token."""
+    want = torch.zeros(x.shape[0], HIDDEN, dtype=torch.float64)
+    for token in range(x.shape[0]):
+        for slot in range(ids.shape[1]):
             expert = int(ids[token, slot])
             gate_up = x[token].double() @ w13_float[expert].double().T
             act = torch.nn.functional.silu(gate_up[:INTERMEDIATE]) * gate_up[INTERMEDIATE:]
             want[token] += float(weights[token, slot]) * (act @ w2_float[expert].double().T)
-    got = int8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids).double()
-    assert torch.isfinite(got).all()
-    # two int8 GEMMs (weights and activations quantized): a few percent of the output's scale
-    torch.testing.assert_close(got, want, rtol=0, atol=0.05 * want.abs().max().item())
+    return want
 
 
 def test_no_tokens() -> None:
@@ -123,3 +118,83 @@ def test_bad_input_is_named() -> None:
         int8_moe(x.float(), w13, w13_scale, w2, w2_scale, weights, ids)
     with pytest.raises(ValueError, match=r"top_k must be in \[1, 4\]"):
         route(torch.zeros(2, 4), 5, renormalize=True)
+
+
+def _fp8_weights(seed: int, per_channel: bool) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for shape in ((EXPERTS, 2 * INTERMEDIATE, HIDDEN), (EXPERTS, HIDDEN, INTERMEDIATE)):
+        weight = torch.randn(*shape, generator=generator) / shape[2] ** 0.5
+        absmax = weight.abs().amax(dim=2) if per_channel else weight.abs().amax(dim=(1, 2)).unsqueeze(1)
+        scale = absmax / 448
+        out += [(weight / scale.unsqueeze(2)).to(torch.float8_e4m3fn), scale, weight]
+    return tuple(out)
+
+
+def _vllm_quant_fp8(rows: torch.Tensor, static_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    from vllm.config import VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.quantization.input_quant_fp8 import QuantFP8
+    from vllm.model_executor.layers.quantization.utils.quant_utils import GroupShape
+
+    group = GroupShape.PER_TENSOR if static_scale is not None else GroupShape.PER_TOKEN
+    with set_current_vllm_config(VllmConfig()):  # a CustomOp reads it when built
+        quantizer = QuantFP8(static=static_scale is not None, group_shape=group)
+    return quantizer.forward_native(rows, static_scale)
+
+
+@pytest.mark.parametrize(("per_channel", "static"), [(True, False), (False, True), (False, False)],
+                         ids=["ptpc", "per-tensor-static", "per-tensor-dynamic"])
+def test_fp8_equals_a_per_token_loop_with_vllms_quantizer(per_channel: bool, static: bool) -> None:
+    from vllm_rdna_w8a8.moe.reference import fp8_moe
+
+    w13, w13_scale, _, w2, w2_scale, _ = _fp8_weights(seed=9, per_channel=per_channel)
+    generator = torch.Generator().manual_seed(10)
+    x = torch.randn(7, HIDDEN, generator=generator).to(torch.bfloat16)
+    weights, ids = route(torch.randn(7, EXPERTS, generator=generator), 2, renormalize=True)
+    a13_scale = torch.tensor([0.02]) if static else None
+    a2_scale = torch.tensor([0.002]) if static else None
+    got = fp8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids, a13_scale, a2_scale)
+    want = torch.zeros(7, HIDDEN, dtype=torch.float32)
+    for token in range(7):
+        for slot in range(2):
+            expert = int(ids[token, slot])
+            q, q_scale = _vllm_quant_fp8(x[token:token + 1], a13_scale)
+            gate_up = dense.fp8_scaled_mm(q, w13[expert], q_scale.reshape(-1), w13_scale[expert], x.dtype)
+            act = (torch.nn.functional.silu(gate_up[:, :INTERMEDIATE].float())
+                   * gate_up[:, INTERMEDIATE:].float()).to(x.dtype)
+            q, q_scale = _vllm_quant_fp8(act, a2_scale)
+            down = dense.fp8_scaled_mm(q, w2[expert], q_scale.reshape(-1), w2_scale[expert], x.dtype)
+            want[token] += weights[token, slot] * down[0].float()
+    assert torch.equal(got, want.to(x.dtype))
+
+
+def test_fp8_bad_input_is_named() -> None:
+    from vllm_rdna_w8a8.moe.reference import fp8_moe
+
+    w13, w13_scale, _, w2, w2_scale, _ = _fp8_weights(seed=13, per_channel=True)
+    x = torch.zeros(2, HIDDEN, dtype=torch.float16)
+    ids = torch.tensor([[0, 1], [2, 3]], dtype=torch.int32)
+    weights = torch.full((2, 2), 0.5)
+    with pytest.raises(ValueError, match="w13 and w2 must be \\[E, N, K\\] float8_e4m3fn"):
+        fp8_moe(x, w13.view(torch.int8), w13_scale, w2.view(torch.int8), w2_scale, weights, ids)
+    with pytest.raises(ValueError, match=r"w13_scale must have shape \[4, 80\] or \[4, 1\]"):
+        fp8_moe(x, w13, w13_scale[:, :2], w2, w2_scale, weights, ids)
+
+
+@pytest.mark.parametrize(("scheme", "tolerance"), [("int8", 0.05), ("fp8", 0.1)])
+def test_close_to_float64_of_the_unquantized_layer(scheme: str, tolerance: float) -> None:
+    """Two W8A8 GEMMs (weights and activations quantized): a few percent of the output's
+    scale for int8, more for e4m3's 3 mantissa bits."""
+    from vllm_rdna_w8a8.moe.reference import fp8_moe
+
+    if scheme == "int8":
+        w13, w13_scale, w2, w2_scale, w13_float, w2_float = _weights(seed=5)
+    else:
+        w13, w13_scale, w13_float, w2, w2_scale, w2_float = _fp8_weights(seed=11, per_channel=True)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(16, HIDDEN, generator=generator).half()
+    weights, ids = route(torch.randn(16, EXPERTS, generator=generator), 2, renormalize=True)
+    want = _float64_moe(x, w13_float, w2_float, weights, ids)
+    got = (int8_moe if scheme == "int8" else fp8_moe)(x, w13, w13_scale, w2, w2_scale, weights, ids).double()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, want, rtol=0, atol=tolerance * want.abs().max().item())
