@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from vllm_rdna_w8a8 import dispatch
-from vllm_rdna_w8a8.dispatch import perf_model, tables, tile_configs
+from vllm_rdna_w8a8.dispatch import tables, tile_configs
 
 FIXTURE_DEF = Path(__file__).with_name("fixture_gemm_configs.def")
 FIXTURE_TAGS = ("m128n128k64_w2x2x1", "m64n64k64_w2x2x1", "m16n32k256_w1x1x4",
@@ -28,10 +28,8 @@ def fixture_def() -> Path:
 
 @pytest.fixture
 def fixture_kernel_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """Dispatch reads the fixture .def, no shipped tables, no user table, and estimates
-    occupancy (the compiled objects belong to the real table)."""
+    """Dispatch reads the fixture .def, no shipped tables, no user table."""
     monkeypatch.setattr(tile_configs, "DEFAULT_DEF_PATHS", (FIXTURE_DEF,))
-    monkeypatch.setattr(perf_model, "load_occupancies", lambda target, objects_dir=None: {})
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     monkeypatch.setattr(tables, "SHIPPED_TABLES_DIR", shipped)

@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -184,3 +187,41 @@ def test_forced_config_is_returned_inside_the_block_only(fixture_kernel_table: P
     with pytest.raises(ValueError, match="not a row of the kernel table"):
         with dispatch.forced_gemm_config(stranger):
             pass
+
+
+# Picks for shapes no shipped table holds (the model's path), printed with whether the ISA
+# report (which runs llvm-objdump) was imported on the way.
+MODEL_PATH_PICKS = """
+import json, sys
+from vllm_rdna_w8a8 import dispatch
+from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
+from vllm_rdna_w8a8.dispatch import tables
+from vllm_rdna_w8a8.dispatch.tile_configs import load_tile_configs
+
+tags = frozenset(config.tag for config in load_tile_configs())
+picks = []
+for target in sorted(GFX11_TARGETS):
+    table = tables.load_table(tables.shipped_table_path(target), target, tags)
+    for m, n, k in ((1, 1000, 1024), (40, 3000, 2048), (700, 5120, 1536)):
+        for kind in ("i8", "f8"):
+            assert table.lookup(kind, n, k, m) is None, (target, kind, n, k)
+            picks.append(dispatch.pick_gemm_config(target, m, n, k, kind).tag)
+print(json.dumps({"picks": picks, "isa_report_imported": "vllm_rdna_w8a8.tools.isa_report" in sys.modules}))
+"""
+
+
+def test_serving_picks_never_start_an_llvm_tool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shape missing from the tables gets the same tile whether LLVM's tools are installed
+    or not, and picking it never loads the ISA report (a developer tool that disassembles)."""
+    monkeypatch.delenv(tables.TUNING_DIR_ENV, raising=False)
+
+    def picks(env: dict[str, str]) -> dict:
+        result = subprocess.run([sys.executable, "-c", MODEL_PATH_PICKS], env=env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    with_tools = picks(dict(os.environ))
+    without_tools = picks({**os.environ, "PATH": "/nonexistent", "LLVM_OBJDUMP": "/nonexistent/llvm-objdump"})
+    assert not with_tools["isa_report_imported"] and not without_tools["isa_report_imported"]
+    assert with_tools["picks"] == without_tools["picks"]

@@ -105,20 +105,15 @@ def model_choice(target: str, m: int, n: int, k: int, kind: str = "i8") -> TileC
 
 
 def ranked_candidates(target: str, m: int, n: int, k: int, kind: str = "i8") -> list[perf_model.Prediction]:
-    """Every config of the kernel table with the model's predicted time, best first,
-    with occupancy from the ISA report of the compiled objects when there is one."""
+    """Every config of the kernel table with the model's predicted time, best first, with
+    occupancy estimated from the tile rows as the shipped tables were made: a serving
+    process never starts an LLVM tool, and its picks do not depend on one being installed."""
     target_name = get_target(target).name
-    return perf_model.rank_configs(target_name, load_tile_configs(), m, n, k, kind, _occupancies(target_name))
-
-
-@functools.lru_cache(maxsize=None)
-def _occupancies(target_name: str) -> dict[str, perf_model.Occupancy]:
-    return perf_model.load_occupancies(target_name)
+    return perf_model.rank_configs(target_name, load_tile_configs(), m, n, k, kind)
 
 
 def clear_dispatch_caches() -> None:
     """Forget cached choices and tables (after writing a new table, and in tests)."""
     _pick_cached.cache_clear()
-    _occupancies.cache_clear()
     tables.load_table.cache_clear()
     load_tile_configs.cache_clear()

@@ -11,15 +11,73 @@ models at TP 1, 2 and 4 (dispatch/model_shapes.py), every M bucket, both kinds.
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.dispatch import perf_model, tables
 from vllm_rdna_w8a8.dispatch.model_shapes import table_shapes
-from vllm_rdna_w8a8.dispatch.tile_configs import KERNEL_KINDS, TileConfig
+from vllm_rdna_w8a8.dispatch.tile_configs import KERNEL_KINDS, WAVE_SIZE, TileConfig
+
+if TYPE_CHECKING:
+    from vllm_rdna_w8a8.tools.isa_report import KernelReport
+
+logger = logging.getLogger(__name__)
 
 OCCUPANCY_MODES = ("auto", "assumed", "isa_report")
+
+
+def occupancies_from_isa_report(reports: Iterable[KernelReport], target_name: str) -> dict[str, perf_model.Occupancy]:
+    """Occupancy per kernel name from `vllm_rdna_w8a8.tools.isa_report` rows of one target."""
+    result: dict[str, perf_model.Occupancy] = {}
+    for report in reports:
+        if report.target != target_name:
+            continue
+        global_bytes = sum(count * _load_width_bytes(op) * WAVE_SIZE for op, count in report.main_loop_loads.items()
+                           if op.startswith(("global_load", "buffer_load")))
+        if global_bytes == 0:
+            continue  # no main-loop load figures: the estimate is better than zero
+        result[report.kernel] = perf_model.Occupancy(
+            waves_per_simd=float(report.waves_per_simd),
+            lds_bytes=int(report.lds_bytes),
+            global_bytes_per_wave_iteration=global_bytes,
+            source="isa_report",
+        )
+    return result
+
+
+def _load_width_bytes(opcode: str) -> int:
+    """Bytes per lane of a gfx11 load: `global_load_b128` -> 16, `global_load_u8` -> 1,
+    `global_load_d16_b16` -> 2, `global_load_i16` -> 2; anything else one dword."""
+    suffix = opcode.rsplit("_", 1)[-1]
+    if suffix.startswith("b") and suffix[1:].isdigit():
+        return int(suffix[1:]) // 8
+    if suffix in ("u8", "i8"):
+        return 1
+    if suffix in ("u16", "i16"):
+        return 2
+    return 4
+
+
+def load_occupancies(target_name: str, objects_dir: Path | None = None) -> dict[str, perf_model.Occupancy]:
+    """Occupancies from the ISA report of the compiled objects (disassembled with LLVM's
+    objdump: a developer step, never run while serving); empty when there are no objects
+    or no report tool."""
+    from vllm_rdna_w8a8.tools.isa_report import DEFAULT_OBJECTS_DIR, isa_report
+
+    objects_dir = objects_dir or DEFAULT_OBJECTS_DIR
+    if not (objects_dir / target_name).is_dir():
+        logger.info("rdna_w8a8 table generation: occupancy assumed from tile geometry (no code objects in %s)",
+                    objects_dir / target_name)
+        return {}
+    try:
+        return occupancies_from_isa_report(isa_report(objects_dir, targets=[target_name]), target_name)
+    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as error:
+        # No llvm-objdump or an unreadable object: the estimate serves.
+        logger.info("rdna_w8a8 table generation: no ISA report (%s); occupancy assumed from tile geometry", error)
+        return {}
 
 
 def occupancies_for(target: str, mode: str) -> tuple[str, dict[str, perf_model.Occupancy]]:
@@ -28,7 +86,7 @@ def occupancies_for(target: str, mode: str) -> tuple[str, dict[str, perf_model.O
         raise ValueError(f"occupancy mode must be one of {OCCUPANCY_MODES}, got {mode!r}")
     if mode == "assumed":
         return "assumed", {}
-    occupancies = perf_model.load_occupancies(target)
+    occupancies = load_occupancies(target)
     if not occupancies and mode == "isa_report":
         raise ValueError(f"no ISA report for {target}: build the code objects first (python -m vllm_rdna_w8a8.build)")
     return ("isa_report" if occupancies else "assumed"), occupancies

@@ -19,32 +19,24 @@ B's share of the DRAM and L2 terms is served at a reduced rate when its row stri
 multiple of 2048 bytes (gfx11 cache aliasing, see `cache_aliasing_pad`); our weights are
 stored padded off such strides, so by default no prediction pays it.
 Wave quantization enters through the tiles on the busiest CU, tile padding through
-the padded ops, occupancy through resident workgroups per CU (from the ISA report
-of the compiled code object when there is one, otherwise estimated: see
-`assumed_occupancy`).
+the padded ops, occupancy through resident workgroups per CU (estimated from the tile
+geometry, `assumed_occupancy`, unless the caller passes measured figures: table
+generation can read them from the ISA report, `generate_tables.occupancies_for`).
+This module runs in serving processes and never starts a tool.
 """
 
 from __future__ import annotations
 
-import logging
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from vllm_rdna_w8a8.build.targets import MAX_WAVES_PER_SIMD, GfxTarget, get_target
 from vllm_rdna_w8a8.dispatch.tile_configs import (
     KERNEL_KINDS,
     LDS_BYTES_PER_WORKGROUP,
-    WAVE_SIZE,
     WMMA_TILE,
     TileConfig,
 )
-
-if TYPE_CHECKING:
-    from vllm_rdna_w8a8.tools.isa_report import KernelReport
-
-logger = logging.getLogger(__name__)
 
 # Peak WMMA rate per CU per clock, identical for v_wmma_i32_16x16x16_iu8 and
 # v_wmma_f32_16x16x16_f16 on RDNA3 (AMD RDNA3 ISA guide; rdna3-wmma.md): one
@@ -311,57 +303,3 @@ def rank_configs(
         return (True, prediction.time_us, prediction.padding_waste, order[prediction.config.tag])
 
     return sorted(predictions, key=rank_key)
-
-
-def occupancies_from_isa_report(reports: Iterable[KernelReport], target_name: str) -> dict[str, Occupancy]:
-    """Occupancy per kernel name from `vllm_rdna_w8a8.tools.isa_report` rows of one target."""
-    result: dict[str, Occupancy] = {}
-    for report in reports:
-        if report.target != target_name:
-            continue
-        global_bytes = sum(count * _load_width_bytes(op) * WAVE_SIZE for op, count in report.main_loop_loads.items()
-                           if op.startswith(("global_load", "buffer_load")))
-        if global_bytes == 0:
-            continue  # no main-loop load figures: the estimate is better than zero
-        result[report.kernel] = Occupancy(
-            waves_per_simd=float(report.waves_per_simd),
-            lds_bytes=int(report.lds_bytes),
-            global_bytes_per_wave_iteration=global_bytes,
-            source="isa_report",
-        )
-    return result
-
-
-def _load_width_bytes(opcode: str) -> int:
-    """Bytes per lane of a gfx11 load: `global_load_b128` -> 16, `global_load_u8` -> 1,
-    `global_load_d16_b16` -> 2, `global_load_i16` -> 2; anything else one dword."""
-    suffix = opcode.rsplit("_", 1)[-1]
-    if suffix.startswith("b") and suffix[1:].isdigit():
-        return int(suffix[1:]) // 8
-    if suffix in ("u8", "i8"):
-        return 1
-    if suffix in ("u16", "i16"):
-        return 2
-    return 4
-
-
-def load_occupancies(target_name: str, objects_dir: Path | None = None) -> dict[str, Occupancy]:
-    """Occupancies from the ISA report of the compiled objects; empty (the estimate is
-    used, and said so once) when there are no objects or no report tool."""
-    try:
-        from vllm_rdna_w8a8.tools.isa_report import isa_report
-    except ImportError as error:
-        logger.info("rdna_w8a8 perf model: occupancy assumed from tile geometry (no ISA report: %s)", error)
-        return {}
-    objects_dir = objects_dir or Path(__file__).resolve().parent.parent / "_objects"
-    if not (objects_dir / target_name).is_dir():
-        logger.info("rdna_w8a8 perf model: occupancy assumed from tile geometry (no code objects in %s)",
-                    objects_dir / target_name)
-        return {}
-    try:
-        return occupancies_from_isa_report(isa_report(objects_dir, targets=[target_name]), target_name)
-    except (RuntimeError, ValueError, OSError, subprocess.SubprocessError) as error:
-        # No llvm-objdump (usual on a user's machine) or an unreadable object: the estimate serves.
-        logger.info("rdna_w8a8 perf model: no ISA report (%s); occupancy assumed from tile geometry", error)
-        return {}
-
