@@ -6,15 +6,14 @@ sources, as host C++, into one shared library that `runtime/hip.py` loads in pla
 `libamdhip64.so`. It is a development and test tool: it builds from the repository
 checkout (emulator/ and kernels/ beside this package), not from an installed wheel.
 
-`emulated_targets()` reads VLLM_RDNA_W8A8_EMULATE, the switch that turns the backend on and
-lists the emulated devices.
+The switch that turns the backend on and lists the emulated devices, VLLM_RDNA_W8A8_EMULATE,
+is read by `settings.emulated_targets()`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -22,9 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .build.compiler import Clang, find_clang
-from .build.targets import GFX11_TARGETS
-
-EMULATE_ENV = "VLLM_RDNA_W8A8_EMULATE"
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EMULATOR_DIR = REPO_ROOT / "emulator"
@@ -55,37 +51,6 @@ SANITIZER_RUNTIME = "libclang_rt.asan-x86_64.so"
 
 class EmulatorBuildError(RuntimeError):
     """The emulator library could not be built (missing checkout, compiler or sources)."""
-
-
-# A gfx target name as ROCm reports it without feature suffixes (gfx1100, gfx90a, gfx942).
-_TARGET_NAME = re.compile(r"gfx[0-9a-f]{3,4}")
-
-
-def emulated_targets() -> tuple[str, ...]:
-    """The emulated devices' targets in device order, from $VLLM_RDNA_W8A8_EMULATE: one
-    gfx11 target, or a comma-separated list such as "gfx1100,gfx1151"; () when unset or
-    empty. Non-gfx11 names in a list (e.g. "gfx1100,gfx1030") model the other GPUs of a mixed
-    machine: they run none of our code objects. At least one device must be gfx11."""
-    value = os.environ.get(EMULATE_ENV, "").strip()
-    if not value:
-        return ()
-    targets = tuple(name.strip() for name in value.split(","))
-    if not all(_TARGET_NAME.fullmatch(name) for name in targets) or not any(
-        name in GFX11_TARGETS for name in targets
-    ):
-        raise ValueError(
-            f"{EMULATE_ENV}={value!r} is not an emulated device list; use one of "
-            f"{', '.join(GFX11_TARGETS)}, or several gfx targets separated by commas with at "
-            "least one of those (e.g. gfx1100,gfx1151)"
-        )
-    return targets
-
-
-def emulated_target() -> str | None:
-    """The target of the first emulated device ($VLLM_RDNA_W8A8_EMULATE), or None when
-    emulation is off."""
-    targets = emulated_targets()
-    return targets[0] if targets else None
 
 
 def default_kernel_sources() -> list[Path]:

@@ -95,7 +95,7 @@ def _code_object_problem(target: str) -> str | None:
 def _route(platform: "PlatformEnum", label: str, target: str) -> str:
     """Put our classes first in `platform`'s lists; the log line for `target`."""
     from vllm_rdna_w8a8.scaled_mm.registry import insert_kernels
-    from vllm_rdna_w8a8.scaled_mm.support import is_gfx11
+    from vllm_rdna_w8a8.settings import is_gfx11
 
     classes = ", ".join(insert_kernels(platform))
     if not is_gfx11(target):
@@ -117,7 +117,7 @@ def _register() -> str:
 
     from vllm_rdna_w8a8 import cpu_stack
     from vllm_rdna_w8a8.quantization import register_quantization_method
-    from vllm_rdna_w8a8.scaled_mm.support import emulated_target
+    from vllm_rdna_w8a8.settings import emulated_target
 
     register_quantization_method()
     if current_platform.is_rocm():

@@ -1,5 +1,4 @@
-"""vllm_rdna_w8a8/emulation.py: the emulate switch, the cached library build, the
-sanitizer environment; and the test kernels being real gfx1100 code too."""
+"""vllm_rdna_w8a8/emulation.py: the cached library build, the sanitizer environment; and the test kernels being real gfx1100 code too."""
 
 from __future__ import annotations
 
@@ -17,58 +16,12 @@ from vllm_rdna_w8a8.build import build, find_clang, get_target
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.emulation import (
     BUILD_DIR,
-    EMULATE_ENV,
     KERNELS_DIR,
     EmulatorBuildError,
     build_emulator,
-    emulated_target,
-    emulated_targets,
     sanitizer_env,
 )
 from vllm_rdna_w8a8.runtime.code_object import read_code_object
-
-
-@pytest.mark.parametrize("value", ["", "  "])
-def test_emulation_is_off_when_unset_or_empty(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.delenv(EMULATE_ENV, raising=False)
-    assert emulated_target() is None
-    monkeypatch.setenv(EMULATE_ENV, value)
-    assert emulated_target() is None
-
-
-@pytest.mark.parametrize("target", sorted(GFX11_TARGETS))
-def test_every_gfx11_target_can_be_emulated(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
-    monkeypatch.setenv(EMULATE_ENV, target)
-    assert emulated_target() == target
-
-
-@pytest.mark.parametrize("value", ["gfx90a", "gfx1200", "gfx1100:xnack-", "1", "GFX1100"])
-def test_other_values_are_refused_with_the_allowed_list(monkeypatch: pytest.MonkeyPatch,
-                                                        value: str) -> None:
-    monkeypatch.setenv(EMULATE_ENV, value)
-    with pytest.raises(ValueError, match=f"{EMULATE_ENV}=.*gfx1100, gfx1101, gfx1102, gfx1103, "
-                                         "gfx1150, gfx1151"):
-        emulated_target()
-
-
-@pytest.mark.parametrize(("value", "targets"), [
-    ("gfx1100,gfx1151", ("gfx1100", "gfx1151")),
-    (" gfx1100 , gfx1030 ", ("gfx1100", "gfx1030")),  # a mixed box: gfx1030 stays upstream
-    ("gfx90a,gfx1102", ("gfx90a", "gfx1102")),
-])
-def test_a_device_list_names_each_devices_target(monkeypatch: pytest.MonkeyPatch, value: str,
-                                                 targets: tuple[str, ...]) -> None:
-    monkeypatch.setenv(EMULATE_ENV, value)
-    assert emulated_targets() == targets
-    assert emulated_target() == targets[0]
-
-
-@pytest.mark.parametrize("value", ["gfx90a,gfx1030", "gfx1100,", "gfx1100,GFX1151", "gfx1100;gfx1151"])
-def test_device_lists_need_target_names_and_a_gfx11_device(monkeypatch: pytest.MonkeyPatch,
-                                                           value: str) -> None:
-    monkeypatch.setenv(EMULATE_ENV, value)
-    with pytest.raises(ValueError, match="at least one of those"):
-        emulated_targets()
 
 
 def test_bad_arguments_are_refused_before_building(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from emu_driver import (
     pack_kernargs,
     pointer,
 )
-from vllm_rdna_w8a8.emulation import EMULATE_ENV
+from vllm_rdna_w8a8.settings import EMULATE_ENV
 from vllm_rdna_w8a8.runtime.code_object import parse_code_object
 from vllm_rdna_w8a8.testing.damaged_code_object import (
     PAST_THE_END,

@@ -17,7 +17,8 @@ import pytest
 
 from kernel_harness import KERNELS_DIR, REPO, Launch, RunLaunches
 from vllm_rdna_w8a8.build import build, find_clang, get_target
-from vllm_rdna_w8a8.emulation import EMULATE_ENV, build_emulator, sanitizer_env
+from vllm_rdna_w8a8.emulation import build_emulator, sanitizer_env
+from vllm_rdna_w8a8.settings import EMULATE_ENV
 
 HERE = Path(__file__).resolve().parent
 PROBE_SOURCES = sorted((HERE / "probe").glob("*.hip"))

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from vllm_rdna_w8a8 import settings
 from vllm_rdna_w8a8.ops import custom_ops, hip_backend, reference
 
 
@@ -64,16 +65,15 @@ def test_wrapper_returns_the_callers_static_scale_and_zero_point() -> None:
 
 
 def test_cpu_tensors_run_the_reference(monkeypatch) -> None:
-    monkeypatch.delenv("VLLM_RDNA_W8A8_EMULATE", raising=False)
+    monkeypatch.delenv(settings.EMULATE_ENV, raising=False)
     assert custom_ops._implementation(torch.zeros(1)) is reference
 
 
 def test_emulated_cpu_runs_the_hip_backend_unless_forced_to_reference(monkeypatch) -> None:
-    from vllm_rdna_w8a8.scaled_mm import support
-
-    monkeypatch.setattr(support, "emulated_target", lambda: "gfx1100")
+    monkeypatch.setenv(settings.EMULATE_ENV, "gfx1100")
+    monkeypatch.delenv(settings.OPS_ENV, raising=False)
     assert custom_ops._implementation(torch.zeros(1)) is hip_backend
-    monkeypatch.setenv("VLLM_RDNA_W8A8_OPS", "reference")
+    monkeypatch.setenv(settings.OPS_ENV, "reference")
     assert custom_ops._implementation(torch.zeros(1)) is reference
 
 

@@ -30,13 +30,11 @@ def test_report_on_plain_cpu(fresh_plugin_state) -> None:
 
 def _emulate(monkeypatch, target: str) -> None:
     """The doctor's view of an emulated `target` device, with the ops on the reference."""
+    from vllm_rdna_w8a8 import settings
     from vllm_rdna_w8a8.scaled_mm import support
 
-    monkeypatch.setenv("VLLM_RDNA_W8A8_OPS", "reference")  # no emulator build needed
-    monkeypatch.setattr(support, "emulated_target", lambda: target)
-    import vllm_rdna_w8a8.runtime.device as device
-
-    monkeypatch.setattr(device, "emulated_targets", lambda: (target,))
+    monkeypatch.setenv(settings.OPS_ENV, "reference")  # no emulator build needed
+    monkeypatch.setattr(settings, "emulated_targets", lambda: (target,))
     support.code_object_problem.cache_clear()
 
 

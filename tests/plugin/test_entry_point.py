@@ -173,9 +173,9 @@ def test_emulated_gfx11_puts_our_class_first_in_the_cpu_list(fresh_plugin_state,
     from vllm.platforms import PlatformEnum
 
     import vllm_rdna_w8a8.plugin as plugin
-    from vllm_rdna_w8a8.scaled_mm import support
+    from vllm_rdna_w8a8 import settings
 
-    monkeypatch.setattr(support, "emulated_target", lambda: "gfx1151")
+    monkeypatch.setattr(settings, "emulated_target", lambda: "gfx1151")
     line = plugin.register_plugin()
     assert line.startswith("rdna_w8a8: emulated gfx1151 on CPU, ")
     assert line.endswith("int8+fp8 W8A8 routed to RdnaHipInt8ScaledMMLinearKernel, RdnaHipFp8ScaledMMLinearKernel")
@@ -192,11 +192,11 @@ def test_vllm_cpu_workarounds_apply_only_where_asked(fresh_plugin_state, monkeyp
     emulated backend get cpu_stack's workarounds, and the plain line says so."""
     import vllm_rdna_w8a8.plugin as plugin
     from vllm_rdna_w8a8 import cpu_stack
-    from vllm_rdna_w8a8.scaled_mm import support
+    from vllm_rdna_w8a8 import settings
 
     calls: list[bool] = []
     monkeypatch.setattr(cpu_stack, "apply_workarounds", lambda: calls.append(True))
-    monkeypatch.setattr(support, "emulated_target", lambda: emulated)
+    monkeypatch.setattr(settings, "emulated_target", lambda: emulated)
     if requested:
         monkeypatch.setenv(cpu_stack.WORKAROUNDS_ENV, "1")
     else:

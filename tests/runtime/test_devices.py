@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vllm_rdna_w8a8.emulation import EMULATE_ENV
+from vllm_rdna_w8a8.settings import EMULATE_ENV
 from vllm_rdna_w8a8.runtime import device, hip, launcher
 from vllm_rdna_w8a8.runtime.hip import HipError, HipRuntime
 from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR, KernelArg, Launcher

@@ -89,7 +89,7 @@ def test_library_without_the_api_is_a_clear_error() -> None:
 
 def test_no_runtime_without_rocm_or_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hip, "_runtime", None)
-    monkeypatch.setattr("vllm_rdna_w8a8.runtime.device.emulated_target", lambda: None)
+    monkeypatch.setattr("vllm_rdna_w8a8.settings.emulated_target", lambda: None)
     monkeypatch.setattr("vllm_rdna_w8a8.runtime.device.torch_is_rocm", lambda: False)
     with pytest.raises(HipError, match="torch is not a ROCm build"):
         hip.get_runtime()
@@ -98,7 +98,7 @@ def test_no_runtime_without_rocm_or_emulation(monkeypatch: pytest.MonkeyPatch) -
 def test_emulated_mode_uses_the_prebuilt_library_from_env(monkeypatch: pytest.MonkeyPatch,
                                                           fake_hip_library: Path) -> None:
     monkeypatch.setattr(hip, "_runtime", None)
-    monkeypatch.setattr("vllm_rdna_w8a8.runtime.device.emulated_target", lambda: "gfx1100")
+    monkeypatch.setattr("vllm_rdna_w8a8.settings.emulated_target", lambda: "gfx1100")
     monkeypatch.setenv(hip.EMULATOR_LIBRARY_ENV, str(fake_hip_library))
     assert hip.get_runtime().origin == str(fake_hip_library)
     monkeypatch.setattr(hip, "_runtime", None)

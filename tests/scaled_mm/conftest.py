@@ -93,6 +93,7 @@ def simulate(monkeypatch: pytest.MonkeyPatch, kernel_lists) -> Callable[..., Sim
     class first in the lists the way the plugin does.
     """
     import vllm_rdna_w8a8.runtime.launcher as launcher
+    from vllm_rdna_w8a8 import settings
     from vllm_rdna_w8a8.scaled_mm import registry, support
 
     def apply(platform: str, arch: str | None = None, code_objects: str = "loadable",
@@ -105,7 +106,7 @@ def simulate(monkeypatch: pytest.MonkeyPatch, kernel_lists) -> Callable[..., Sim
                 monkeypatch.setattr(module, "current_platform", fake)
         monkeypatch.setattr(support, "current_platform", fake)
         monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-        monkeypatch.setattr(support, "emulated_target", lambda: arch if emulated else None)
+        monkeypatch.setattr(settings, "emulated_target", lambda: arch if emulated else None)
         monkeypatch.setattr(support, "device_target", lambda index: arch)
 
         def missing_reason(target: str, kernel_names=()) -> str | None:

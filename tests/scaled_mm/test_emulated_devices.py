@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from vllm_rdna_w8a8.emulation import EMULATE_ENV
 from vllm_rdna_w8a8.runtime import device, hip, launcher
 from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR, Launcher
 from vllm_rdna_w8a8.scaled_mm import support
+from vllm_rdna_w8a8.settings import EMULATE_ENV, OPS_ENV
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def emulate(monkeypatch: pytest.MonkeyPatch) -> Iterator:
     launcher (on `objects_dir` if given) and fresh support answers."""
     def apply(targets: str, objects_dir: Path = OBJECTS_DIR) -> None:
         monkeypatch.setenv(EMULATE_ENV, targets)
-        monkeypatch.delenv(support.OPS_ENV, raising=False)
+        monkeypatch.delenv(OPS_ENV, raising=False)
         monkeypatch.delenv(hip.EMULATOR_LIBRARY_ENV, raising=False)
         monkeypatch.setattr(hip, "_runtime", None)
         monkeypatch.setattr(launcher, "_default", Launcher(objects_dir))
@@ -99,7 +99,7 @@ TWO_DEVICES_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_doctor_and_a_layer_on_each_of_two_emulated_devices() -> None:
     env = {**os.environ, EMULATE_ENV: "gfx1100,gfx1151"}
-    env.pop(support.OPS_ENV, None)
+    env.pop(OPS_ENV, None)
     result = subprocess.run([sys.executable, "-c", TWO_DEVICES_SCRIPT], env=env, capture_output=True,
                             text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -117,15 +117,6 @@ def test_final_list_order_after_registration(simulate, kernel_lists) -> None:
         "ZentorchInt8ScaledMMLinearKernel", "CPUInt8ScaledMMLinearKernel"]
 
 
-def test_bad_ops_setting_is_a_clear_error(simulate, monkeypatch) -> None:
-    simulate("rocm", "gfx1100")
-    monkeypatch.setenv("VLLM_RDNA_W8A8_OPS", "fast")
-    from vllm_rdna_w8a8.scaled_mm import support
-
-    with pytest.raises(ValueError, match="VLLM_RDNA_W8A8_OPS='fast' is not one of auto, reference"):
-        support.ops_backend()
-
-
 def _fp8_config(activation: str, weight: str, k: int = 4096):
     import torch
     from vllm.model_executor.kernels.linear import FP8ScaledMMLinearLayerConfig

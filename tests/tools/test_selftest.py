@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from vllm_rdna_w8a8.__main__ import main as cli
-from vllm_rdna_w8a8.emulation import EMULATE_ENV, KERNELS_DIR, build_emulator
+from vllm_rdna_w8a8.emulation import KERNELS_DIR, build_emulator
 from vllm_rdna_w8a8.ops import reference
 from vllm_rdna_w8a8.runtime import device, hip
 from vllm_rdna_w8a8.runtime.code_object import read_code_object
 from vllm_rdna_w8a8.runtime.launcher import OBJECTS_DIR
-from vllm_rdna_w8a8.scaled_mm import support
+from vllm_rdna_w8a8.settings import EMULATE_ENV, OPS_ENV
 from vllm_rdna_w8a8.tools import selftest
 from vllm_rdna_w8a8.tune.run import main as tune
 
@@ -35,7 +35,7 @@ ROCM = selftest.Placement(0, "gfx1100", emulated=False)
 @pytest.fixture
 def no_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EMULATE_ENV, raising=False)
-    monkeypatch.delenv(support.OPS_ENV, raising=False)
+    monkeypatch.delenv(OPS_ENV, raising=False)
     device.clear_caches()
 
 
@@ -161,7 +161,7 @@ def test_a_device_it_cannot_test_is_refused(no_emulation, monkeypatch: pytest.Mo
 def test_reference_ops_are_refused(no_emulation, monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv(EMULATE_ENV, "gfx1100")
-    monkeypatch.setenv(support.OPS_ENV, "reference")
+    monkeypatch.setenv(OPS_ENV, "reference")
     assert cli(["selftest"]) == selftest.EXIT_USAGE
     assert "would compare the reference with itself" in capsys.readouterr().err
 
@@ -216,7 +216,7 @@ def test_tune_refuses_a_file_that_is_not_a_report(tmp_path: Path, capsys: pytest
 
 def _run_selftest(env_changes: dict[str, str], arguments: list[str], prologue: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, **env_changes}
-    for name in (support.OPS_ENV, *(() if hip.EMULATOR_LIBRARY_ENV in env_changes else (hip.EMULATOR_LIBRARY_ENV,))):
+    for name in (OPS_ENV, *(() if hip.EMULATOR_LIBRARY_ENV in env_changes else (hip.EMULATOR_LIBRARY_ENV,))):
         env.pop(name, None)
     code = f"{prologue}\nimport sys\nfrom vllm_rdna_w8a8.__main__ import main\nsys.exit(main({arguments!r}))\n"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200)

@@ -15,8 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.dispatch import perf_model
-
-EMULATE_ENV = "VLLM_RDNA_W8A8_EMULATE"
+from vllm_rdna_w8a8.settings import EMULATE_ENV
 BENCH_M_VALUES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 # Rotate over input sets totalling at least this much, so that every timed call reads
 # its operands from DRAM: twice the largest gfx11 Infinity Cache (96 MiB, RX 7900 XTX).

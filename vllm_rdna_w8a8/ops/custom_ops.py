@@ -29,9 +29,9 @@ from typing import TypeVar
 import torch
 from torch.library import Library, infer_schema
 
+from vllm_rdna_w8a8 import settings
 from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args, check_quant_gemm_args
 from vllm_rdna_w8a8.ops.validation import padded_k as round_up_k
-from vllm_rdna_w8a8.scaled_mm import support
 
 _LIBRARY = Library("rdna_w8a8", "FRAGMENT")  # must live as long as the ops
 _DISPATCH_KEYS = ("CPU", "CUDA")
@@ -53,8 +53,8 @@ def _register(fake: Callable) -> Callable[[_Function], _Function]:
 
 
 def _implementation(tensor: torch.Tensor) -> ModuleType:
-    on_our_device = tensor.is_cuda or (tensor.device.type == "cpu" and support.emulated_target() is not None)
-    if on_our_device and support.ops_backend() != "reference":
+    on_our_device = tensor.is_cuda or (tensor.device.type == "cpu" and settings.emulated_target() is not None)
+    if on_our_device and settings.ops_backend() != "reference":
         from vllm_rdna_w8a8.ops import hip_backend
 
         return hip_backend

@@ -15,12 +15,6 @@ from types import ModuleType
 import torch
 
 from vllm_rdna_w8a8.dispatch import fused_decode_config, pick_gemm_config
-from vllm_rdna_w8a8.ops.kernel_args import (
-    FUSED_DECODE_GEMM_KERNEL_ARGS,
-    GEMM_KERNEL_ARGS,
-    QUANT_KERNEL_ARGS,
-    kinds,
-)
 from vllm_rdna_w8a8.ops.reference import quantize_then_gemm
 from vllm_rdna_w8a8.ops.validation import (
     K_ALIGNMENT,
@@ -29,6 +23,12 @@ from vllm_rdna_w8a8.ops.validation import (
     check_quant_gemm_args,
 )
 from vllm_rdna_w8a8.runtime.device import emulated_device_index
+from vllm_rdna_w8a8.runtime.kernel_args import (
+    FUSED_DECODE_GEMM_KERNEL_ARGS,
+    GEMM_KERNEL_ARGS,
+    QUANT_KERNEL_ARGS,
+    kinds,
+)
 
 # GEMM flags
 A_SCALE_PER_TOKEN = 1

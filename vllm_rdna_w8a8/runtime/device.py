@@ -4,31 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import threading
 from collections.abc import Iterator
 
-from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
-
-EMULATE_ENV = "VLLM_RDNA_W8A8_EMULATE"
-
-
-def emulated_targets() -> tuple[str, ...]:
-    """The emulated devices' targets (VLLM_RDNA_W8A8_EMULATE, validated by the emulation
-    module), () when emulation is off."""
-    try:
-        from vllm_rdna_w8a8.emulation import emulated_targets as read_emulated_targets
-    except ImportError as exc:
-        if os.environ.get(EMULATE_ENV, "").strip():
-            raise RuntimeError(f"{EMULATE_ENV} is set but the emulator is unavailable: {exc}") from exc
-        return ()
-    return read_emulated_targets()
-
-
-def emulated_target() -> str | None:
-    """The first emulated device's target, or None when emulation is off."""
-    targets = emulated_targets()
-    return targets[0] if targets else None
+from vllm_rdna_w8a8 import settings
+from vllm_rdna_w8a8.settings import EMULATE_ENV
 
 
 # CPU tensors carry no device index: on the emulated backend, the device a thread's CPU
@@ -96,7 +76,7 @@ def gfx_target(device_index: int) -> str | None:
     """The gfx target of device `device_index` without feature suffixes (e.g. 'gfx1100'),
     the emulated device's target in emulated mode, or None if not ROCm."""
     _check_device_index(device_index)
-    emulated = emulated_targets()
+    emulated = settings.emulated_targets()
     if emulated:
         setting = ",".join(emulated)
         real_devices = _real_rocm_device_count()
@@ -113,7 +93,3 @@ def gfx_target(device_index: int) -> str | None:
         return None
     return _rocm_target(device_index)
 
-
-def is_gfx11(target: str | None) -> bool:
-    """True for the gfx11 targets this package ships kernels for (suffixes ignored)."""
-    return target is not None and target.split(":", 1)[0] in GFX11_TARGETS

@@ -262,9 +262,11 @@ def get_runtime() -> HipRuntime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            from .device import emulated_target, torch_is_rocm
+            from vllm_rdna_w8a8 import settings
 
-            if emulated_target() is not None:
+            from .device import torch_is_rocm
+
+            if settings.emulated_target() is not None:
                 _runtime = load_runtime(_emulator_library())
             elif torch_is_rocm():
                 _runtime = load_runtime(_rocm_torch_library())

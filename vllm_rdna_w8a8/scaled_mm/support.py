@@ -8,22 +8,13 @@ lazily so that the plugin's registration stays cheap on machines without ROCm.
 from __future__ import annotations
 
 import functools
-import os
 
 from vllm.platforms import current_platform
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
+from vllm_rdna_w8a8 import settings
 
-OPS_ENV = "VLLM_RDNA_W8A8_OPS"
-_OPS_CHOICES = ("auto", "reference")
 QUANT_KERNELS = ("w8a8_quant_i8_f16", "w8a8_quant_i8_bf16")
-
-
-def emulated_target() -> str | None:
-    """The gfx11 target emulated on the CPU (`VLLM_RDNA_W8A8_EMULATE`), or None."""
-    from vllm_rdna_w8a8.runtime.device import emulated_target as read_emulated_target
-
-    return read_emulated_target()
 
 
 def kernel_names(kind: str) -> list[str]:
@@ -42,18 +33,6 @@ def kernel_names(kind: str) -> list[str]:
     return [*QUANT_KERNELS, *gemms, *fused]
 
 
-def ops_backend() -> str:
-    """`VLLM_RDNA_W8A8_OPS`: "auto" (kernels where available) or "reference" (plain torch)."""
-    value = os.environ.get(OPS_ENV, "auto").strip().lower() or "auto"
-    if value not in _OPS_CHOICES:
-        raise ValueError(f"{OPS_ENV}={value!r} is not one of {', '.join(_OPS_CHOICES)}")
-    return value
-
-
-def is_gfx11(target: str | None) -> bool:
-    return target is not None and target.split(":", 1)[0] in GFX11_TARGETS
-
-
 def current_device_index() -> int | None:
     """The device this process runs layers on: torch's current ROCm device, the thread's
     emulated device when emulated (`runtime.device.emulated_device`), None on any other
@@ -62,7 +41,7 @@ def current_device_index() -> int | None:
         import torch
 
         return torch.cuda.current_device()
-    if current_platform.is_cpu() and emulated_target() is not None:
+    if current_platform.is_cpu() and settings.emulated_target() is not None:
         from vllm_rdna_w8a8.runtime.device import emulated_device_index
 
         return emulated_device_index()
@@ -120,12 +99,12 @@ def _hip_kernels_usable(kind: str) -> tuple[bool, str | None]:
             f"platform is {current_platform.device_name or 'unspecified'}"
         )
     target = device_target(device_index)
-    if not is_gfx11(target):
+    if not settings.is_gfx11(target):
         return False, (
             f"requires a gfx11 target ({', '.join(GFX11_TARGETS)}); "
             f"device {device_index} is {target or 'unknown'}"
         )
-    if ops_backend() == "reference":
+    if settings.ops_backend() == "reference":
         return True, None  # the ops run in plain torch: no code object needed
     problem = code_object_problem(device_index, target, kind)
     if problem:

@@ -84,8 +84,9 @@ def versions() -> dict[str, str]:
 def _devices() -> list[Device]:
     import torch
 
-    from vllm_rdna_w8a8.runtime.device import emulated_targets, gfx_target, torch_is_rocm
+    from vllm_rdna_w8a8.runtime.device import gfx_target, torch_is_rocm
     from vllm_rdna_w8a8.scaled_mm import support
+    from vllm_rdna_w8a8.settings import emulated_targets, is_gfx11
 
     if emulated_targets():
         indices = list(range(len(emulated_targets())))
@@ -96,7 +97,7 @@ def _devices() -> list[Device]:
     devices = []
     for index in indices:
         target = gfx_target(index)
-        if not support.is_gfx11(target):
+        if not is_gfx11(target):
             devices.append(Device(index, target, "not gfx11: stays on upstream kernels"))
             continue
         states, usable = [], True

@@ -213,7 +213,8 @@ class Placement:
 
 def gfx11_placements(device: int | None) -> list[Placement]:
     """Every gfx11 device here (or just `device`), emulated or ROCm."""
-    from vllm_rdna_w8a8.runtime.device import emulated_targets, gfx_target, is_gfx11, torch_is_rocm
+    from vllm_rdna_w8a8.runtime.device import gfx_target, torch_is_rocm
+    from vllm_rdna_w8a8.settings import emulated_targets, is_gfx11
 
     emulated = bool(emulated_targets())
     if emulated:
@@ -867,11 +868,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The command with parsed `add_arguments` arguments; returns the exit code."""
-    from vllm_rdna_w8a8.scaled_mm import support
+    from vllm_rdna_w8a8 import settings
 
     try:
-        if support.ops_backend() == "reference":
-            print(f"error: {support.OPS_ENV}=reference would compare the reference with itself; unset it",
+        if settings.ops_backend() == "reference":
+            print(f"error: {settings.OPS_ENV}=reference would compare the reference with itself; unset it",
                   file=sys.stderr)
             return EXIT_USAGE
         placements = gfx11_placements(args.device)

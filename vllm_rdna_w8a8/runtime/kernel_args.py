@@ -1,4 +1,4 @@
-"""The explicit arguments of our kernels as `hip_backend` packs them: (name, kind) in order,
+"""The explicit arguments of our kernels as `ops/hip_backend.py` packs them: (name, kind) in order,
 laid out as C lays out the kernel's parameter list (docs/architecture.md).
 
 The launcher checks every indexed kernel's metadata against these (`expected_kernel_args`),
