@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
-from vllm_rdna_w8a8.dispatch import generate_tables, tables
+from vllm_rdna_w8a8.dispatch import tables
 from vllm_rdna_w8a8.dispatch.model_shapes import table_shapes
 from vllm_rdna_w8a8.dispatch.tile_configs import load_tile_configs
+from vllm_rdna_w8a8.tune import generate_tables
 
 
 @pytest.fixture(scope="module")

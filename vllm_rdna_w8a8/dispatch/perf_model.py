@@ -21,7 +21,7 @@ stored padded off such strides, so by default no prediction pays it.
 Wave quantization enters through the tiles on the busiest CU, tile padding through
 the padded ops, occupancy through resident workgroups per CU (estimated from the tile
 geometry, `assumed_occupancy`, unless the caller passes measured figures: table
-generation can read them from the ISA report, `generate_tables.occupancies_for`).
+generation can read them from the ISA report, `tune.generate_tables.occupancies_for`).
 This module runs in serving processes and never starts a tool.
 """
 

@@ -19,9 +19,10 @@ from vllm_rdna_w8a8 import dispatch
 from vllm_rdna_w8a8.bench import timing
 from vllm_rdna_w8a8.bench.run import EXIT_NO_GFX11, PREDICTION_BANNER, implementations, rotating_int8_inputs
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
-from vllm_rdna_w8a8.dispatch import generate_tables, perf_model, tables
+from vllm_rdna_w8a8.dispatch import perf_model, tables
 from vllm_rdna_w8a8.dispatch.model_shapes import LinearShape, linear_shapes, resolve_model
 from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig, load_tile_configs
+from vllm_rdna_w8a8.tune import generate_tables
 
 EXIT_TABLES_DRIFTED = 1
 EXIT_WRITE_FAILED = 1
