@@ -27,10 +27,7 @@ def test_every_table_row_is_compiled_as_the_host_computes_it(target: str) -> Non
     if not kernels:
         pytest.skip(f"no code objects for {target} (python -m vllm_rdna_w8a8.build)")
     configs = tile_configs.load_tile_configs()
-    kinds = [kind for kind in tile_configs.KERNEL_KINDS
-             if any(name.startswith(f"w8a8_{kind}_gemm_") for name in kernels)]
-    assert "i8" in kinds, f"no int8 GEMM kernels in {OBJECTS_DIR / target}"
-    for kind in kinds:
+    for kind in tile_configs.KERNEL_KINDS:  # int8 and fp8: the plugin serves both
         for config in configs:
             name = config.kernel_name(kind)
             assert name in kernels, f"{name} is in the kernel table but not compiled for {target}"

@@ -11,7 +11,7 @@ import pytest
 from vllm_rdna_w8a8.build import DEFAULT_KERNELS_DIR, CompilerNotFound, build, find_clang
 from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
-from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_INPUT_DTYPES, load_tile_configs
+from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_INPUT_DTYPES, KERNEL_KINDS, load_tile_configs
 from vllm_rdna_w8a8.tools.isa_report import (
     GEMM_KERNEL_RE,
     KernelReport,
@@ -40,9 +40,7 @@ def test_every_table_row_is_instantiated_for_every_target(gemm_reports: list[Ker
     tags = _CONFIG_ROW_RE.findall((DEFAULT_KERNELS_DIR / "gemm_configs.def").read_text())
     assert tags, "gemm_configs.def has no W8A8_GEMM_CONFIG rows"
     present = {(r.kernel, r.target) for r in gemm_reports}
-    # int8 is required; fp8 once any fp8 GEMM is built, then for every row too.
-    kinds = ["i8"] + (["f8"] if any(r.kernel.startswith("w8a8_f8_") for r in gemm_reports) else [])
-    missing = [f"w8a8_{kind}_gemm_{tag} for {target}" for kind in kinds for tag in tags
+    missing = [f"w8a8_{kind}_gemm_{tag} for {target}" for kind in KERNEL_KINDS for tag in tags
                for target in GFX11_TARGETS if (f"w8a8_{kind}_gemm_{tag}", target) not in present]
     assert not missing, "not compiled: " + "; ".join(missing)
 
