@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+
 import pytest
 import torch
+from torch._dynamo.backends.common import aot_autograd
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vllm_rdna_w8a8 import settings
@@ -82,11 +86,23 @@ def test_compiled_graph_keeps_the_ops_opaque() -> None:
         q, scale, _ = custom_ops.scaled_int8_quant(x, padded_k=w.shape[1])
         return custom_ops.int8_scaled_mm(q, w, scale, w_scale, x.dtype)
 
+    graphs: list[torch.fx.GraphModule] = []
+
+    def keep_graph(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Callable:
+        graphs.append(graph)
+        return graph.forward
+
     x = torch.randn(4, 32).to(torch.float16)
     w = torch.randint(-128, 128, (8, 32), dtype=torch.int8)
     w_scale = torch.rand(8)
-    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(layer, backend=aot_autograd(fw_compiler=keep_graph), fullgraph=True)
     torch.testing.assert_close(compiled(x, w, w_scale), layer(x, w, w_scale), rtol=0, atol=0)
+    # The ATen-level graph calls each op as one node; nothing of their implementations is
+    # traced into it (only the getitems that unpack the quantization's outputs).
+    (graph,) = graphs
+    called = [node.target for node in graph.graph.nodes if node.op == "call_function"]
+    assert [target for target in called if target is not operator.getitem] == [
+        torch.ops.rdna_w8a8.scaled_int8_quant.default, torch.ops.rdna_w8a8.int8_scaled_mm.default]
 
 
 def test_fp8_gemm_op_passes_opcheck_and_its_fake_matches() -> None:
