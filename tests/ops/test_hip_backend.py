@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
-from vllm_rdna_w8a8.dispatch import pick_gemm_config
+from vllm_rdna_w8a8.dispatch import TileConfig
+from vllm_rdna_w8a8.dispatch.tile_configs import configs_by_tag, load_tile_configs
 from vllm_rdna_w8a8.ops import hip_backend
 
 
@@ -27,8 +30,28 @@ def launches(monkeypatch) -> list:
     return recorded
 
 
+@pytest.fixture
+def pick(monkeypatch) -> tuple[list, Callable[[str], None]]:
+    """The dispatcher's answers, set by tag, and the questions the backend asked it: the
+    expected launch then follows from the table row, not from the function under test."""
+    questions: list = []
+    answer: dict[str, TileConfig] = {}
+
+    def pick_gemm_config(target: str, m: int, n: int, k: int, kind: str) -> TileConfig:
+        questions.append((target, m, n, k, kind))
+        return answer["config"]
+
+    def answer_with(tag: str) -> None:
+        answer["config"] = configs_by_tag(load_tile_configs())[tag]
+
+    monkeypatch.setattr(hip_backend, "pick_gemm_config", pick_gemm_config)
+    return questions, answer_with
+
+
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.bfloat16])
-def test_gemm_launch_follows_the_documented_argument_list(launches, out_dtype) -> None:
+def test_gemm_launch_follows_the_documented_argument_list(launches, pick, out_dtype) -> None:
+    questions, answer_with = pick
+    answer_with("m16n16k512_w1x1x4")
     m, n, k = 5, 24, 64
     a = torch.zeros((m, k), dtype=torch.int8)
     b = torch.zeros((n, k), dtype=torch.int8)
@@ -38,9 +61,10 @@ def test_gemm_launch_follows_the_documented_argument_list(launches, out_dtype) -
     out = hip_backend.int8_scaled_mm(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias)
     assert out.shape == (m, n) and out.dtype == out_dtype
     (launch,) = launches
-    config = pick_gemm_config("gfx1100", m, n, k, "i8")
-    assert launch["name"] == config.kernel_name("i8")
-    assert launch["grid"] == config.grid(m, n) and launch["block"] == (config.threads, 1, 1)
+    assert questions == [("gfx1100", m, n, k, "i8")]
+    assert launch["name"] == "w8a8_i8_gemm_m16n16k512_w1x1x4"
+    # grid: ceil(5 / 16) x ceil(24 / 16) tiles; block: 32 x WAVES_M x WAVES_N x WAVES_K = 32 x 1 x 1 x 4
+    assert launch["grid"] == (2, 1, 1) and launch["block"] == (128, 1, 1)
     assert launch["stream"] == 0
     pointers = [a, b, out, a_scale, b_scale, azp, azp_adj, bias]
     flags = 1 | 2 | (4 if out_dtype == torch.bfloat16 else 0)
@@ -87,12 +111,16 @@ def test_quant_launch_follows_the_documented_argument_list(launches, dtype, kern
         ("int32", 6), ("int32", 20), ("int32", 20), ("int32", 32), ("uint32", flags)]
 
 
-def test_fp8_gemm_launches_the_f8_kernel_without_zero_points(launches) -> None:
+def test_fp8_gemm_launches_the_f8_kernel_without_zero_points(launches, pick) -> None:
+    questions, answer_with = pick
+    answer_with("m64n64k64_w2x2x1")
     a = torch.zeros((9, 64), dtype=torch.float8_e4m3fn)
     b = torch.zeros((20, 64), dtype=torch.float8_e4m3fn)
     out = hip_backend.fp8_scaled_mm(a, b, torch.ones(9), torch.ones(20), torch.bfloat16, None)
     assert out.shape == (9, 20)
     (launch,) = launches
-    assert launch["name"] == pick_gemm_config("gfx1100", 9, 20, 64, "f8").kernel_name("f8")
+    assert questions == [("gfx1100", 9, 20, 64, "f8")]
+    assert launch["name"] == "w8a8_f8_gemm_m64n64k64_w2x2x1"
+    assert launch["grid"] == (1, 1, 1) and launch["block"] == (128, 1, 1)
     values = launch["args"]
     assert values[5:8] == [("pointer", 0)] * 3 and values[-1] == ("uint32", 1 | 2 | 4)
