@@ -106,3 +106,14 @@ def test_bad_arguments_are_rejected(clang: Clang, kernels_dir: Path, tmp_path: P
         build(clang, _targets("gfx1100"), kernels_dir, tmp_path / "o", jobs=0)
     with pytest.raises(FileNotFoundError, match="kernel sources not found"):
         build(clang, _targets("gfx1100"), tmp_path / "missing", tmp_path / "o")
+
+
+def test_the_code_object_directory_is_named_in_one_place() -> None:
+    """`_objects`, the object suffix and the table's name are build/compile.py's; the launcher,
+    the dispatcher's table reader and the tools import them instead of building the path."""
+    from vllm_rdna_w8a8.build import compile as build_compile
+
+    package_dir = Path(build_compile.__file__).resolve().parents[1]
+    naming = sorted(str(path.relative_to(package_dir)) for path in package_dir.rglob("*.py")
+                    if any(literal in path.read_text() for literal in ('"_objects"', '".hsaco"', '"gemm_configs.def"')))
+    assert naming == ["build/compile.py"]

@@ -3,15 +3,13 @@ kernel, with the LDS size and workgroup size the Python side computes."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR as OBJECTS_DIR
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.dispatch import tile_configs
 from vllm_rdna_w8a8.runtime.code_object import KernelMetadata, read_code_object
 
-OBJECTS_DIR = Path(tile_configs.__file__).resolve().parent.parent / "_objects"
 
 
 def compiled_kernels(target: str) -> dict[str, KernelMetadata]:

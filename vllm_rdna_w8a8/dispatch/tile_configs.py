@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from vllm_rdna_w8a8.build.compile import DEFAULT_KERNELS_DIR, DEFAULT_OBJECTS_DIR, TILE_TABLE_NAME
+
 WAVE_SIZE = 32
 WMMA_TILE = 16  # v_wmma_*_16x16x16: every wave sub-tile is a multiple of 16 in M, N and K
 MAX_WORKGROUP_THREADS = 1024
@@ -27,12 +29,10 @@ MAX_ACCUMULATOR_VGPRS = 128  # kernels/common/gemm.h: half of a wave's 256 VGPRs
 KERNEL_KINDS = ("i8", "f8")
 FUSED_INPUT_DTYPES = ("f16", "bf16")  # activations the fused decode GEMMs quantize
 
-DEF_FILE_NAME = "gemm_configs.def"
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # The build copies the table beside the code objects; a source checkout has it in kernels/.
 DEFAULT_DEF_PATHS = (
-    _PACKAGE_DIR / "_objects" / DEF_FILE_NAME,
-    _PACKAGE_DIR.parent / "kernels" / DEF_FILE_NAME,
+    DEFAULT_OBJECTS_DIR / TILE_TABLE_NAME,
+    DEFAULT_KERNELS_DIR / TILE_TABLE_NAME,
 )
 
 _ROW_PATTERN = re.compile(r"W8A8_GEMM_CONFIG\s*\(([^()]*)\)")
@@ -171,7 +171,7 @@ def _strip_comments(text: str) -> str:
     return re.sub(r"//[^\n]*", "", text)
 
 
-def parse_tile_configs(text: str, source: str = DEF_FILE_NAME) -> tuple[TileConfig, ...]:
+def parse_tile_configs(text: str, source: str = TILE_TABLE_NAME) -> tuple[TileConfig, ...]:
     """Parse and validate the X-macro rows of a gemm_configs.def text."""
     configs: list[TileConfig] = []
     seen: dict[str, int] = {}
@@ -215,7 +215,7 @@ def find_def_file() -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(
-        f"kernel table {DEF_FILE_NAME} not found; looked in "
+        f"kernel table {TILE_TABLE_NAME} not found; looked in "
         + ", ".join(str(path) for path in DEFAULT_DEF_PATHS)
         + " (build the package with `python -m vllm_rdna_w8a8.build` or run from a source checkout)")
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR as OBJECTS_DIR
+from vllm_rdna_w8a8.build.compile import OBJECT_SUFFIX
+
 from .code_object import CodeObjectError, KernelMetadata, read_code_object
 from .hip import MAX_LAUNCH_DIM, HipRuntime, KernargBuffer, get_runtime
 from .kernel_args import expected_kernel_args
 
-OBJECTS_DIR = Path(__file__).resolve().parents[1] / "_objects"
-OBJECT_SUFFIX = ".hsaco"
 
 # Argument kind -> (struct code, byte size, metadata value_kind it may fill).
 _KINDS: dict[str, tuple[str, int, str]] = {

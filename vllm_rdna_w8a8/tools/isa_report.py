@@ -30,9 +30,9 @@ from vllm_rdna_w8a8.build.targets import (
     GfxTarget,
     get_target,
 )
+from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR
 from vllm_rdna_w8a8.runtime.code_object import KernelMetadata, read_code_object
 
-DEFAULT_OBJECTS_DIR = Path(__file__).resolve().parents[1] / "_objects"
 OBJDUMP_ENV = "LLVM_OBJDUMP"
 OBJDUMP_CANDIDATES = ("llvm-objdump-19", "llvm-objdump-20", "llvm-objdump-18", "llvm-objdump-17",
                       "/opt/rocm/llvm/bin/llvm-objdump")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.build.targets import get_target
 from vllm_rdna_w8a8.tools.isa_report import (
@@ -191,7 +192,7 @@ def comparison_table(targets: list[str], n: int, k: int) -> str:
                 config = pick_gemm_config(target, m, n, k, "i8")
                 name = config.fused_kernel_name("f16") if config.is_decode and m <= 16 else config.kernel_name("i8")
                 report = ours[(target, name)]
-                object_path = Path(__file__).resolve().parents[1] / "_objects" / target / report.object_file
+                object_path = DEFAULT_OBJECTS_DIR / target / report.object_file
                 mix = loop_mix(disassemble(objdump, object_path, target)[name])
                 lines.append(_row("ours", m, name.removeprefix("w8a8_"), report, mix))
     return "\n".join(lines)
