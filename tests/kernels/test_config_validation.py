@@ -1,9 +1,13 @@
 """A tile table row that breaks a hardware or kernel limit fails to compile with a message
-naming the limit (the static_asserts of GemmConfig in kernels/common/gemm.h), and every
-shipped row compiles."""
+naming the limit (the static_asserts of GemmConfig in kernels/common/gemm.h), every shipped
+row compiles, and the Python validator (dispatch/tile_configs.py) accepts exactly the rows
+the kernels compile."""
 
 from __future__ import annotations
 
+import itertools
+import random
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 
 from kernel_harness import KERNELS_DIR, tile_configs
 from vllm_rdna_w8a8.build import find_clang
+from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig, TileConfigError, validate_tile_config
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, WAVES_M, WAVES_N, WAVES_K) -> the words the error must contain
 BAD_ROWS = {
@@ -48,3 +53,46 @@ def test_shipped_rows_compile(tmp_path) -> None:
                config.waves_m, config.waves_n, config.waves_k)
         result = compile_row(tmp_path, row)
         assert result.returncode == 0, f"{config.tag}: {result.stderr[-2000:]}"
+
+
+# Rows either side of each rule: the shipped rows, a prefill row whose loader passes do not
+# divide BLOCK_N (issue 12), a BLOCK_M the kernel does not expand, a decode row whose GEMM LDS
+# fits but whose fused kernel's does not, and a seeded sample of a wider grid.
+EDGE_ROWS = [(48, 16, 64, 3, 1, 1), (64, 128, 32, 2, 4, 1), (48, 32, 256, 1, 1, 1),
+             (16, 128, 512, 1, 2, 8), (16, 64, 512, 1, 1, 8), (32, 32, 64, 2, 2, 1)]
+GRID = list(itertools.product((16, 32, 48, 64, 128), (16, 32, 48, 64, 128), (32, 64, 256, 512),
+                              (1, 2, 3), (1, 2, 4), (1, 4, 8)))
+
+
+def compile_table(kernels_dir: Path, row: tuple[int, ...]) -> subprocess.CompletedProcess[str]:
+    """Device-side syntax check of the int8 and fp8 GEMM sources with `row` as the whole table."""
+    (kernels_dir / "gemm_configs.def").write_text(f"W8A8_GEMM_CONFIG(probe, {', '.join(map(str, row))})\n")
+    command = [str(find_clang().path), "-x", "hip", "--offload-arch=gfx1100", "--cuda-device-only",
+               "-nogpulib", "-std=c++20", "-fsyntax-only", f"-I{kernels_dir}",
+               str(kernels_dir / "int8_gemm.hip"), str(kernels_dir / "fp8_gemm.hip")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+
+
+def python_accepts(row: tuple[int, ...]) -> bool:
+    try:
+        validate_tile_config(TileConfig("probe", *row))
+    except TileConfigError:
+        return False
+    return True
+
+
+@pytest.mark.slow  # one compile per row (about a second each)
+def test_python_validator_and_kernels_agree_on_a_grid_of_rows(tmp_path: Path) -> None:
+    shipped = [(c.block_m, c.block_n, c.block_k, c.waves_m, c.waves_n, c.waves_k) for c in tile_configs()]
+    rows = shipped + EDGE_ROWS + random.Random(12).sample(GRID, 30)
+    kernels_dir = tmp_path / "kernels"
+    shutil.copytree(KERNELS_DIR, kernels_dir)
+    disagreements = []
+    for row in rows:
+        result = compile_table(kernels_dir, row)
+        if (result.returncode == 0) != python_accepts(row):
+            errors = [line for line in result.stderr.splitlines() if "error:" in line]
+            disagreements.append(f"{row}: kernels {'compile' if result.returncode == 0 else 'refuse'} it, "
+                                 f"Python {'accepts' if python_accepts(row) else 'refuses'} it {errors[:1]}")
+    assert not disagreements, "\n".join(disagreements)
+    assert sum(python_accepts(row) for row in rows) > len(shipped)  # the grid holds valid rows too

@@ -27,6 +27,13 @@ LDS_ROW_PADDING_BYTES = 16  # the kernels pad LDS rows against bank conflicts
 ACCUMULATOR_VGPRS_PER_WMMA_TILE = 8  # a 16x16 int32/fp32 accumulator: 8 values per lane
 MAX_ACCUMULATOR_VGPRS = 128  # kernels/common/gemm.h: half of a wave's 256 VGPRs
 KERNEL_KINDS = ("i8", "f8")
+# kernels/int8_gemm.hip expands each row's fused decode entry points by pasting BLOCK_M
+# (W8A8_FUSED_DECODE_KERNELS_<BLOCK_M>): only these values compile.
+BLOCK_M_CHOICES = (16, 32, 64, 128, 256)
+OPERAND_BYTES_PER_LANE = 16  # kernels/common/wmma.h kOperandBytesI8: one 128-bit load per lane
+# kernels/common/decode_quant.h FusedDecodeLds, beyond the decode tile's partial sums: a
+# (lo, hi) float pair per wave and tile row, and (a_scale, azp) per tile row, 8 bytes each.
+FUSED_LDS_BYTES_PER_TILE_ROW = 8
 FUSED_INPUT_DTYPES = ("f16", "bf16")  # activations the fused decode GEMMs quantize
 
 # The build copies the table beside the code objects; a source checkout has it in kernels/.
@@ -92,6 +99,13 @@ class TileConfig:
             return self.waves_k * self.block_m * self.block_n * 4
         return 2 * (self.block_m + self.block_n) * (self.block_k + LDS_ROW_PADDING_BYTES)
 
+    @property
+    def fused_lds_bytes(self) -> int:
+        """LDS of the fused decode kernel on this (decode) row: sizeof(FusedDecodeLds) in
+        kernels/common/decode_quant.h, the decode tile's partial sums plus per-row ranges
+        (one per wave) and epilogue terms."""
+        return self.lds_bytes + (self.waves + 1) * WMMA_TILE * FUSED_LDS_BYTES_PER_TILE_ROW
+
     def tiles(self, m: int, n: int) -> int:
         return -(-m // self.block_m) * -(-n // self.block_n)
 
@@ -145,6 +159,10 @@ def validate_tile_config(config: TileConfig) -> None:
             raise TileConfigError(
                 f"{where}: {block_name}={block} must be a multiple of {WMMA_TILE} x {waves_name} "
                 f"= {WMMA_TILE * waves} so that each wave works on whole 16x16x16 WMMA tiles")
+    if config.block_m not in BLOCK_M_CHOICES:
+        raise TileConfigError(
+            f"{where}: BLOCK_M={config.block_m} must be one of {', '.join(map(str, BLOCK_M_CHOICES))} "
+            "(kernels/int8_gemm.hip expands each row by its BLOCK_M)")
     if config.accumulator_vgprs > MAX_ACCUMULATOR_VGPRS:
         raise TileConfigError(
             f"{where}: a wave's {config.wave_tile_m}x{config.wave_tile_n} tile needs {config.accumulator_vgprs} "
@@ -156,6 +174,20 @@ def validate_tile_config(config: TileConfig) -> None:
     if not config.is_decode and config.waves_k != 1:
         raise TileConfigError(
             f"{where}: split-K across waves (WAVES_K > 1) exists for decode tiles (BLOCK_M == 16) only")
+    if config.is_decode and config.fused_lds_bytes > LDS_BYTES_PER_WORKGROUP:
+        raise TileConfigError(
+            f"{where}: the fused decode kernel's LDS {config.fused_lds_bytes} bytes exceeds the "
+            f"{LDS_BYTES_PER_WORKGROUP}-byte workgroup limit; shrink BLOCK_N or WAVES_K")
+    if not config.is_decode:
+        # kernels/common/gemm.h TileLoader: each pass, every thread loads one 16-byte chunk of
+        # a BLOCK_K-wide row; the A and B tiles must split into whole passes.
+        chunks_per_row = config.block_k // OPERAND_BYTES_PER_LANE
+        rows_per_pass = config.threads // chunks_per_row
+        if config.threads % chunks_per_row or config.block_m % rows_per_pass or config.block_n % rows_per_pass:
+            raise TileConfigError(
+                f"{where}: a prefill tile must load in whole passes of 16-byte chunks: threads "
+                f"({config.threads}) % (BLOCK_K / 16 = {chunks_per_row}) == 0 and BLOCK_M, BLOCK_N "
+                f"multiples of the {max(rows_per_pass, 1)} rows one pass covers")
     geometry = _GEOMETRY_TAG_PATTERN.fullmatch(config.tag)
     if geometry:
         stated = tuple(int(g) for g in geometry.groups())
