@@ -117,18 +117,20 @@ def _register() -> str:
 
     from vllm_rdna_w8a8 import cpu_stack
     from vllm_rdna_w8a8.quantization import register_quantization_method
-    from vllm_rdna_w8a8.settings import emulated_target
+    from vllm_rdna_w8a8.settings import emulated_targets, is_gfx11
 
     register_quantization_method()
     if current_platform.is_rocm():
         arch = _rocm_arch()
         return _route(PlatformEnum.ROCM, arch, arch)
-    emulated = emulated_target()
+    emulated = emulated_targets()
     workarounds = ""
-    if current_platform.is_cpu() and (emulated is not None or cpu_stack.workarounds_requested()):
+    if current_platform.is_cpu() and (emulated or cpu_stack.workarounds_requested()):
         cpu_stack.apply_workarounds()  # vLLM-CPU defects: cpu_stack's ledger
         workarounds = f", vLLM-CPU defect workarounds on ({cpu_stack.WORKAROUNDS_ENV})"
-    if emulated is not None and current_platform.is_cpu():
-        return _route(PlatformEnum.CPU, f"emulated {emulated} on CPU", emulated)
+    if emulated and current_platform.is_cpu():
+        # A mixed list (gfx1030,gfx1100) is served on its gfx11 devices: name them all.
+        served = next(target for target in emulated if is_gfx11(target))
+        return _route(PlatformEnum.CPU, f"emulated {','.join(emulated)} on CPU", served)
     platform = current_platform.device_name or "unspecified"
     return f"rdna_w8a8: platform {platform}, quantization method registered, staying on upstream kernels{workarounds}"

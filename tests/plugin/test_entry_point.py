@@ -175,7 +175,7 @@ def test_emulated_gfx11_puts_our_class_first_in_the_cpu_list(fresh_plugin_state,
     import vllm_rdna_w8a8.plugin as plugin
     from vllm_rdna_w8a8 import settings
 
-    monkeypatch.setattr(settings, "emulated_target", lambda: "gfx1151")
+    monkeypatch.setenv(settings.EMULATE_ENV, "gfx1151")
     line = plugin.register_plugin()
     assert line.startswith("rdna_w8a8: emulated gfx1151 on CPU, ")
     assert line.endswith("int8+fp8 W8A8 routed to RdnaHipInt8ScaledMMLinearKernel, RdnaHipFp8ScaledMMLinearKernel")
@@ -196,7 +196,10 @@ def test_vllm_cpu_workarounds_apply_only_where_asked(fresh_plugin_state, monkeyp
 
     calls: list[bool] = []
     monkeypatch.setattr(cpu_stack, "apply_workarounds", lambda: calls.append(True))
-    monkeypatch.setattr(settings, "emulated_target", lambda: emulated)
+    if emulated:
+        monkeypatch.setenv(settings.EMULATE_ENV, emulated)
+    else:
+        monkeypatch.delenv(settings.EMULATE_ENV, raising=False)
     if requested:
         monkeypatch.setenv(cpu_stack.WORKAROUNDS_ENV, "1")
     else:
@@ -206,6 +209,17 @@ def test_vllm_cpu_workarounds_apply_only_where_asked(fresh_plugin_state, monkeyp
     if emulated is None:
         suffix = ", vLLM-CPU defect workarounds on (VLLM_RDNA_W8A8_CPU_WORKAROUNDS)" if applied else ""
         assert line == PLUGIN_LINE + suffix
+
+
+def test_a_mixed_emulated_box_is_named_whole_and_served_on_its_gfx11_device(fresh_plugin_state,
+                                                                           monkeypatch) -> None:
+    import vllm_rdna_w8a8.plugin as plugin
+    from vllm_rdna_w8a8 import settings
+
+    monkeypatch.setenv(settings.EMULATE_ENV, "gfx1030,gfx1100")
+    line = plugin.register_plugin()
+    assert line.startswith("rdna_w8a8: emulated gfx1030,gfx1100 on CPU, HIP code objects present, int8+fp8 W8A8 "
+                           "routed to "), line
 
 
 def test_plain_cpu_leaves_vllm_kernel_lists_alone(fresh_plugin_state) -> None:
