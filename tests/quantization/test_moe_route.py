@@ -1,6 +1,8 @@
-"""MoE expert layers under `--quantization rdna_w8a8`: upstream's MoE method serves them
-(our W8A8 experts kernels are not written yet), and the log says so once, never
-claiming our kernels."""
+"""MoE expert layers under `--quantization rdna_w8a8`: int8 W8A8 experts (per-channel
+weights, dynamic per-token activations) of compressed-tensors and Quark checkpoints get
+our experts (`RdnaW8A8Int8Experts`) on gfx11 where the op has an implementation; every
+other case keeps upstream's MoE method. The log names the experts class once, with the
+reason when it is not ours."""
 
 from __future__ import annotations
 
@@ -12,41 +14,138 @@ import torch
 from vllm.config import VllmConfig, set_current_vllm_config
 from vllm.model_executor.layers.fused_moe import FusedMoEFactory
 
+from vllm_rdna_w8a8 import settings
+from vllm_rdna_w8a8.moe import reference as moe_reference
+from vllm_rdna_w8a8.ops import moe as moe_ops
 from vllm_rdna_w8a8.quantization import LazyRdnaW8A8Config
 
-QUARK_INT8 = Path(__file__).with_name("quark_configs") / "quark-int8-dynamic.json"
-NOT_OURS = "(our W8A8 experts kernels are not written yet)"
+QUARK_CONFIGS = Path(__file__).with_name("quark_configs")
+PREFIX = "model.layers.0.mlp.experts"
+FIRST = f"rdna_w8a8: MoE expert layers (first: {PREFIX})"
+EXPERTS, TOP_K, HIDDEN = 4, 2, 64
+INTERMEDIATE = 32  # vLLM-CPU's int8 experts need multiples of 32
+PADDED_INTERMEDIATE = 40  # the down GEMM's K is padded to 48
+UPSTREAM_INT8 = {"compressed-tensors": "CompressedTensorsW8A8Int8MoEMethod", "quark": "QuarkW8A8Int8MoEMethod"}
+OURS = {"compressed-tensors": "RdnaW8A8CompressedTensorsInt8MoEMethod", "quark": "RdnaW8A8QuarkInt8MoEMethod"}
 
 
-def _experts_method(config: object, prefix: str) -> str:
+def _quant_config(checkpoint: str, w8a8_int8: dict, quark_scheme: str = "quark-int8-dynamic") -> object:
+    config = w8a8_int8 if checkpoint == "compressed-tensors" else json.loads(
+        (QUARK_CONFIGS / f"{quark_scheme}.json").read_text())
+    return LazyRdnaW8A8Config.from_config(config)
+
+
+def _experts_layer(config: object, prefix: str = PREFIX, intermediate: int = INTERMEDIATE,
+                   **layer_options: object) -> torch.nn.Module:
     # bfloat16: vLLM-CPU's int8 MoE experts refuse other activation dtypes
     torch.set_default_dtype(torch.bfloat16)
     with set_current_vllm_config(VllmConfig()):
-        runner = FusedMoEFactory(num_experts=4, top_k=2, hidden_size=64, intermediate_size=32,
-                                 quant_config=config, prefix=prefix)
-    return type(runner.routed_experts.quant_method).__name__
+        runner = FusedMoEFactory(num_experts=EXPERTS, top_k=TOP_K, hidden_size=HIDDEN,
+                                 intermediate_size=intermediate, quant_config=config, prefix=prefix, **layer_options)
+    return runner.routed_experts
 
 
-@pytest.mark.parametrize(("checkpoint", "method"), [
-    ("compressed-tensors", "CompressedTensorsW8A8Int8MoEMethod"),
-    ("quark", "QuarkW8A8Int8MoEMethod"),
-])
-def test_quantized_experts_stay_on_upstreams_method(plugin_messages, monkeypatch, w8a8_int8, checkpoint: str,
-                                                   method: str) -> None:
-    # vLLM-CPU's only int8 MoE experts (CPUExpertsInt8) need AMX; this machine class may
-    # lack it, and the layers are only built here, never run.
+def _method_name(layer: torch.nn.Module) -> str:
+    return type(layer.quant_method).__name__
+
+
+@pytest.fixture
+def amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM-CPU's only int8 MoE experts (CPUExpertsInt8) need AMX, which this machine class
+    may lack: upstream's int8 method is only built here (never run), so say it is there."""
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    quant_config = w8a8_int8 if checkpoint == "compressed-tensors" else json.loads(QUARK_INT8.read_text())
-    config = LazyRdnaW8A8Config.from_config(quant_config)
+
+
+@pytest.fixture
+def emulated_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(settings.EMULATE_ENV, "gfx1100")
+    monkeypatch.setenv(settings.OPS_ENV, "reference")
+
+
+@pytest.mark.parametrize("checkpoint", ["compressed-tensors", "quark"])
+def test_on_gfx11_int8_experts_are_ours_and_the_log_says_so(plugin_messages, emulated_reference: None,
+                                                            w8a8_int8: dict, checkpoint: str) -> None:
+    config = _quant_config(checkpoint, w8a8_int8)
     for layer in (0, 1):
-        assert _experts_method(config, f"model.layers.{layer}.mlp.experts") == method
+        assert _method_name(_experts_layer(config, f"model.layers.{layer}.mlp.experts")) == OURS[checkpoint]
+    assert plugin_messages() == [f"{FIRST} are served by our RdnaW8A8Int8Experts ({OURS[checkpoint]})"]
+
+
+@pytest.mark.parametrize("checkpoint", ["compressed-tensors", "quark"])
+def test_off_gfx11_upstream_keeps_the_experts(plugin_messages, amx: None, monkeypatch: pytest.MonkeyPatch,
+                                              w8a8_int8: dict, checkpoint: str) -> None:
+    monkeypatch.delenv(settings.EMULATE_ENV, raising=False)
+    assert _method_name(_experts_layer(_quant_config(checkpoint, w8a8_int8))) == UPSTREAM_INT8[checkpoint]
     assert plugin_messages() == [
-        f"rdna_w8a8: MoE expert layers (first: model.layers.0.mlp.experts) are served by upstream's {method} "
-        f"{NOT_OURS}"]
+        f"{FIRST} are served by upstream's {UPSTREAM_INT8[checkpoint]} with CPUExpertsInt8; not our int8 experts: "
+        "requires ROCm on a gfx11 GPU (or VLLM_RDNA_W8A8_EMULATE on CPU); platform is cpu"]
+
+
+@pytest.mark.skipif(moe_ops.hip_available(), reason="this build has the HIP implementation of the MoE op")
+def test_on_gfx11_without_our_moe_kernels_upstream_keeps_the_experts(plugin_messages, amx: None,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     w8a8_int8: dict) -> None:
+    monkeypatch.setenv(settings.EMULATE_ENV, "gfx1100")
+    monkeypatch.delenv(settings.OPS_ENV, raising=False)
+    assert _method_name(_experts_layer(_quant_config("compressed-tensors", w8a8_int8))) == UPSTREAM_INT8[
+        "compressed-tensors"]
+    assert plugin_messages() == [
+        f"{FIRST} are served by upstream's CompressedTensorsW8A8Int8MoEMethod with CPUExpertsInt8; not our int8 "
+        "experts: our int8 MoE HIP kernels are not in this build (vllm_rdna_w8a8.ops.moe_hip is missing)"]
+
+
+def test_fp8_experts_are_not_ours_on_gfx11(emulated_reference: None, w8a8_int8: dict) -> None:
+    # (upstream's fp8 MoE method itself needs a whole model config to build)
+    from vllm.model_executor.layers.quantization.utils.quant_utils import kFp8DynamicTokenSym, kFp8StaticChannelSym
+
+    from vllm_rdna_w8a8.quantization.rdna_w8a8 import why_not_our_experts
+
+    layer = _experts_layer(_quant_config("quark", w8a8_int8))
+    fp8_scheme = _quant_config("quark", w8a8_int8, quark_scheme="quark-ptpc-fp8")._moe_scheme(layer, PREFIX)
+    assert fp8_scheme == (kFp8StaticChannelSym, kFp8DynamicTokenSym)
+    assert why_not_our_experts(layer, fp8_scheme) == (
+        "they take int8 W8A8 with per-channel weights and dynamic per-token activations only "
+        "(our fp8 experts are not written yet)")
+
+
+def test_a_layer_option_our_experts_do_not_compute_stays_upstream(plugin_messages, emulated_reference: None,
+                                                                  amx: None, w8a8_int8: dict) -> None:
+    layer = _experts_layer(_quant_config("compressed-tensors", w8a8_int8), has_bias=True)
+    assert _method_name(layer) == UPSTREAM_INT8["compressed-tensors"]
+    assert plugin_messages()[0].endswith("not our int8 experts: kernel does not support has_bias")
 
 
 def test_online_int8_leaves_experts_unquantized_and_says_so(plugin_messages) -> None:
-    assert _experts_method(LazyRdnaW8A8Config(), "model.layers.0.mlp.experts") == "UnquantizedFusedMoEMethod"
+    assert _method_name(_experts_layer(LazyRdnaW8A8Config())) == "UnquantizedFusedMoEMethod"
     assert plugin_messages() == [
-        "rdna_w8a8: MoE expert layers (first: model.layers.0.mlp.experts) stay unquantized on upstream's MoE "
-        "path (online int8 covers linear layers only; our W8A8 experts kernels are not written yet)"]
+        f"{FIRST} stay unquantized on upstream's MoE path (online int8 covers linear layers only)"]
+
+
+def _load_random_int8_experts(layer: torch.nn.Module, checkpoint: str) -> tuple[torch.Tensor, ...]:
+    """Fill the layer's checkpoint parameters as the loader would; return them as the op takes them."""
+    generator = torch.Generator().manual_seed(11)
+    w13 = torch.randint(-127, 128, tuple(layer.w13_weight.shape), dtype=torch.int8, generator=generator)
+    w2 = torch.randint(-127, 128, tuple(layer.w2_weight.shape), dtype=torch.int8, generator=generator)
+    w13_scale = torch.rand(EXPERTS, layer.w13_weight.shape[1], generator=generator, dtype=torch.float32) / 2000
+    w2_scale = torch.rand(EXPERTS, HIDDEN, generator=generator, dtype=torch.float32) / 2000
+    layer.w13_weight.data.copy_(w13)
+    layer.w2_weight.data.copy_(w2)
+    # compressed-tensors keeps per-channel scales as [E, N, 1], Quark as [E, N]
+    layer.w13_weight_scale.data.copy_(w13_scale.reshape(layer.w13_weight_scale.shape))
+    layer.w2_weight_scale.data.copy_(w2_scale.reshape(layer.w2_weight_scale.shape))
+    return w13, w13_scale, w2, w2_scale
+
+
+@pytest.mark.parametrize("checkpoint", ["compressed-tensors", "quark"])
+def test_our_experts_compute_the_reference_int8_moe(emulated_reference: None, w8a8_int8: dict,
+                                                    checkpoint: str) -> None:
+    layer = _experts_layer(_quant_config(checkpoint, w8a8_int8), intermediate=PADDED_INTERMEDIATE)
+    w13, w13_scale, w2, w2_scale = _load_random_int8_experts(layer, checkpoint)
+    layer.quant_method.process_weights_after_loading(layer)
+    assert type(layer.quant_method.moe_kernel.fused_experts).__name__ == "RdnaW8A8Int8Experts"
+    generator = torch.Generator().manual_seed(12)
+    x = torch.randn(7, HIDDEN, generator=generator).to(torch.bfloat16)
+    weights, ids = moe_reference.route(torch.randn(7, EXPERTS, generator=generator), TOP_K, renormalize=True)
+    with set_current_vllm_config(VllmConfig()):
+        got = layer.quant_method.apply(layer, x, weights, ids, None, None)
+    assert torch.equal(got, moe_reference.int8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids))

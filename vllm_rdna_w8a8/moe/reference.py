@@ -97,12 +97,19 @@ def int8_moe(
 ) -> torch.Tensor:
     """x [M, H] fp16/bf16; w13 [E, 2I, H] int8 (gate rows, then up rows) with scales
     [E, 2I]; w2 [E, H, I] int8 with scales [E, H]; routing from `route` -> [M, H]."""
-    _check_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, torch.int8, per_tensor_ok=False)
+    check_int8_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
 
     def linear(rows: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, stage: int) -> torch.Tensor:
         return dense.int8_quant_scaled_mm(rows, _pad_k(weight), None, None, True, scale, x.dtype)
 
     return swiglu_moe(x, (w13, w2), (w13_scale, w2_scale), topk_weights, topk_ids, linear)
+
+
+def check_int8_moe_args(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
+                        w2_scale: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> None:
+    """`int8_moe`'s argument checks (shapes and dtypes; ValueError naming the argument),
+    shared with the op's fake and its HIP implementation."""
+    _check_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, torch.int8, per_tensor_ok=False)
 
 
 def fp8_moe(

@@ -7,14 +7,21 @@
   `QuarkConfig` in the same way (exclude lists, per-layer configs, KV-cache scales).
 - In both, W8A8 int8 and (per-tensor / per-channel) fp8 linear layers ask vLLM for a
   scaled-mm kernel, which on gfx11 is ours. Other schemes (W4A16, block fp8, MXFP4, ...)
-  stay on upstream's kernels; each such scheme is named once in the log. MoE expert
-  layers get upstream's MoE method (our W8A8 experts kernels are not written yet), and
-  the log says so once.
+  stay on upstream's kernels; each such scheme is named once in the log.
+- MoE expert layers: int8 W8A8 ones (per-channel weights, dynamic per-token
+  activations) get our experts (`moe/methods.py`: upstream's int8 MoE method of the
+  format with `RdnaW8A8Int8Experts` in its modular kernel) where they can serve (gfx11,
+  the op implemented, a layer they compute); all others keep upstream's MoE method (fp8
+  experts of ours are not written yet). The log names the experts class once.
 - no quantization_config (fp16/bf16 checkpoint; vLLM calls the class with no
   arguments): every linear layer is quantized at load time to int8 W8A8, symmetric
   per-channel weights and dynamic per-token activations, through the same int8 kernel
   selection (our kernel on gfx11, vLLM's CPU kernel on the CPU, Triton elsewhere).
   MoE experts stay in the model dtype (logged).
+
+vLLM's default compressed-tensors and Quark methods are left alone for MoE layers: their
+int8 MoE backend comes from a fixed list in `fused_moe/oracle/int8.py` with no
+registration hook, so our experts serve only under `--quantization rdna_w8a8`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 import torch
 from compressed_tensors.config import CompressionFormat
 from vllm.model_executor.kernels.linear import init_int8_linear_kernel
+from compressed_tensors.quantization import QuantizationArgs, QuantizationType
 from vllm.model_executor.layers.fused_moe import RoutedExperts
 from vllm.model_executor.layers.linear import LinearBase, LinearMethodBase
 from vllm.model_executor.layers.quantization.base_config import QuantizeMethodBase
@@ -38,6 +46,11 @@ from vllm.model_executor.layers.quantization.compressed_tensors.schemes import (
     CompressedTensorsW8A8Int8,
 )
 from vllm.model_executor.layers.quantization.quark.quark import QuarkConfig
+from vllm.model_executor.layers.quantization.utils.quant_utils import (
+    QuantKey,
+    kInt8DynamicTokenSym,
+    kInt8StaticChannelSym,
+)
 from vllm.model_executor.layers.quantization.quark.schemes import (
     QuarkScheme,
     QuarkW8A8Fp8,
@@ -69,13 +82,49 @@ def why_upstream(scheme: CompressedTensorsScheme | QuarkScheme) -> str | None:
     return "are not W8A8 int8 or fp8"
 
 
-def moe_route(method: QuantizeMethodBase | None) -> str:
-    """What serves a MoE expert layer under rdna_w8a8, for the log: upstream's method
-    always, as our W8A8 experts kernels are not written yet."""
+OUR_MOE_SCHEME = (kInt8StaticChannelSym, kInt8DynamicTokenSym)
+
+
+def moe_route(method: QuantizeMethodBase | None, why_not_ours: str | None) -> str:
+    """What serves a MoE expert layer under rdna_w8a8, for the log: the experts class
+    (ours, or upstream's with the reason ours do not serve)."""
     if method is None:
-        return ("stay unquantized on upstream's MoE path (online int8 covers linear layers only; "
-                "our W8A8 experts kernels are not written yet)")
-    return f"are served by upstream's {type(method).__name__} (our W8A8 experts kernels are not written yet)"
+        return "stay unquantized on upstream's MoE path (online int8 covers linear layers only)"
+    experts = getattr(method, "experts_cls", None)
+    with_experts = f" with {experts.__name__}" if experts is not None else ""
+    if why_not_ours is None:
+        return f"are served by our {experts.__name__} ({type(method).__name__})"
+    return f"are served by upstream's {type(method).__name__}{with_experts}; not our int8 experts: {why_not_ours}"
+
+
+def why_not_our_experts(layer: RoutedExperts, scheme: tuple[QuantKey | None, QuantKey | None]) -> str | None:
+    """None when our int8 experts can serve `layer` with the checkpoint's `scheme`
+    (weight key, activation key); otherwise why not, for the log."""
+    from vllm_rdna_w8a8.moe.experts import RdnaW8A8Int8Experts, experts_usable
+
+    if scheme != OUR_MOE_SCHEME:
+        return ("they take int8 W8A8 with per-channel weights and dynamic per-token activations only "
+                "(our fp8 experts are not written yet)")
+    usable, reason = experts_usable()
+    if not usable:
+        return reason
+    supported, reason = RdnaW8A8Int8Experts.is_supported_config(
+        RdnaW8A8Int8Experts, layer.moe_config, *scheme, RdnaW8A8Int8Experts.activation_format()
+    )
+    return None if supported else reason
+
+
+def compressed_tensors_int8_keys(weights: QuantizationArgs | None,
+                                 inputs: QuantizationArgs | None) -> tuple[QuantKey | None, QuantKey | None]:
+    """The int8 keys of a compressed-tensors scheme our experts compute (None elsewhere)."""
+    def is_int8(args: QuantizationArgs | None) -> bool:
+        return args is not None and args.type == QuantizationType.INT and args.num_bits == 8 and args.symmetric
+
+    weight_key = kInt8StaticChannelSym if (
+        is_int8(weights) and weights.strategy == QuantizationStrategy.CHANNEL and not weights.dynamic) else None
+    input_key = kInt8DynamicTokenSym if (
+        is_int8(inputs) and inputs.strategy == QuantizationStrategy.TOKEN and inputs.dynamic) else None
+    return weight_key, input_key
 
 
 def quantize_weight_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,18 +204,36 @@ class RdnaW8A8Routing:
         return QUANTIZATION_NAME if accepts_checkpoint(hf_quant_cfg, user_quant) else None
 
     def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> QuantizeMethodBase | None:
+        if isinstance(layer, RoutedExperts):
+            return self._experts_method(layer, prefix)
         method = super().get_quant_method(layer, prefix)  # type: ignore[misc]
-        self._log_route(layer, method, prefix)
+        self._log_linear_route(layer, prefix)
         return method
 
-    def _log_route(self, layer: torch.nn.Module, method: QuantizeMethodBase | None, prefix: str) -> None:
+    def _experts_method(self, layer: RoutedExperts, prefix: str) -> QuantizeMethodBase | None:
+        """Our int8 experts' method where they can serve the layer, else upstream's."""
+        scheme = self._moe_scheme(layer, prefix)
+        why_not = why_not_our_experts(layer, scheme) if scheme is not None else "the layer is not quantized"
+        if why_not is None:
+            method = self._our_experts_method(layer, prefix)
+        else:
+            method = super().get_quant_method(layer, prefix)  # type: ignore[misc]
+        self._log_once("MoE expert", moe_route(method, why_not), prefix)
+        return method
+
+    def _moe_scheme(self, layer: RoutedExperts, prefix: str) -> tuple[QuantKey | None, QuantKey | None] | None:
+        """The checkpoint's (weight key, activation key) for the experts; None: unquantized."""
+        raise NotImplementedError
+
+    def _our_experts_method(self, layer: RoutedExperts, prefix: str) -> QuantizeMethodBase:
+        raise NotImplementedError
+
+    def _log_linear_route(self, layer: torch.nn.Module, prefix: str) -> None:
         scheme = getattr(layer, "scheme", None)
         if isinstance(layer, LinearBase) and scheme is not None:
             reason = why_upstream(scheme)
             if reason is not None:
                 self._log_once(type(scheme).__name__, f"{reason}, served by upstream kernels", prefix)
-        elif isinstance(layer, RoutedExperts):
-            self._log_once("MoE expert", moe_route(method), prefix)
 
     def _log_once(self, kind: str, what: str, prefix: str) -> None:
         if (kind, what) not in self._routes_logged:
@@ -187,11 +254,39 @@ class RdnaW8A8Config(RdnaW8A8Routing, CompressedTensorsConfig):
     def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> QuantizeMethodBase | None:
         if not self.online:
             return super().get_quant_method(layer, prefix)
-        method = OnlineInt8LinearMethod() if isinstance(layer, LinearBase) else None
-        self._log_route(layer, method, prefix)
-        return method
+        if isinstance(layer, RoutedExperts):
+            self._log_once("MoE expert", moe_route(None, None), prefix)
+        return OnlineInt8LinearMethod() if isinstance(layer, LinearBase) else None
+
+    def _moe_scheme(self, layer: RoutedExperts, prefix: str) -> tuple[QuantKey | None, QuantKey | None] | None:
+        # As upstream's CompressedTensorsMoEMethod.get_moe_method finds it (gate, up and
+        # down of expert 0; upstream refuses projections that disagree).
+        self._add_fused_moe_to_target_scheme_map()
+        projections = (layer.ckpt_gate_proj_name, layer.ckpt_up_proj_name, layer.ckpt_down_proj_name)
+        schemes = [self.get_scheme_dict(layer, f"{prefix}.0.{name}") for name in projections]
+        if schemes[0] is None:
+            return None
+        if any(scheme != schemes[0] for scheme in schemes):
+            return (None, None)
+        return compressed_tensors_int8_keys(schemes[0].get("weights"), schemes[0].get("input_activations"))
+
+    def _our_experts_method(self, layer: RoutedExperts, prefix: str) -> QuantizeMethodBase:
+        from vllm_rdna_w8a8.moe.methods import RdnaW8A8CompressedTensorsInt8MoEMethod
+
+        scheme = self.get_scheme_dict(layer, f"{prefix}.0.{layer.ckpt_gate_proj_name}")
+        return RdnaW8A8CompressedTensorsInt8MoEMethod(scheme["weights"], scheme["input_activations"],
+                                                      layer.moe_config)
 
 
 class RdnaW8A8QuarkConfig(RdnaW8A8Routing, QuarkConfig):
     """AMD Quark checkpoints (`quant_method: quark`): upstream's Quark parsing and
     schemes; its W8A8 schemes ask the same kernel lists as compressed-tensors."""
+
+    def _moe_scheme(self, layer: RoutedExperts, prefix: str) -> tuple[QuantKey | None, QuantKey | None] | None:
+        weight_key, activation_key, _ = self.get_quant_method_target(prefix, type(layer))
+        return None if weight_key is None else (weight_key, activation_key)
+
+    def _our_experts_method(self, layer: RoutedExperts, prefix: str) -> QuantizeMethodBase:
+        from vllm_rdna_w8a8.moe.methods import RdnaW8A8QuarkInt8MoEMethod
+
+        return RdnaW8A8QuarkInt8MoEMethod(layer.moe_config)

@@ -1,0 +1,86 @@
+"""torch.library op `rdna_w8a8::int8_moe`: a W8A8 int8 mixture-of-experts layer (SwiGLU
+experts) from fp16/bf16 activations and the router's top-k choice, in the style of
+`custom_ops.py` (registered in the same library, a fake beside it, the implementation
+chosen per call):
+
+- ROCm tensors, or CPU tensors with VLLM_RDNA_W8A8_EMULATE set -> `moe_hip.int8_moe`
+  (our grouped-GEMM HIP kernels; the emulator's stand-in runtime on the CPU);
+- anything else, or VLLM_RDNA_W8A8_OPS=reference -> `moe.reference.int8_moe` (plain
+  torch, the exact math: see that module).
+
+`prepare_int8_moe_weights` puts checkpoint weights into the layout the implementation
+that will serve them reads (load time, not an op).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+import torch
+
+from vllm_rdna_w8a8.moe import reference as moe_reference
+from vllm_rdna_w8a8.ops import reference as dense_reference
+from vllm_rdna_w8a8.ops.custom_ops import _implementation, _register
+
+HIP_MODULE = "vllm_rdna_w8a8.ops.moe_hip"
+
+
+def _hip_module() -> ModuleType:
+    try:
+        return importlib.import_module(HIP_MODULE)
+    except ModuleNotFoundError as missing:
+        if missing.name != HIP_MODULE:
+            raise
+        raise NotImplementedError(
+            f"rdna_w8a8::int8_moe has no HIP implementation in this build ({HIP_MODULE} is missing); "
+            "set VLLM_RDNA_W8A8_OPS=reference to run the plain-torch one"
+        ) from None
+
+
+def hip_available() -> bool:
+    """True when this build has the HIP implementation (`moe_hip`)."""
+    try:
+        _hip_module()
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _serves_with_hip(x: torch.Tensor) -> bool:
+    # the dense ops' rule (device, emulation switch, VLLM_RDNA_W8A8_OPS), asked once
+    return _implementation(x) is not dense_reference
+
+
+def _int8_moe_fake(
+    x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor, w2_scale: torch.Tensor,
+    topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+) -> torch.Tensor:
+    moe_reference.check_int8_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
+    return x.new_empty(x.shape)
+
+
+@_register(_int8_moe_fake)
+def _int8_moe(
+    x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor, w2_scale: torch.Tensor,
+    topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+) -> torch.Tensor:
+    implementation: Callable[..., torch.Tensor] = (
+        _hip_module().int8_moe if _serves_with_hip(x) else moe_reference.int8_moe
+    )
+    return implementation(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
+
+
+# int8_moe: x [M, H] fp16/bf16, w13 [E, 2I, H] int8 (gate rows, then up rows) with
+# per-channel scales [E, 2I] float32, w2 [E, H, I] int8 with scales [E, H], the top-k
+# choice (weights [M, top_k] float32, expert ids [M, top_k] int32/int64) -> [M, H].
+int8_moe = torch.ops.rdna_w8a8.int8_moe.default
+
+
+def prepare_int8_moe_weights(w13: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checkpoint's (w13, w2) in the layout `int8_moe` reads on their device: the HIP
+    implementation's (`moe_hip.prepare_int8_moe_weights`), or unchanged for the reference."""
+    if _serves_with_hip(w13):
+        return _hip_module().prepare_int8_moe_weights(w13, w2)
+    return w13, w2
