@@ -7,7 +7,10 @@ import pytest
 
 from vllm_rdna_w8a8.dispatch.model_shapes import (
     KNOWN_MODELS,
+    KNOWN_MOE_MODELS,
     LinearShape,
+    expected_active_experts,
+    expert_shapes,
     linear_shapes,
     resolve_model,
     table_shapes,
@@ -111,3 +114,26 @@ def test_null_optional_keys_take_their_defaults(tmp_path: Path) -> None:
     path.write_text(json.dumps({**LLAMA_LIKE, "num_key_value_heads": None, "head_dim": None}))
     dims = resolve_model(str(path))
     assert (dims.num_key_value_heads, dims.head_dim) == (4, 16)
+
+
+def test_moe_expert_shapes_shard_the_intermediate_size() -> None:
+    qwen = KNOWN_MOE_MODELS["Qwen/Qwen3-30B-A3B"]
+    assert expert_shapes(qwen, 1) == [LinearShape("experts.w13", 1536, 2048), LinearShape("experts.w2", 2048, 768)]
+    assert expert_shapes(qwen, 2) == [LinearShape("experts.w13", 768, 2048), LinearShape("experts.w2", 2048, 384)]
+    gpt_oss = KNOWN_MOE_MODELS["openai/gpt-oss-20b"]
+    assert expert_shapes(gpt_oss, 2) == [LinearShape("experts.w13", 2880, 2880), LinearShape("experts.w2", 2880, 1440)]
+    with pytest.raises(ValueError, match="moe_intermediate_size=768 is not divisible by tp=5"):
+        expert_shapes(qwen, 5)
+    # every expert shape is a key of the shipped tables (M: the tokens routed to one expert)
+    for dims in KNOWN_MOE_MODELS.values():
+        for tp in (1, 2):
+            assert {(s.n, s.k) for s in expert_shapes(dims, tp)} <= set(table_shapes())
+
+
+def test_expected_active_experts_under_uniform_routing() -> None:
+    qwen = KNOWN_MOE_MODELS["Qwen/Qwen3-30B-A3B"]
+    assert expected_active_experts(qwen, 1) == pytest.approx(8)  # one token: its top-8
+    assert expected_active_experts(qwen, 16) == pytest.approx(128 * (1 - (120 / 128) ** 16))  # 82.4
+    assert expected_active_experts(qwen, 4096) == pytest.approx(128)
+    with pytest.raises(ValueError, match="token count must be a positive int, got 0"):
+        expected_active_experts(qwen, 0)

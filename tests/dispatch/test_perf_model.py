@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from vllm_rdna_w8a8.build.targets import get_target
 from vllm_rdna_w8a8.dispatch import perf_model
 from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig
 
@@ -43,7 +44,8 @@ def test_compute_bound_prediction_hand_checked() -> None:
     # one 128x128 tile per CU of gfx1100, K = 6400: no padding, no wave quantization
     m, n, k = 128, 128 * 96, 6400
     prediction = perf_model.predict("gfx1100", PREFILL, m, n, k)
-    wmma_share = 16 * 32 / (16 * 32 + 8 * perf_model.ASSUMED_FRAGMENT_LOAD_CLK)
+    mix = perf_model.shipped_main_loop_mixes()[("gfx1100", "w8a8_i8_gemm_m128n128k64_w2x2x1")]
+    wmma_share = mix.wmma * 32 / (mix.wmma * 32 + mix.valu + mix.salu + mix.lds + mix.vmem)
     sustained = perf_model.ASSUMED_SUSTAINED_WMMA_FRACTION
     expected_compute_us = 2 * 128 * 128 * k / (512 * 2.5e9 * sustained * wmma_share) * 1e6  # 236.3 us
     assert prediction.tiles == 96
@@ -57,8 +59,10 @@ def test_compute_bound_prediction_hand_checked() -> None:
     assert perf_model.predict("gfx1100", PREFILL, m, n + 128, k).compute_us == pytest.approx(2 * expected_compute_us)
 
 
-def test_latency_bound_decode_hand_checked() -> None:
+def test_latency_bound_decode_hand_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     # 6 tiles on 96 CUs: 6 x 4 waves x 3072 bytes in flight cannot cover 960 GB/s x 500 ns
+    # (the placeholder issue costs keep the compute term below it; the compiled loop ties it)
+    monkeypatch.setattr(perf_model, "shipped_main_loop_mixes", lambda: {})
     m, n, k = 1, 32 * 6, 256
     prediction = perf_model.predict("gfx1100", DECODE, m, n, k)
     in_flight = 6 * 4 * (48 * 256 // 4)
@@ -127,3 +131,95 @@ def test_bad_shape_and_kind() -> None:
         perf_model.predict("gfx1100", PREFILL, 1, 16, 16, kind="i4")
     with pytest.raises(ValueError, match="unknown gfx11 target"):
         perf_model.floors("gfx942", 1, 16, 16)
+
+
+HEAVY_LOOP = perf_model.MainLoopMix(wmma=8, valu=240, lds=16, vmem=16, scratch=0, salu=40, waits=8, hints=60)
+LIGHT_LOOP = perf_model.MainLoopMix(wmma=8, valu=16, lds=0, vmem=16, scratch=0, salu=24, waits=4, hints=40)
+
+
+def test_issue_share_from_the_compiled_loop_mix() -> None:
+    """Per WMMA's 32 clocks: one clock per VALU, SALU, LDS and VMEM instruction; waits and
+    scheduling hints are free."""
+    assert perf_model.wmma_issue_share(DECODE, "i8", LIGHT_LOOP) == pytest.approx(8 * 32 / (8 * 32 + 16 + 24 + 16))
+    assert perf_model.wmma_issue_share(DECODE, "i8", HEAVY_LOOP) == pytest.approx(8 * 32 / (8 * 32 + 240 + 40 + 32))
+
+
+def test_predictions_read_the_shipped_mix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel with a recorded mix is predicted from it (the fused launch from the costlier of
+    its f16 and bf16 kernels); one without falls back to the fragment placeholders."""
+    m, n, k = 16, 4096, 4096
+    monkeypatch.setattr(perf_model, "shipped_main_loop_mixes", lambda: {})
+    placeholder = perf_model.predict("gfx1100", DECODE, m, n, k, kind="i8q")
+    assert placeholder.issue_source == "assumed"
+    monkeypatch.setattr(perf_model, "shipped_main_loop_mixes", lambda: {
+        ("gfx1100", DECODE.kernel_name("i8")): LIGHT_LOOP,
+        ("gfx1100", DECODE.fused_kernel_name("f16")): LIGHT_LOOP,
+        ("gfx1100", DECODE.fused_kernel_name("bf16")): HEAVY_LOOP})
+    int8 = perf_model.predict("gfx1100", DECODE, m, n, k)
+    fused = perf_model.predict("gfx1100", DECODE, m, n, k, kind="i8q")
+    assert int8.issue_source == fused.issue_source == "isa_mix"
+    share = perf_model.wmma_issue_share
+    assert fused.compute_us / int8.compute_us == pytest.approx(share(DECODE, "i8", LIGHT_LOOP)
+                                                               / share(DECODE, "i8", HEAVY_LOOP))
+    assert fused.compute_us == pytest.approx(placeholder.compute_us * perf_model.wmma_issue_share(DECODE, "i8q")
+                                             / share(DECODE, "i8q", HEAVY_LOOP))
+
+
+def test_fused_launch_moves_fp16_rows_and_no_int8_round_trip() -> None:
+    m, n, k = 1, 4096, 4096
+    # the two-launch path writes and reads back the int8 rows and the per-token scales
+    assert perf_model.two_launch_bytes(m, n, k) - perf_model.fused_gemm_bytes(m, n, k) == 2 * m * k + 8 * m
+    assert perf_model.fused_gemm_bytes(m, n, k) - perf_model.gemm_bytes(m, n, k) == m * k - 4 * m
+    fused = perf_model.predict("gfx1100", DECODE, m, n, k, kind="i8q")
+    int8 = perf_model.predict("gfx1100", DECODE, m, n, k)
+    assert fused.dram_us / int8.dram_us == pytest.approx(
+        perf_model.fused_gemm_bytes(m, n, k) / perf_model.gemm_bytes(m, n, k))
+    # the fused kernel's LDS: the decode tile's partial sums + per-row ranges and scales
+    assert perf_model.assumed_occupancy(get_target("gfx1100"), DECODE, "i8q").lds_bytes == DECODE.fused_lds_bytes
+    assert perf_model.predict("gfx1100", PREFILL, m, n, k, kind="i8q") is None  # no fused prefill kernel
+    with pytest.raises(ValueError, match="fused decode launch serves M <= 16, got M=17"):
+        perf_model.predict("gfx1100", DECODE, 17, n, k, kind="i8q")
+    assert all(p.config.is_decode for p in perf_model.rank_configs("gfx1100", [PREFILL, DECODE], 1, n, k, "i8q"))
+
+
+def test_bad_main_loop_mix_files_are_named() -> None:
+    good = {"format_version": 1, "kernels": {"gfx1100": {"k": dict(vars(LIGHT_LOOP))}}}
+    assert perf_model.parse_main_loop_mixes(good) == {("gfx1100", "k"): LIGHT_LOOP}
+    with pytest.raises(ValueError, match="not a format 1 main-loop mix file"):
+        perf_model.parse_main_loop_mixes({"format_version": 2})
+    broken = {"format_version": 1, "kernels": {"gfx1100": {"k": {**vars(LIGHT_LOOP), "valu": -1}}}}
+    with pytest.raises(ValueError, match="gfx1100 k: expected counts"):
+        perf_model.parse_main_loop_mixes(broken)
+
+
+def test_the_shipped_mix_file_covers_every_compiled_gemm() -> None:
+    """Every kernel of the kernel table on every target has a recorded mix with WMMAs in its
+    loop, so no shipped prediction falls back to the placeholders."""
+    from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
+    from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_INPUT_DTYPES, KERNEL_KINDS, load_tile_configs
+
+    mixes = perf_model.shipped_main_loop_mixes()
+    for target in GFX11_TARGETS:
+        for config in load_tile_configs():
+            names = [config.kernel_name(kind) for kind in KERNEL_KINDS]
+            if config.is_decode:
+                names += [config.fused_kernel_name(dtype) for dtype in FUSED_INPUT_DTYPES]
+            for name in names:
+                assert mixes.get((target, name)) is not None and mixes[(target, name)].wmma > 0, (target, name)
+
+
+def test_moe_expert_floors_hand_checked() -> None:
+    """Qwen3-30B-A3B, TP 1, one decode token: 8 experts, each [1536, 2048] + [2048, 768]."""
+    from vllm_rdna_w8a8.dispatch.model_shapes import KNOWN_MOE_MODELS
+
+    qwen = KNOWN_MOE_MODELS["Qwen/Qwen3-30B-A3B"]
+    one = perf_model.moe_expert_floors("gfx1151", qwen, 1, 1)
+    weights = 8 * (1536 * 2048 + 4 * 1536 + 2048 * 768 + 4 * 2048)
+    rows = 8 * (2048 + 4 + 2 * 1536) + 8 * (768 + 4 + 2 * 2048)
+    assert one.bytes == weights + rows
+    assert one.ops == 2 * 8 * (1536 * 2048 + 2048 * 768)
+    assert one.memory_us == pytest.approx((weights + rows) / 256e9 * 1e6)  # 147.8 us
+    assert one.binding == "memory"
+    prefill = perf_model.moe_expert_floors("gfx1151", qwen, 1, 4096)  # 256 tokens per expert
+    assert prefill.binding == "compute"
+    assert prefill.compute_us == pytest.approx(2 * 4096 * 8 * (1536 * 2048 + 2048 * 768) / (40 * 512 * 2.9e9) * 1e6)

@@ -104,6 +104,12 @@ CORRUPT_TABLES = {
     "measured without date": {"format_version": 1, "target": "gfx1100",
                               "configs": {"i8": {"N=4096,K=4096": {"1": {
                                   "tag": "m64n64k64_w2x2x1", "source": "measured", "device_name": "x"}}}}},
+    "fused entry beyond M = 16": {"format_version": 1, "target": "gfx1100",
+                                  "configs": {"i8q": {"N=4096,K=4096": {"32": {
+                                      "tag": "m16n32k256_w1x1x4", "source": "model"}}}}},
+    "fused entry on a prefill row": {"format_version": 1, "target": "gfx1100",
+                                     "configs": {"i8q": {"N=4096,K=4096": {"1": {
+                                         "tag": "m64n64k64_w2x2x1", "source": "model"}}}}},
 }
 
 
@@ -162,6 +168,23 @@ def test_any_bytes_in_place_of_a_user_table_are_one_warning(
     make(path)
     assert reason in _assert_ignored_once(path, monkeypatch, caplog)
     assert tables.describe_table(path, "gfx1100", frozenset()).startswith(f"ignored ({reason}")
+
+
+def test_fused_launch_follows_the_fused_entries(fixture_kernel_table: Path, write_table: Callable[..., Path]) -> None:
+    """An int8 layer at M <= 16 is launched with the table's fused (i8q) entry, not the int8
+    GEMM's: the fused kernel's costs are its own (fp16 rows in, its quantization work)."""
+    write_table(fixture_kernel_table, "gfx1100", {("i8", 4096, 4096, 1): "m16n32k256_w1x1x4",
+                                                  ("i8q", 4096, 4096, 1): "m16n16k512_w1x1x8",
+                                                  ("i8q", 4096, 4096, 16): "m16n64k256_w1x2x4"})
+    assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096, "i8").tag == "m16n32k256_w1x1x4"
+    assert dispatch.fused_decode_config("gfx1100", 1, 4096, 4096).tag == "m16n16k512_w1x1x8"
+    assert dispatch.fused_decode_config("gfx1100", 9, 4096, 4096).tag == "m16n64k256_w1x2x4"
+    assert dispatch.fused_decode_config("gfx1100", 17, 4096, 4096) is None
+    # a shape the table lacks: the model's best fused launch, always a decode row
+    model_pick = dispatch.fused_decode_config("gfx1100", 1, 1024, 1024)
+    assert model_pick == dispatch.model_choice("gfx1100", 1, 1024, 1024, "i8q") and model_pick.is_decode
+    with dispatch.forced_gemm_config(dispatch.load_tile_configs()[0]):  # a prefill row: two launches
+        assert dispatch.fused_decode_config("gfx1100", 1, 4096, 4096) is None
 
 
 def test_selection_cost_per_call_is_negligible(fixture_kernel_table: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.dispatch import tables
 from vllm_rdna_w8a8.dispatch.model_shapes import table_shapes
-from vllm_rdna_w8a8.dispatch.tile_configs import load_tile_configs
+from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, load_tile_configs
 from vllm_rdna_w8a8.tune import generate_tables
 
 
@@ -21,8 +21,8 @@ def test_shipped_table_loads_and_covers_the_model_list(target: str, kernel_table
     table = tables.load_table(tables.shipped_table_path(target), target, kernel_table_tags)
     assert table is not None, f"shipped table for {target} missing or invalid"
     for n, k in table_shapes():
-        for kind in ("i8", "f8"):
-            for bucket in tables.M_BUCKETS:
+        for kind in tables.TABLE_KINDS:
+            for bucket in tables.FUSED_M_BUCKETS if kind == FUSED_KIND else tables.M_BUCKETS:
                 entry = table.lookup(kind, n, k, bucket)
                 assert entry is not None and entry.source == "model", (target, kind, n, k, bucket)
 

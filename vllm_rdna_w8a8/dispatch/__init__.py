@@ -17,8 +17,8 @@ from typing import Iterator
 from vllm_rdna_w8a8.build.targets import get_target
 from vllm_rdna_w8a8.dispatch import perf_model, tables
 from vllm_rdna_w8a8.dispatch.tile_configs import (
-    KERNEL_KINDS,
-    WMMA_TILE,
+    FUSED_KIND,
+    FUSED_QUANT_MAX_M,
     TileConfig,
     TileConfigError,
     configs_by_tag,
@@ -48,19 +48,14 @@ def pick_gemm_config(target: str, m: int, n: int, k: int, kind: str = "i8") -> T
     return _pick_cached(target, m, n, k, kind)
 
 
-# The fused decode GEMMs quantize the rows of one decode tile (BLOCK_M == 16): beyond that,
-# every N tile would quantize the same rows again, and prefill reuses one int8 A tile for
-# many N tiles, so quantizing once in its own launch is cheaper.
-FUSED_QUANT_MAX_M = WMMA_TILE
-
-
 def fused_decode_config(target: str, m: int, n: int, k: int) -> TileConfig | None:
     """The config of a fused quantize + int8 GEMM launch (`TileConfig.fused_kernel_name`) for
-    an int8 layer at M <= 16, or None for two launches (quantization, then the GEMM): the int8
-    pick for the shape when it is a decode tile. Both paths give the same bits."""
+    an int8 layer at M <= 16, or None for two launches (quantization, then the GEMM): the pick
+    of kind FUSED_KIND (the tables' fused entries, else the model of the fused launch), when it
+    is a decode tile (a forced prefill config means two launches). Both paths give the same bits."""
     if m > FUSED_QUANT_MAX_M:
         return None
-    config = pick_gemm_config(target, m, n, k, "i8")
+    config = pick_gemm_config(target, m, n, k, FUSED_KIND)
     return config if config.is_decode else None
 
 
@@ -85,14 +80,15 @@ def _pick_cached(target: str, m: int, n: int, k: int, kind: str) -> TileConfig:
             raise TypeError(f"pick_gemm_config: {name} must be an int, got {type(value).__name__}")
         if value < 1:
             raise ValueError(f"pick_gemm_config: {name} must be >= 1, got {value}")
-    if kind not in KERNEL_KINDS:
-        raise ValueError(f"pick_gemm_config: kind must be one of {KERNEL_KINDS}, got {kind!r}")
+    if kind not in perf_model.MODEL_KINDS:
+        raise ValueError(f"pick_gemm_config: kind must be one of {perf_model.MODEL_KINDS}, got {kind!r}")
 
     configs = load_tile_configs()
     by_tag = configs_by_tag(configs)
     known_tags = frozenset(by_tag)
+    decode_tags = frozenset(tag for tag, config in by_tag.items() if config.is_decode)
     for path in (tables.user_table_path(target_name), tables.shipped_table_path(target_name)):
-        table = tables.load_table(path, target_name, known_tags) if path is not None else None
+        table = tables.load_table(path, target_name, known_tags, decode_tags) if path is not None else None
         entry = table.lookup(kind, n, k, m) if table is not None else None
         if entry is not None:
             return by_tag[entry.tag]

@@ -129,8 +129,72 @@ def linear_shapes(dims: ModelDims, tp: int) -> list[LinearShape]:
     ]
 
 
+@dataclass(frozen=True)
+class MoeDims:
+    """The config.json values that fix a mixture-of-experts layer's expert GEMM shapes."""
+
+    name: str
+    hidden_size: int
+    moe_intermediate_size: int  # one expert's intermediate size
+    num_experts: int
+    experts_per_token: int  # top-k
+
+
+# Sources (text of public config.json files and model cards, found with the project's search
+# tool; not downloaded from the hub):
+# - Qwen/Qwen3-30B-A3B: num_experts 128 and 8 activated from its model card (mirrored as
+#   unsloth/Qwen3-30B-A3B-bnb-4bit); hidden_size 2048, moe_intermediate_size 768, num_experts 128,
+#   num_experts_per_tok 8 in the config.json of Qwen3-Coder-30B-A3B (same qwen3_moe architecture;
+#   huggingface.co/RTP-LLM/Qwen3-Coder-30B-A3B-Instruct-RTPurbo) and in MindSpeed-RL's
+#   qwen3_30b_a3b.yaml (hidden_size 2048, moe_ffn_hidden_size 768, num_experts 128, topk 8).
+#   The exact config.json of Qwen/Qwen3-30B-A3B itself was not among the stored pages.
+# - mistralai/Mixtral-8x7B-Instruct-v0.1 config.json (training configs of the base v0.1 give the
+#   same values): hidden_size 4096, intermediate_size 14336 (per expert), num_local_experts 8,
+#   num_experts_per_tok 2.
+# - openai/gpt-oss-20b config.json: hidden_size 2880, intermediate_size 2880 (per expert),
+#   num_local_experts 32, num_experts_per_tok 4 (the checkpoint stores experts in MXFP4; a W8A8
+#   version has these shapes). Its w13 rows interleave gate and up and carry a bias.
+# - Qwen3.6-35B-A3B: NOT included. No config.json text for it was found; a third-party card of
+#   Qwen3.5-35B-A3B gives hidden size 2048, 256 experts and top-8 but no expert intermediate size,
+#   and the two need not match. Add it from its config.json (`moe_intermediate_size`).
+KNOWN_MOE_MODELS: dict[str, MoeDims] = {
+    dims.name: dims
+    for dims in (
+        MoeDims("Qwen/Qwen3-30B-A3B", 2048, 768, 128, 8),
+        MoeDims("mistralai/Mixtral-8x7B-v0.1", 4096, 14336, 8, 2),
+        MoeDims("openai/gpt-oss-20b", 2880, 2880, 32, 4),
+    )
+}
+MOE_TABLE_TP_SIZES = (1, 2)
+
+
+def expert_shapes(dims: MoeDims, tp: int) -> list[LinearShape]:
+    """One expert's GEMM shapes on one rank at tensor-parallel size `tp`, as vLLM's FusedMoE
+    shards them (every rank holds every expert, the intermediate size split over the ranks):
+    w13, gate and up fused ([2I/tp, H]), and w2 ([H, I/tp])."""
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise ValueError(f"tensor-parallel size must be a positive int, got {tp!r}")
+    if dims.moe_intermediate_size % tp:
+        raise ValueError(f"{dims.name}: moe_intermediate_size={dims.moe_intermediate_size} is not divisible by tp={tp}")
+    per_rank = dims.moe_intermediate_size // tp
+    return [LinearShape("experts.w13", 2 * per_rank, dims.hidden_size),
+            LinearShape("experts.w2", dims.hidden_size, per_rank)]
+
+
+def expected_active_experts(dims: MoeDims, tokens: int) -> float:
+    """Experts that receive at least one of `tokens` tokens, expected under uniform routing:
+    E (1 - (1 - k/E)^T). An assumption about the router, not a property of the model."""
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"token count must be a positive int, got {tokens!r}")
+    share = dims.experts_per_token / dims.num_experts
+    return dims.num_experts * (1 - (1 - share) ** tokens)
+
+
 def table_shapes() -> list[tuple[int, int]]:
-    """Every distinct (N, K) of the known models at TP 1, 2 and 4: the shipped tables' keys."""
+    """Every distinct (N, K) of the known models at TP 1, 2 and 4 and of the known MoE models'
+    experts at TP 1 and 2 (their M is the tokens routed to one expert): the shipped tables' keys."""
     shapes = {(shape.n, shape.k) for dims in KNOWN_MODELS.values()
               for tp in TABLE_TP_SIZES for shape in linear_shapes(dims, tp)}
+    shapes |= {(shape.n, shape.k) for dims in KNOWN_MOE_MODELS.values()
+               for tp in MOE_TABLE_TP_SIZES for shape in expert_shapes(dims, tp)}
     return sorted(shapes)

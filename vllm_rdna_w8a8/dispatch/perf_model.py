@@ -15,6 +15,10 @@ For one config and one shape (M, N, K) the predicted time is the largest of
            scaled down when the bytes the resident waves keep in flight cannot
            cover the DRAM latency;
   L2:      bytes the busiest CU pulls from L2 (its tiles' A and B panels).
+The WMMA share of a wave's issue time comes from the static instruction mix of the compiled
+main loop, shipped in main_loop_mix.json (`kernel_mix`). The fused quantize + int8 GEMM
+launch (FUSED_KIND, decode rows at M <= 16) reads fp16/bf16 A and keeps no int8 A and no
+activation scales in memory (`fused_gemm_bytes`).
 B's share of the DRAM and L2 terms is served at a reduced rate when its row stride is a
 multiple of 2048 bytes (gfx11 cache aliasing, see `cache_aliasing_pad`); our weights are
 stored padded off such strides, so by default no prediction pays it.
@@ -27,11 +31,18 @@ This module runs in serving processes and never starts a tool.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Iterable, Mapping
 
 from vllm_rdna_w8a8.build.targets import MAX_WAVES_PER_SIMD, GfxTarget, get_target
+from vllm_rdna_w8a8.dispatch.model_shapes import MoeDims, expected_active_experts, expert_shapes
 from vllm_rdna_w8a8.dispatch.tile_configs import (
+    FUSED_INPUT_DTYPES,
+    FUSED_KIND,
+    FUSED_QUANT_MAX_M,
     KERNEL_KINDS,
     LDS_BYTES_PER_WORKGROUP,
     WMMA_TILE,
@@ -77,8 +88,17 @@ ASSUMED_SUSTAINED_WMMA_FRACTION = 0.78
 ASSUMED_SUSTAINED_DRAM_FRACTION = 0.86
 ASSUMED_DRAM_LATENCY_NS = 500.0  # bytes in flight needed = bandwidth x latency (Little's law)
 ASSUMED_L2_BYTES_PER_CLK_PER_CU = 64.0
-ASSUMED_FRAGMENT_LOAD_CLK = 8  # issue cost of one 16x16 operand fragment (16 B per lane) per wave
-ASSUMED_F8_CONVERT_CLK = 16  # VALU cost of widening one e4m3 fragment to f16 (no co-issue with WMMA)
+# Issue cost of a main-loop instruction in a wave's time, per class of the compiled loop's static
+# mix (MAIN_LOOP_MIX_PATH): a wave32 VALU instruction takes the SIMD's VALU one clock (as a WMMA
+# takes it 32); SALU, LDS and VMEM instructions one issue clock each; waits and scheduling hints
+# nothing (latency is the DRAM term's business). Every branch of the loop counts once.
+ASSUMED_VALU_CLK = 1
+ASSUMED_ISSUE_CLK = 1
+# Only for a kernel missing from the mix file (a row added to gemm_configs.def and not yet
+# compiled and recorded): issue cost of one 16x16 operand fragment per wave, and of widening
+# it from e4m3 to f16.
+ASSUMED_FRAGMENT_LOAD_CLK = 8
+ASSUMED_F8_CONVERT_CLK = 16
 ASSUMED_OVERHEAD_VGPRS = 32  # addresses, loop counters, epilogue temporaries
 # Rate of B operand traffic (DRAM and L2) when B's row stride aliases, as a fraction of the
 # unaliased rate. Placeholder: vLLM's gfx11 stride pad (vllm-project/vllm PR 55090, fp16 weights)
@@ -87,6 +107,9 @@ ASSUMED_OVERHEAD_VGPRS = 32  # addresses, loop counters, epilogue temporaries
 ASSUMED_ALIASED_B_BANDWIDTH_FRACTION = 0.87
 OUTPUT_BYTES = 2  # fp16 / bf16
 SCALE_BYTES = 4
+ACTIVATION_BYTES = 2  # the fp16 / bf16 rows the fused decode kernel reads and quantizes itself
+# What the model predicts: the int8 and fp8 GEMMs, and the fused quantize + int8 GEMM launch.
+MODEL_KINDS = (*KERNEL_KINDS, FUSED_KIND)
 
 
 # gfx11 L2/MALL channel aliasing. The channel of an access is hashed from address bits
@@ -111,6 +134,58 @@ def cache_aliasing_pad(row_bytes: int) -> int:
     return CACHE_LINE_BYTES if aliases(row_bytes) else 0
 
 
+# Static main-loop instruction mix of every compiled GEMM kernel on every target, shipped with the
+# package (written by `python -m vllm_rdna_w8a8.tools.upstream_isa --write-mix` from the code
+# objects; serving only reads this file, it never starts an LLVM tool).
+MAIN_LOOP_MIX_PATH = Path(__file__).resolve().parent / "main_loop_mix.json"
+MAIN_LOOP_MIX_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class MainLoopMix:
+    """Static instruction counts of one kernel's main loop body by class (`isa_report.loop_mix`)."""
+
+    wmma: int
+    valu: int
+    lds: int
+    vmem: int
+    scratch: int  # VMEM instructions that spill to scratch (included in vmem)
+    salu: int
+    waits: int
+    hints: int
+
+    def per_wmma(self, count: int) -> float:
+        return count / max(self.wmma, 1)
+
+    def issue_clk(self) -> float:
+        """A wave's issue clocks for one pass of the loop body, WMMAs included."""
+        return (self.wmma * WMMA_ISSUE_CLK + self.valu * ASSUMED_VALU_CLK
+                + (self.salu + self.lds + self.vmem) * ASSUMED_ISSUE_CLK)
+
+
+def parse_main_loop_mixes(data: object) -> dict[tuple[str, str], MainLoopMix]:
+    """{(target, kernel): mix} from the decoded mix file; ValueError naming the problem."""
+    if not isinstance(data, dict) or data.get("format_version") != MAIN_LOOP_MIX_FORMAT:
+        raise ValueError(f"{MAIN_LOOP_MIX_PATH.name}: not a format {MAIN_LOOP_MIX_FORMAT} main-loop mix file")
+    names = [field.name for field in fields(MainLoopMix)]
+    mixes: dict[tuple[str, str], MainLoopMix] = {}
+    for target, kernels in data.get("kernels", {}).items():
+        for kernel, counts in kernels.items():
+            if (not isinstance(counts, dict) or sorted(counts) != sorted(names)
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values())):
+                raise ValueError(f"{MAIN_LOOP_MIX_PATH.name}: {target} {kernel}: expected counts {names}")
+            mixes[(target, kernel)] = MainLoopMix(**counts)
+    return mixes
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_main_loop_mixes() -> dict[tuple[str, str], MainLoopMix]:
+    """The shipped mixes; empty when the file is absent (the fragment placeholders serve)."""
+    if not MAIN_LOOP_MIX_PATH.is_file():
+        return {}
+    return parse_main_loop_mixes(json.loads(MAIN_LOOP_MIX_PATH.read_text()))
+
+
 @dataclass(frozen=True)
 class Occupancy:
     """What the model needs to know about one compiled kernel."""
@@ -121,13 +196,14 @@ class Occupancy:
     source: str  # "isa_report" or "assumed"
 
 
-def assumed_occupancy(target: GfxTarget, config: TileConfig) -> Occupancy:
+def assumed_occupancy(target: GfxTarget, config: TileConfig, kind: str = "i8") -> Occupancy:
     """Occupancy estimated from the tile geometry when no code object is at hand.
 
     VGPRs per lane: 8 per 16x16 int32 accumulator, 4 per operand fragment double
     buffered, plus ASSUMED_OVERHEAD_VGPRS; allocated in the target's granule from its
-    VGPR file, capped at 16 waves per SIMD. LDS: the kernel's own formula.
-    Bytes per wave per iteration: the workgroup's A and B slices shared by its waves.
+    VGPR file, capped at 16 waves per SIMD. LDS: the kernel's own formula (the fused
+    kernel's for FUSED_KIND). Bytes per wave per iteration: the workgroup's A and B slices
+    shared by its waves.
     """
     fragments_m = config.wave_tile_m // WMMA_TILE
     fragments_n = config.wave_tile_n // WMMA_TILE
@@ -136,7 +212,8 @@ def assumed_occupancy(target: GfxTarget, config: TileConfig) -> Occupancy:
     allocated = -(-vgprs // granule) * granule
     waves_per_simd = min(MAX_WAVES_PER_SIMD, target.vgprs_per_simd // allocated)
     global_bytes = (config.block_m + config.block_n) * config.block_k // config.waves
-    return Occupancy(waves_per_simd, config.lds_bytes, global_bytes, "assumed")
+    lds_bytes = config.fused_lds_bytes if kind == FUSED_KIND else config.lds_bytes
+    return Occupancy(waves_per_simd, lds_bytes, global_bytes, "assumed")
 
 
 def resident_workgroups_per_cu(occupancy: Occupancy, config: TileConfig) -> int:
@@ -147,10 +224,30 @@ def resident_workgroups_per_cu(occupancy: Occupancy, config: TileConfig) -> int:
     return min(by_waves, by_lds)
 
 
-def wmma_issue_share(config: TileConfig, kind: str) -> float:
-    """Fraction of a wave's issue time spent in WMMA per 16-deep k step: each step
-    issues (wave_tile_m/16) x (wave_tile_n/16) WMMAs and loads one fragment per
-    16 rows of A and per 16 columns of B (widened on the VALU for fp8)."""
+def model_kernel_name(config: TileConfig, kind: str) -> str:
+    """The kernel a prediction of `kind` stands for (the f16 one of the fused pair)."""
+    return config.fused_kernel_name(FUSED_INPUT_DTYPES[0]) if kind == FUSED_KIND else config.kernel_name(kind)
+
+
+def kernel_mix(target_name: str, config: TileConfig, kind: str) -> MainLoopMix | None:
+    """The shipped main-loop mix of `config`'s kernel of `kind` on the target (for the fused
+    launch, the costlier per WMMA of its f16 and bf16 kernels); None when not recorded."""
+    mixes = shipped_main_loop_mixes()
+    if kind != FUSED_KIND:
+        return mixes.get((target_name, config.kernel_name(kind)))
+    found = [mixes.get((target_name, config.fused_kernel_name(dtype))) for dtype in FUSED_INPUT_DTYPES]
+    if any(mix is None or mix.wmma == 0 for mix in found):
+        return None
+    return max(found, key=lambda mix: mix.issue_clk() / mix.wmma)
+
+
+def wmma_issue_share(config: TileConfig, kind: str, mix: MainLoopMix | None = None) -> float:
+    """Fraction of a wave's issue time spent in WMMA. From the compiled main loop's mix when
+    given (`MainLoopMix.issue_clk`); else the placeholder: per 16-deep k step a wave issues
+    (wave_tile_m/16) x (wave_tile_n/16) WMMAs and loads one fragment per 16 rows of A and
+    per 16 columns of B (widened on the VALU for fp8)."""
+    if mix is not None and mix.wmma:
+        return mix.wmma * WMMA_ISSUE_CLK / mix.issue_clk()
     fragments_m = config.wave_tile_m // WMMA_TILE
     fragments_n = config.wave_tile_n // WMMA_TILE
     wmma_clk = fragments_m * fragments_n * WMMA_ISSUE_CLK
@@ -190,9 +287,40 @@ def gemm_bytes(m: int, n: int, k: int) -> int:
     return m * k + n * k + OUTPUT_BYTES * m * n + SCALE_BYTES * (m + n)
 
 
+def fused_gemm_bytes(m: int, n: int, k: int) -> int:
+    """Bytes the fused quantize + int8 GEMM launch must move at least: fp16/bf16 A (quantized
+    in the kernel: no int8 A and no activation scales in memory), int8 B, C, B's scales."""
+    return ACTIVATION_BYTES * m * k + n * k + OUTPUT_BYTES * m * n + SCALE_BYTES * n
+
+
+def two_launch_bytes(m: int, n: int, k: int) -> int:
+    """Bytes of the same int8 layer in two launches: the quantization kernel reads the
+    fp16/bf16 rows and writes int8 rows and per-token scales, the GEMM reads them back."""
+    return ACTIVATION_BYTES * m * k + (m * k + SCALE_BYTES * m) + gemm_bytes(m, n, k)
+
+
 def floors(target_name: str, m: int, n: int, k: int) -> Floors:
     ops, moved = gemm_ops(m, n, k), gemm_bytes(m, n, k)
+    return _floors(target_name, ops, moved)
+
+
+def _floors(target_name: str, ops: int, moved: int) -> Floors:
     return Floors(ops / peak_ops_per_s(target_name) * 1e6, moved / dram_bytes_per_s(target_name) * 1e6, ops, moved)
+
+
+def moe_expert_floors(target_name: str, dims: MoeDims, tp: int, tokens: int) -> Floors:
+    """Floors of one MoE layer's W8A8 expert GEMMs (w13 and w2 for every routed token) on one
+    rank: compute, 2 x (tokens x top-k) x (w13 + w2 elements) ops over the WMMA peak; memory,
+    the int8 weights and per-channel scales of the experts expected to receive a token
+    (uniform routing, `expected_active_experts`) plus each GEMM's int8 rows, per-token scales
+    and fp16 output, over DRAM bandwidth. Arithmetic from paper peaks, not a prediction."""
+    routed = tokens * dims.experts_per_token
+    shapes = expert_shapes(dims, tp)
+    active = expected_active_experts(dims, tokens)
+    weight_bytes = active * sum(shape.n * shape.k + SCALE_BYTES * shape.n for shape in shapes)
+    row_bytes = sum(routed * shape.k + SCALE_BYTES * routed + OUTPUT_BYTES * routed * shape.n for shape in shapes)
+    ops = sum(gemm_ops(routed, shape.n, shape.k) for shape in shapes)
+    return _floors(target_name, ops, round(weight_bytes) + row_bytes)
 
 
 @dataclass(frozen=True)
@@ -209,6 +337,7 @@ class Prediction:
     padding_waste: float  # fraction of executed WMMA ops that are zero padding
     resident_workgroups: int
     occupancy_source: str
+    issue_source: str  # "isa_mix" (the shipped main-loop mix) or "assumed" (fragment placeholders)
 
 
 def _check_shape(m: int, n: int, k: int) -> None:
@@ -223,14 +352,22 @@ def predict(
     target_name: str, config: TileConfig, m: int, n: int, k: int, kind: str = "i8",
     occupancy: Occupancy | None = None, b_row_bytes: int | None = None,
 ) -> Prediction | None:
-    """Predicted time of `config` on (M, N, K); None when the config cannot be resident.
+    """Predicted time of `config` on (M, N, K); None when the config cannot be resident
+    (or, for the fused launch FUSED_KIND, is not a decode row).
 
     `b_row_bytes`: B's row stride; by default the one our weights are stored with (K plus
     `cache_aliasing_pad(K)`, never aliasing). Pass K to predict an unpadded weight.
+    The issue time comes from the kernel's shipped main-loop mix (`kernel_mix`), the
+    fragment placeholders where there is none.
     """
     _check_shape(m, n, k)
-    if kind not in KERNEL_KINDS:
-        raise ValueError(f"kernel kind must be one of {KERNEL_KINDS}, got {kind!r}")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kernel kind must be one of {MODEL_KINDS}, got {kind!r}")
+    fused = kind == FUSED_KIND
+    if fused and m > FUSED_QUANT_MAX_M:
+        raise ValueError(f"the fused decode launch serves M <= {FUSED_QUANT_MAX_M}, got M={m}")
+    if fused and not config.is_decode:
+        return None
     if b_row_bytes is None:
         b_row_bytes = k + cache_aliasing_pad(k)
     if isinstance(b_row_bytes, bool) or not isinstance(b_row_bytes, int) or b_row_bytes < k:
@@ -239,7 +376,8 @@ def predict(
     b_cost = 1 / ASSUMED_ALIASED_B_BANDWIDTH_FRACTION if aliases(b_row_bytes) else 1.0
     target = get_target(target_name)
     peaks = DEVICE_PEAKS[target.name]
-    occupancy = occupancy or assumed_occupancy(target, config)
+    occupancy = occupancy or assumed_occupancy(target, config, kind)
+    mix = kernel_mix(target.name, config, kind)
     resident = resident_workgroups_per_cu(occupancy, config)
     if resident < 1:
         return None
@@ -252,17 +390,18 @@ def predict(
     concurrent_workgroups = min(tiles_on_busiest_cu, resident)
     simd_use = min(1.0, concurrent_workgroups * config.waves / SIMDS_PER_CU)
     compute_rate = (PEAK_OPS_PER_CLK_PER_CU * clock_hz * ASSUMED_SUSTAINED_WMMA_FRACTION
-                    * simd_use * wmma_issue_share(config, kind))
+                    * simd_use * wmma_issue_share(config, kind, mix))
     compute_s = tiles_on_busiest_cu * tile_ops / compute_rate
 
     active_cus = min(tiles, target.cu_count)
     bytes_in_flight = active_cus * concurrent_workgroups * config.waves * occupancy.global_bytes_per_wave_iteration
     bytes_needed_in_flight = peaks.dram_gb_per_s * ASSUMED_DRAM_LATENCY_NS  # GB/s x ns = bytes
     latency_cover = min(1.0, bytes_in_flight / bytes_needed_in_flight)
-    dram_bytes = gemm_bytes(m, n, k) + (b_cost - 1) * n * k
+    dram_bytes = (fused_gemm_bytes if fused else gemm_bytes)(m, n, k) + (b_cost - 1) * n * k
     dram_s = dram_bytes / (peaks.dram_gb_per_s * 1e9 * ASSUMED_SUSTAINED_DRAM_FRACTION * latency_cover)
 
-    l2_bytes_busiest_cu = tiles_on_busiest_cu * (config.block_m + b_cost * config.block_n) * k_padded
+    a_element_bytes = ACTIVATION_BYTES if fused else 1
+    l2_bytes_busiest_cu = tiles_on_busiest_cu * (a_element_bytes * config.block_m + b_cost * config.block_n) * k_padded
     l2_s = l2_bytes_busiest_cu / (ASSUMED_L2_BYTES_PER_CLK_PER_CU * clock_hz)
 
     bound, time_s = max((("compute", compute_s), ("dram", dram_s), ("l2", l2_s)), key=lambda item: item[1])
@@ -272,6 +411,7 @@ def predict(
         compute_us=compute_s * 1e6, dram_us=dram_s * 1e6, l2_us=l2_s * 1e6,
         tiles=tiles, padding_waste=1.0 - gemm_ops(m, n, k) / executed_ops,
         resident_workgroups=resident, occupancy_source=occupancy.source,
+        issue_source="assumed" if mix is None else "isa_mix",
     )
 
 
@@ -288,8 +428,8 @@ def rank_configs(
     ordered = list(configs)
     predictions = [
         prediction for config in ordered
-        if (prediction := predict(target_name, config, m, n, k, kind,
-                                  (occupancies or {}).get(config.kernel_name(kind)))) is not None
+        if (kind != FUSED_KIND or config.is_decode) and (prediction := predict(target_name, config, m, n, k, kind,
+                                  (occupancies or {}).get(model_kernel_name(config, kind)))) is not None
     ]
     if not predictions:
         raise ValueError(f"no tile config can be resident on {target_name}: check the kernel table")

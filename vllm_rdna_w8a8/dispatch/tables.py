@@ -14,12 +14,14 @@ Format (docs/performance.md has the full description):
                    "date": "<YYYY-MM-DD>", "measured_us": <median time>}
           }
         },
-        "f8": { ... }
+        "f8": { ... },
+        "i8q": { ... }                        # the fused quantize + int8 GEMM launch
       }
     }
 
 The M bucket of M is the smallest power of two >= M, up to 4096; "8192" holds every
-M > 4096. A table is validated whole when loaded: any problem (unreadable bytes, bad
+M > 4096. The fused kind "i8q" (an int8 layer at M <= 16 in one launch) has the buckets
+1 to 16 only, and its tags must be decode rows. A table is validated whole when loaded: any problem (unreadable bytes, bad
 JSON, wrong target, unknown kind, key or tag, missing provenance; a directory or a
 dangling link in its place) is logged in one line and the table is ignored, so the next
 source (shipped table, then the model) decides.
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from vllm_rdna_w8a8.dispatch.tile_configs import KERNEL_KINDS
+from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, FUSED_QUANT_MAX_M, KERNEL_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ FORMAT_VERSION = 1
 TUNING_DIR_ENV = "VLLM_RDNA_W8A8_TUNING_DIR"
 SHIPPED_TABLES_DIR = Path(__file__).resolve().parent.parent / "tables"
 M_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+# Kinds of the table: the int8 and fp8 GEMMs, and the fused quantize + int8 GEMM launch
+# (decode rows only, M buckets up to FUSED_QUANT_MAX_M).
+TABLE_KINDS = (*KERNEL_KINDS, FUSED_KIND)
+FUSED_M_BUCKETS = tuple(bucket for bucket in M_BUCKETS if bucket <= FUSED_QUANT_MAX_M)
 SOURCES = ("model", "measured")
 # ASCII digits only, at most 9 (int() takes other Unicode digits and refuses huge literals).
 _SHAPE_KEY = re.compile(r"N=([1-9][0-9]{0,8}),K=([1-9][0-9]{0,8})")
@@ -105,8 +111,10 @@ def _validate_entry(where: str, entry: Any, known_tags: frozenset[str]) -> Table
     return TableEntry(tag, source)
 
 
-def parse_table(data: Any, target: str, known_tags: frozenset[str], path: str) -> TileTable:
-    """Validate a decoded table; raise TableError naming the first problem."""
+def parse_table(data: Any, target: str, known_tags: frozenset[str], path: str,
+                decode_tags: frozenset[str] | None = None) -> TileTable:
+    """Validate a decoded table; raise TableError naming the first problem. With `decode_tags`
+    (the decode rows of the kernel table), a fused entry must name one of them."""
     _require(isinstance(data, dict), "top level must be a JSON object")
     _require(data.get("format_version") == FORMAT_VERSION,
              f"format_version must be {FORMAT_VERSION}, got {data.get('format_version')!r}")
@@ -115,7 +123,8 @@ def parse_table(data: Any, target: str, known_tags: frozenset[str], path: str) -
     _require(isinstance(configs, dict), "missing 'configs' object")
     entries: dict[tuple[str, int, int, int], TableEntry] = {}
     for kind, shapes in configs.items():
-        _require(kind in KERNEL_KINDS, f"unknown kernel kind {kind!r} (known: {', '.join(KERNEL_KINDS)})")
+        _require(kind in TABLE_KINDS, f"unknown kernel kind {kind!r} (known: {', '.join(TABLE_KINDS)})")
+        buckets_of_kind = FUSED_M_BUCKETS if kind == FUSED_KIND else M_BUCKETS
         _require(isinstance(shapes, dict), f"configs.{kind} must be an object")
         for key, buckets in shapes.items():
             shape = _SHAPE_KEY.fullmatch(key)
@@ -124,9 +133,11 @@ def parse_table(data: Any, target: str, known_tags: frozenset[str], path: str) -
             n, k = int(shape.group(1)), int(shape.group(2))
             for bucket_key, entry in buckets.items():
                 where = f"configs.{kind}.{key}.{bucket_key}"
-                _require(_BUCKET_KEY.fullmatch(bucket_key) is not None and int(bucket_key) in M_BUCKETS,
-                         f"{where}: M bucket must be one of {', '.join(map(str, M_BUCKETS))}")
-                entries[(kind, n, k, int(bucket_key))] = _validate_entry(where, entry, known_tags)
+                _require(_BUCKET_KEY.fullmatch(bucket_key) is not None and int(bucket_key) in buckets_of_kind,
+                         f"{where}: M bucket must be one of {', '.join(map(str, buckets_of_kind))}")
+                entries[(kind, n, k, int(bucket_key))] = table_entry = _validate_entry(where, entry, known_tags)
+                _require(kind != FUSED_KIND or decode_tags is None or table_entry.tag in decode_tags,
+                         f"{where}: tag {table_entry.tag!r} is not a decode row (BLOCK_M == 16): it has no fused kernel")
     return TileTable(path, target, entries)
 
 
@@ -156,18 +167,20 @@ def read_table_data(path: Path) -> Any:
     return data
 
 
-def read_table(path: Path, target: str, known_tags: frozenset[str]) -> TileTable | None:
+def read_table(path: Path, target: str, known_tags: frozenset[str],
+               decode_tags: frozenset[str] | None = None) -> TileTable | None:
     """The table at `path`, None when nothing is there; TableError naming the problem for
     anything else there, whatever its bytes."""
     data = read_table_data(path)
-    return None if data is None else parse_table(data, target, known_tags, str(path))
+    return None if data is None else parse_table(data, target, known_tags, str(path), decode_tags)
 
 
 @functools.lru_cache(maxsize=64)
-def load_table(path: Path, target: str, known_tags: frozenset[str]) -> TileTable | None:
+def load_table(path: Path, target: str, known_tags: frozenset[str],
+               decode_tags: frozenset[str] | None = None) -> TileTable | None:
     """The table at `path`, or None when it is absent or invalid (invalid: one log line)."""
     try:
-        return read_table(path, target, known_tags)
+        return read_table(path, target, known_tags, decode_tags)
     except TableError as error:
         logger.warning("rdna_w8a8: ignoring tile table %s (%s); using the built-in choice", path, error)
         return None

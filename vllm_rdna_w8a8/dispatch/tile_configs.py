@@ -35,6 +35,13 @@ OPERAND_BYTES_PER_LANE = 16  # kernels/common/wmma.h kOperandBytesI8: one 128-bi
 # (lo, hi) float pair per wave and tile row, and (a_scale, azp) per tile row, 8 bytes each.
 FUSED_LDS_BYTES_PER_TILE_ROW = 8
 FUSED_INPUT_DTYPES = ("f16", "bf16")  # activations the fused decode GEMMs quantize
+# The fused decode GEMMs quantize the rows of one decode tile (BLOCK_M == 16): beyond that,
+# every N tile would quantize the same rows again, and prefill reuses one int8 A tile for
+# many N tiles, so quantizing once in its own launch is cheaper.
+FUSED_QUANT_MAX_M = WMMA_TILE
+# Kind of the fused quantize + int8 GEMM launch in the tables and the performance model
+# (its kernels are w8a8_i8q_<f16|bf16>_gemm_<tag>, `TileConfig.fused_kernel_name`).
+FUSED_KIND = "i8q"
 
 # The build copies the table beside the code objects; a source checkout has it in kernels/.
 DEFAULT_DEF_PATHS = (

@@ -5,7 +5,8 @@
 
 Every entry is `"source": "model"`: a prediction, replaced by `"measured"` entries
 once someone runs the tuner on the hardware. Keys: every (N, K) of the known
-models at TP 1, 2 and 4 (dispatch/model_shapes.py), every M bucket, both kinds.
+models at TP 1, 2 and 4 (dispatch/model_shapes.py), every M bucket of the int8 and
+fp8 GEMMs, and M buckets 1-16 of the fused quantize + int8 GEMM launch (i8q).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.dispatch import perf_model, tables
 from vllm_rdna_w8a8.dispatch.model_shapes import table_shapes
-from vllm_rdna_w8a8.dispatch.tile_configs import KERNEL_KINDS, WAVE_SIZE, TileConfig
+from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, WAVE_SIZE, TileConfig
 
 if TYPE_CHECKING:
     from vllm_rdna_w8a8.tools.isa_report import KernelReport
@@ -99,10 +100,10 @@ def model_table(
     """{kind: {"N=..,K=..": {bucket: entry}}} with the model's pick at each bucket's upper M."""
     shapes = list(shapes)
     result: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for kind in KERNEL_KINDS:
+    for kind in tables.TABLE_KINDS:
         for n, k in shapes:
             buckets = result.setdefault(kind, {}).setdefault(tables.shape_key(n, k), {})
-            for bucket in tables.M_BUCKETS:
+            for bucket in tables.FUSED_M_BUCKETS if kind == FUSED_KIND else tables.M_BUCKETS:
                 best = perf_model.rank_configs(target, configs, bucket, n, k, kind, occupancies)[0]
                 buckets[str(bucket)] = {"tag": best.config.tag, "source": "model",
                                         "predicted_us": round(best.time_us, 3)}
