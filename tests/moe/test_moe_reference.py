@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vllm_rdna_w8a8.moe.reference import int8_moe, route, sort_by_expert
+from vllm_rdna_w8a8.moe.reference import combine, int8_moe, route, silu_and_mul, sort_by_expert
 from vllm_rdna_w8a8.ops import reference as dense
 
 HIDDEN, INTERMEDIATE, EXPERTS = 64, 40, 4  # I = 40: K of the down GEMM is padded to 48
@@ -83,6 +83,30 @@ def test_no_tokens() -> None:
     x = torch.zeros(0, HIDDEN, dtype=torch.bfloat16)
     got = int8_moe(x, w13, w13_scale, w2, w2_scale, torch.zeros(0, 2), torch.zeros(0, 2, dtype=torch.int32))
     assert got.shape == (0, HIDDEN) and got.dtype == torch.bfloat16
+
+
+def test_silu_and_mul_of_a_row_does_not_depend_on_the_other_rows() -> None:
+    """The grouped GEMMs compute the activation of all slots at once, the reference per
+    expert: each row must come out the same. torch's float32 silu differs in the last bit
+    between its vector body and its scalar tail, and over a contiguous [n * I] buffer the
+    tail moves with n. Column 35 of I = 40 is in the tail of one row alone, in the vector
+    body of 4 rows flattened (160 values); the gate and up values were found by search so
+    that the two paths round to different float16 values here (AVX2 and AVX-512 alike)."""
+    gate_up = torch.zeros(4, 2 * INTERMEDIATE, dtype=torch.float16)
+    gate_up[:, 35] = -0.0163726806640625
+    gate_up[:, INTERMEDIATE + 35] = 1.15625
+    whole = silu_and_mul(gate_up)
+    assert torch.equal(whole, torch.cat([silu_and_mul(gate_up[row:row + 1]) for row in range(4)]))
+    random = (torch.randn(300, 2 * INTERMEDIATE, generator=torch.Generator().manual_seed(12)) * 6).half()
+    assert torch.equal(silu_and_mul(random), torch.cat([silu_and_mul(random[row:row + 7]) for row in range(0, 300, 7)]))
+
+
+def test_combine_accumulates_in_float32_and_rounds_once() -> None:
+    down = torch.tensor([[1.0], [2.0**-8], [2.0**-8]], dtype=torch.bfloat16)  # one token, three slots
+    out = combine(down, torch.ones(1, 3))
+    # float32: 1 + 2^-8 + 2^-8 = 1 + 2^-7, a bfloat16 value; rounding each step to bfloat16
+    # would tie 1 + 2^-8 down to 1 twice.
+    assert out.dtype == torch.bfloat16 and out.tolist() == [[1.0 + 2.0**-7]]
 
 
 def test_route_softmax_topk_renormalised() -> None:

@@ -153,8 +153,7 @@ def swiglu_moe(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor], scal
     """Steps 2-4 of the module docstring for routed tokens: `weights` (w13 [E, 2I, H],
     w2 [E, H, I]) and their `scales`, `linear` the scheme's W8A8 GEMM (quantization
     included)."""
-    (num_experts, two_i, _), hidden_out = weights[0].shape, weights[1].shape[1]
-    intermediate = two_i // 2
+    num_experts, hidden_out = weights[0].shape[0], weights[1].shape[1]
     top_k = topk_ids.shape[1]
     order = sort_by_expert(topk_ids, num_experts)
     down_per_slot = torch.zeros((topk_ids.numel(), hidden_out), dtype=x.dtype)
@@ -163,14 +162,35 @@ def swiglu_moe(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor], scal
         if not slots.numel():
             continue  # no token chose this expert
         gate_up = linear(x[slots // top_k], weights[0][expert], scales[0][expert], 0)
-        gate, up = gate_up[:, :intermediate].float(), gate_up[:, intermediate:].float()
-        act = (torch.nn.functional.silu(gate) * up).to(x.dtype)
-        down_per_slot[slots] = linear(act, weights[1][expert], scales[1][expert], 1)
-    weighted = down_per_slot.float().reshape(x.shape[0], top_k, hidden_out) * topk_weights.float().unsqueeze(-1)
-    out = torch.zeros((x.shape[0], hidden_out), dtype=torch.float32)
+        down_per_slot[slots] = linear(silu_and_mul(gate_up), weights[1][expert], scales[1][expert], 1)
+    return combine(down_per_slot, topk_weights)
+
+
+def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """[n, 2I] gate and up halves -> silu(gate) * up [n, I] in float32, rounded once to
+    gate_up's dtype.
+
+    Computed on the halves of one float32 copy (rows 2I apart), which torch's CPU loop walks
+    row by row, so every value depends on its column only: torch's float32 silu differs in
+    the last bit between its vectorised body and its scalar tail, and over a contiguous
+    [n * I] buffer the tail would move with n. The grouped GEMMs (ops/moe_hip.py) call this
+    on all slots at once and get the bits of the per-expert rows here.
+    """
+    intermediate = gate_up.shape[1] // 2
+    values = gate_up.float()
+    return (torch.nn.functional.silu(values[:, :intermediate]) * values[:, intermediate:]).to(gate_up.dtype)
+
+
+def combine(down_per_slot: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+    """Step 4: down_per_slot [M * top_k, H] (row token * top_k + j, the activation dtype)
+    -> [M, H], sum over j of topk_weights[token, j] * down in float32 in slot order,
+    rounded once to the activation dtype."""
+    (tokens, top_k), hidden = topk_weights.shape, down_per_slot.shape[1]
+    weighted = down_per_slot.float().reshape(tokens, top_k, hidden) * topk_weights.float().unsqueeze(-1)
+    out = torch.zeros((tokens, hidden), dtype=torch.float32, device=down_per_slot.device)
     for slot in range(top_k):  # slot order, one float32 addition each
         out += weighted[:, slot]
-    return out.to(x.dtype)
+    return out.to(down_per_slot.dtype)
 
 
 def _pad_k(weight: torch.Tensor) -> torch.Tensor:
