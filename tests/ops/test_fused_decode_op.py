@@ -1,6 +1,6 @@
 """One launch per int8 linear layer at decode M: `int8_quant_scaled_mm` (what the int8 kernel
-class's apply_weights calls) on the emulated gfx1100, every launch counted through the runtime
-launcher, outputs bit for bit against the two launches it replaces (`scaled_int8_quant`, then
+class's apply_weights calls) on the emulated gfx1100, every launch counted where it reaches the HIP
+runtime, outputs bit for bit against the two launches it replaces (`scaled_int8_quant`, then
 `int8_scaled_mm`, on our kernels) and against the reference."""
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ SCRIPT = textwrap.dedent(
     """
     import torch
     from vllm_rdna_w8a8.ops import custom_ops, hip_backend, reference
-    from vllm_rdna_w8a8.runtime import launcher
+    from vllm_rdna_w8a8.runtime import hip
 
     launched = []
-    launch_values = launcher.Kernel.launch_values
+    runtime_launch = hip.HipRuntime.launch
 
-    def counting_launch(self, *args, **kwargs):
-        launched.append(self.metadata.name)
-        return launch_values(self, *args, **kwargs)
+    def counting_launch(self, function, grid, block, kernargs, stream, name, device_index):
+        launched.append(name)
+        return runtime_launch(self, function, grid, block, kernargs, stream, name, device_index)
 
-    launcher.Kernel.launch_values = counting_launch
+    hip.HipRuntime.launch = counting_launch  # every launch (Kernel's, PreparedLaunch's) passes here
     assert custom_ops._implementation(torch.zeros(1)) is hip_backend
     generator = torch.Generator().manual_seed(3)
     checked = 0

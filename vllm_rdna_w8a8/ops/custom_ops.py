@@ -22,6 +22,7 @@ ops run twice per linear layer per step.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from types import ModuleType
 from typing import TypeVar
@@ -30,6 +31,7 @@ import torch
 from torch.library import Library, infer_schema
 
 from vllm_rdna_w8a8 import settings
+from vllm_rdna_w8a8.ops import reference
 from vllm_rdna_w8a8.ops.validation import check_gemm_args, check_quant_args, check_quant_gemm_args
 from vllm_rdna_w8a8.ops.validation import padded_k as round_up_k
 
@@ -55,12 +57,17 @@ def _register(fake: Callable) -> Callable[[_Function], _Function]:
 def _implementation(tensor: torch.Tensor) -> ModuleType:
     on_our_device = tensor.is_cuda or (tensor.device.type == "cpu" and settings.emulated_target() is not None)
     if on_our_device and settings.ops_backend() != "reference":
-        from vllm_rdna_w8a8.ops import hip_backend
-
-        return hip_backend
-    from vllm_rdna_w8a8.ops import reference
-
+        return _hip_backend()
     return reference
+
+
+@functools.cache
+def _hip_backend() -> ModuleType:
+    # Imported on first use (it brings the dispatcher and its tables); an import statement
+    # per call would cost more than the rest of the choice.
+    from vllm_rdna_w8a8.ops import hip_backend
+
+    return hip_backend
 
 
 # The fakes validate as the implementations do: they serve tracing, and also every call

@@ -10,12 +10,13 @@ Argument order and flags: docs/architecture.md ("GEMM kernel arguments",
 from __future__ import annotations
 
 import functools
+import threading
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
 from vllm_rdna_w8a8.dispatch import fused_decode_config, pick_gemm_config
-from vllm_rdna_w8a8.ops.reference import quantize_then_gemm
 from vllm_rdna_w8a8.ops.validation import (
     K_ALIGNMENT,
     check_gemm_args,
@@ -46,6 +47,11 @@ _ALIGNMENT_BYTES = 16
 # The fused decode GEMMs read activations only in 16-byte loads of 8 fp16/bf16 values
 # (kernels/common/decode_quant.h): rows 16-byte aligned and K a multiple of 8.
 _FUSED_ELEMENTS_PER_LOAD = 8
+
+
+if TYPE_CHECKING:  # the launcher is imported on first use (see _launcher)
+    from vllm_rdna_w8a8.dispatch import TileConfig
+    from vllm_rdna_w8a8.runtime.launcher import PreparedLaunch
 
 
 def _device_and_stream(tensor: torch.Tensor) -> tuple[int, int]:
@@ -157,38 +163,158 @@ def int8_quant_scaled_mm(
     """Same contract as `reference.int8_quant_scaled_mm`: one launch of the fused decode GEMM
     w8a8_i8q_<f16|bf16>_gemm_<tag> where the dispatch picks a decode tile for M (M <= 16) and
     x's rows load whole (16-byte aligned, K % 8 == 0), else w8a8_quant_i8_* then
-    w8a8_i8_gemm_<tag>. Both give the same bits."""
-    m, n, k = check_quant_gemm_args(x, b, x_scale, x_azp, symmetric, b_scale, out_dtype, azp_adj, bias)
-    device_index, stream = _device_and_stream(x)
+    w8a8_i8_gemm_<tag>. Both give the same bits.
+
+    The hot path of an int8 layer: the arguments are checked once per `_LayerPlan` (see there),
+    and each call checks only what differs per call (x's rows, M)."""
+    device_index, stream = _device_and_stream(x) if isinstance(x, torch.Tensor) else (0, 0)
+    try:
+        m, k = x.shape
+        key = (device_index, x.dtype, x.device, k, symmetric, symmetric.__class__, out_dtype, _facts(b),
+               _facts(b_scale), _facts(x_scale), _facts(x_azp), _facts(azp_adj), _facts(bias))
+    except (AttributeError, TypeError, ValueError):  # not tensors, or x not 2-D: the checks say why
+        key = None
+    plans = _thread_plans()
+    plan = plans.get(key)
+    if plan is None:
+        check_quant_gemm_args(x, b, x_scale, x_azp, symmetric, b_scale, out_dtype, azp_adj, bias)
+        plan = _LayerPlan(device_index, x, b, x_scale, x_azp, symmetric, b_scale, out_dtype, azp_adj, bias)
+        if key is not None:
+            if len(plans) >= _MAX_PLANS_PER_THREAD:
+                plans.clear()
+            plans[key] = plan
     ldx = _check_rows("x", x)
-    loads_whole = (k % _FUSED_ELEMENTS_PER_LOAD == 0 and ldx % _FUSED_ELEMENTS_PER_LOAD == 0
-                   and x.data_ptr() % _ALIGNMENT_BYTES == 0)
-    config = fused_decode_config(_target(device_index), m, n, b.shape[1]) if m and n and loads_whole else None
-    if config is None:
-        return quantize_then_gemm(scaled_int8_quant, int8_scaled_mm, x, b, x_scale, x_azp, symmetric,
-                                  b_scale, out_dtype, azp_adj, bias)
-    ldb = _check_rows("b", b, K_ALIGNMENT)
-    _check_aligned("b", b)
-    for name, tensor in (("x_scale", x_scale), ("x_azp", x_azp), ("b_scale", b_scale),
-                         ("azp_adj", azp_adj), ("bias", bias)):
-        _check_vector(name, tensor)
-    out = torch.empty((m, n), dtype=out_dtype, device=x.device)
-    flags = (
-        (FUSED_STATIC_SCALE if x_scale is not None else 0)
-        | (0 if symmetric else FUSED_ASYMMETRIC)
-        | (B_SCALE_PER_CHANNEL if b_scale.numel() == n and n > 1 else 0)
-        | (OUTPUT_BF16 if out_dtype == torch.bfloat16 else 0)
-    )
-    name = config.fused_kernel_name("bf16" if x.dtype == torch.bfloat16 else "f16")
-    _kernel(device_index, name).launch_values(
-        config.grid(m, n),
-        (config.threads, 1, 1),
-        _FUSED_ARG_KINDS,
-        (x.data_ptr(), b.data_ptr(), out.data_ptr(), _address(x_scale), _address(x_azp),
-         b_scale.data_ptr(), _address(azp_adj), _address(bias), m, n, k, ldx, ldb, n, flags),
-        stream,
-    )
+    out = torch.empty((m, plan.n), dtype=out_dtype, device=plan.device)
+    if m == 0 or plan.n == 0:
+        return out
+    x_address = x.data_ptr()
+    if plan.loads_whole and ldx % _FUSED_ELEMENTS_PER_LOAD == 0 and x_address % _ALIGNMENT_BYTES == 0:
+        config = fused_decode_config(plan.target, m, plan.n, plan.k_padded)
+        if config is not None:
+            launch, grid = plan.fused_launch(m, config)
+            launch.launch(grid, stream, x_address, out.data_ptr(), ldx)
+            return out
+    plan.quantize_then_gemm(m, x_address, ldx, out.data_ptr(), stream)
     return out
+
+
+# Plans per thread (each owns kernarg buffers it rewrites per launch); a process that keeps
+# creating layers (tests) forgets them all past this many, a model's layers stay far below.
+_MAX_PLANS_PER_THREAD = 4096
+_per_thread = threading.local()
+
+
+def _thread_plans() -> dict:
+    plans = getattr(_per_thread, "plans", None)
+    if plans is None:
+        plans = _per_thread.plans = {}
+    return plans
+
+
+def _facts(tensor: torch.Tensor | None) -> tuple | None:
+    """What the checks of a layer tensor read: where it is and how it is laid out (not its values)."""
+    if tensor is None:
+        return None
+    return tensor.data_ptr(), tensor.dtype, tensor.device, tensor.shape, tensor.stride()
+
+
+class _LayerPlan:
+    """The launches of one int8 layer for every M, prepared once for the facts in its key: the
+    device, x's dtype, device and K, and each other tensor's address, dtype, device, shape and
+    strides (`_facts`), `symmetric` and `out_dtype`. Everything `check_quant_gemm_args` and the
+    kernels' layout rules check depends only on these, so they hold for every call with the same
+    key; a call checks x's rows (`_check_rows`), the rest of what may differ per call. Pointers to
+    the layer's tensors are packed once (`PreparedLaunch`); a call writes x, the output and M.
+    The tile choice is asked per call (`fused_decode_config`, `pick_gemm_config`: cached), so a
+    new table or a forced config takes effect as before."""
+
+    def __init__(self, device_index: int, x: torch.Tensor, b: torch.Tensor, x_scale: torch.Tensor | None,
+                 x_azp: torch.Tensor | None, symmetric: bool, b_scale: torch.Tensor, out_dtype: torch.dtype,
+                 azp_adj: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        ldb = _check_rows("b", b, K_ALIGNMENT)
+        _check_aligned("b", b)
+        for name, tensor in (("x_scale", x_scale), ("x_azp", x_azp), ("b_scale", b_scale),
+                             ("azp_adj", azp_adj), ("bias", bias)):
+            _check_vector(name, tensor)
+        self.device_index = device_index
+        self.target = _target(device_index)
+        self.n, self.k_padded = b.shape
+        self.k = x.shape[1]
+        self.loads_whole = self.k % _FUSED_ELEMENTS_PER_LOAD == 0
+        self.static = x_scale is not None
+        self.symmetric = symmetric
+        self.input_dtype = "bf16" if x.dtype == torch.bfloat16 else "f16"
+        channel_flag = B_SCALE_PER_CHANNEL if b_scale.numel() == self.n and self.n > 1 else 0
+        output_flag = OUTPUT_BF16 if out_dtype == torch.bfloat16 else 0
+        self.gemm_flags = channel_flag | output_flag
+        self.fused_flags = (self.gemm_flags | (FUSED_STATIC_SCALE if self.static else 0)
+                            | (0 if symmetric else FUSED_ASYMMETRIC))
+        self.quant_flags = (STATIC_SCALE if self.static else 0) | (0 if symmetric else ASYMMETRIC)
+        self.ldb = ldb
+        self.device = x.device
+        self.pointers = dict(b=b.data_ptr(), x_scale=_address(x_scale), x_azp=_address(x_azp),
+                             b_scale=b_scale.data_ptr(), azp_adj=_address(azp_adj), bias=_address(bias))
+        self._fused: dict[tuple[int, str], tuple[PreparedLaunch, tuple[int, int, int]]] = {}
+        self._gemms: dict[str, PreparedLaunch] = {}
+        self._quant: PreparedLaunch | None = None
+
+    def fused_launch(self, m: int, config: TileConfig) -> tuple[PreparedLaunch, tuple[int, int, int]]:
+        """The fused decode launch at M = m with `config` and its grid; variable: x, c, ldx."""
+        prepared = self._fused.get((m, config.tag))
+        if prepared is None:
+            p = self.pointers
+            kernel = _kernel(self.device_index, config.fused_kernel_name(self.input_dtype))
+            prepared = self._fused[(m, config.tag)] = (kernel.prepare(
+                (config.threads, 1, 1), _FUSED_ARG_KINDS,
+                (0, p["b"], 0, p["x_scale"], p["x_azp"], p["b_scale"], p["azp_adj"], p["bias"],
+                 m, self.n, self.k, 0, self.ldb, self.n, self.fused_flags),
+                _FUSED_VARIABLE), config.grid(m, self.n))
+        return prepared
+
+    def quantize_then_gemm(self, m: int, x_address: int, ldx: int, out_address: int, stream: int) -> None:
+        """w8a8_quant_i8_* then w8a8_i8_gemm_<tag>. The int8 rows and their dynamic scales (and
+        zero points) share one scratch allocation that lives until both launches are queued
+        (as the separate tensors of `scaled_int8_quant` did: ROCm's caching allocator hands
+        the memory out again only in stream order)."""
+        p = self.pointers
+        scale_offset = m * self.k_padded  # a multiple of 16: the scales that follow stay aligned
+        if self.static:
+            scratch = torch.empty((scale_offset,), dtype=torch.uint8, device=self.device)
+            q_address = scratch.data_ptr()
+            scale_address, azp_address, gemm_azp_address = p["x_scale"], p["x_azp"], 0  # zero point folded
+        else:
+            per_token_azp_bytes = 0 if self.symmetric else 4 * m
+            scratch = torch.empty((scale_offset + 4 * m + per_token_azp_bytes,), dtype=torch.uint8,
+                                  device=self.device)
+            q_address = scratch.data_ptr()
+            scale_address = q_address + scale_offset
+            azp_address = gemm_azp_address = 0 if self.symmetric else scale_address + 4 * m
+        if self._quant is None:
+            kernel = _kernel(self.device_index, f"w8a8_quant_i8_{self.input_dtype}")
+            self._quant = kernel.prepare((QUANT_BLOCK_THREADS, 1, 1), _QUANT_ARG_KINDS,
+                                         (0, 0, 0, 0, 1, self.k, 0, self.k_padded, self.quant_flags),
+                                         _QUANT_VARIABLE)
+        self._quant.launch((m, 1, 1), stream, x_address, q_address, scale_address, azp_address, m, ldx)
+        config = pick_gemm_config(self.target, m, self.n, self.k_padded, "i8")
+        gemm = self._gemms.get(config.tag)
+        if gemm is None:
+            kernel = _kernel(self.device_index, config.kernel_name("i8"))
+            gemm = self._gemms[config.tag] = kernel.prepare(
+                (config.threads, 1, 1), _GEMM_ARG_KINDS,
+                (0, p["b"], 0, 0, p["b_scale"], 0, p["azp_adj"], p["bias"], 1, self.n, self.k_padded,
+                 self.k_padded, self.ldb, self.n, 0),
+                _GEMM_VARIABLE)
+        per_token = A_SCALE_PER_TOKEN if not self.static and m > 1 else 0
+        gemm.launch(config.grid(m, self.n), stream, q_address, out_address, scale_address, gemm_azp_address,
+                    m, self.gemm_flags | per_token)
+
+
+# Per-call arguments of the prepared launches, as indices into their kernels' argument lists:
+# fused decode GEMM: x, c, ldx; quantization: x, q, scale, azp, M, ldx; GEMM: a, c, a_scale, azp,
+# M, flags (per-token scales need M > 1).
+_FUSED_VARIABLE = (0, 2, 11)
+_QUANT_VARIABLE = (0, 1, 2, 3, 4, 6)
+_GEMM_VARIABLE = (0, 2, 3, 5, 8, 14)
 
 
 def _scaled_mm(

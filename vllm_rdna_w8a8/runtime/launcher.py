@@ -182,6 +182,14 @@ class Kernel:
                                    f"value {value!r} does not fit: {exc}")
         return LaunchError(f"{self.name}: arguments could not be packed")
 
+    def _checked_block(self, block: Sequence[int]) -> tuple[int, int, int]:
+        block3 = _dims(self.name, "block", block)
+        threads = block3[0] * block3[1] * block3[2]
+        if threads > self.metadata.max_flat_workgroup_size:
+            raise LaunchError(f"{self.name}: block {tuple(block)} has {threads} threads, more than "
+                              f"its max_flat_workgroup_size {self.metadata.max_flat_workgroup_size}")
+        return block3
+
     def pack(self, args: Sequence[KernelArg]) -> bytes:
         """The kernarg bytes for `args`, checked against the kernel's metadata."""
         kinds, values = self._split(args)
@@ -204,11 +212,7 @@ class Kernel:
         path). Checked as `launch` checks."""
         layout = self._layout(kinds, len(values))
         grid3 = _dims(self.name, "grid", grid)
-        block3 = _dims(self.name, "block", block)
-        threads = block3[0] * block3[1] * block3[2]
-        if threads > self.metadata.max_flat_workgroup_size:
-            raise LaunchError(f"{self.name}: block {tuple(block)} has {threads} threads, more than "
-                              f"its max_flat_workgroup_size {self.metadata.max_flat_workgroup_size}")
+        block3 = self._checked_block(block)
         buffer = getattr(self._per_thread, "buffer", None)
         if buffer is None:
             buffer = self._per_thread.buffer = KernargBuffer(self.kernarg_size)
@@ -218,8 +222,71 @@ class Kernel:
             raise self._value_error(kinds, values) from None
         self._runtime.launch(self._function, grid3, block3, buffer, stream, self.name, self.device_index)
 
+    def prepare(self, block: Sequence[int], kinds: tuple[str, ...], values: Sequence[int | float],
+                variable: Sequence[int]) -> PreparedLaunch:
+        """A `PreparedLaunch` of this kernel: `block` and every argument checked as
+        `launch_values` checks them, the arguments packed once; each launch rewrites only the
+        arguments at the indices `variable` (their values here are placeholders, checked too)."""
+        return PreparedLaunch(self, block, kinds, values, variable)
+
     def __repr__(self) -> str:
         return f"Kernel({self.name!r}, device={self.device_index}, target={self.target})"
+
+
+class PreparedLaunch:
+    """One kernel's launch with its checks done and its kernarg bytes packed in advance (the
+    ops' per-layer plans): `launch(grid, stream, *values)` writes the variable arguments
+    (pointers, M, ...) in place, each at its metadata offset, and makes the foreign call.
+    It owns its kernarg buffer, so one thread at a time may launch it (the ops keep their
+    plans per thread)."""
+
+    def __init__(self, kernel: Kernel, block: Sequence[int], kinds: tuple[str, ...],
+                 values: Sequence[int | float], variable: Sequence[int]) -> None:
+        layout = kernel._layout(kinds, len(values))
+        self._block = kernel._checked_block(block)
+        if any(not 0 <= index < len(kinds) for index in variable) or len(set(variable)) != len(variable):
+            raise LaunchError(f"{kernel.name}: variable argument indices {tuple(variable)} must be distinct "
+                              f"and in [0, {len(kinds)})")
+        self._buffer = KernargBuffer(kernel.kernarg_size)
+        try:
+            layout.pack_into(self._buffer.data, 0, *values)
+        except struct.error:
+            raise kernel._value_error(kinds, values) from None
+        data = memoryview(self._buffer.data).cast("B")
+        # A one-element view per variable argument: `view[0] = value` writes it in its C type.
+        self._slots = tuple(
+            data[kernel._explicit[index].offset:][:_KINDS[kinds[index]][1]].cast(_KINDS[kinds[index]][0])
+            for index in variable)
+        self._variable = tuple(variable)
+        self._kinds = tuple(kinds[index] for index in variable)
+        self._kernel = kernel
+
+    def launch(self, grid: tuple[int, int, int], stream: int, *values: int | float) -> None:
+        """Launch on `grid` (blocks) and `stream` with `values` for the variable arguments."""
+        try:
+            for slot, value in zip(self._slots, values, strict=True):
+                slot[0] = value
+        except (ValueError, TypeError):
+            raise self._refused(values) from None
+        gx, gy, gz = grid
+        if not (0 < gx <= MAX_LAUNCH_DIM and 0 < gy <= MAX_LAUNCH_DIM and 0 < gz <= MAX_LAUNCH_DIM):
+            raise LaunchError(f"{self._kernel.name}: grid {tuple(grid)} must be ints in [1, {MAX_LAUNCH_DIM}]")
+        kernel = self._kernel
+        kernel._runtime.launch(kernel._function, grid, self._block, self._buffer, stream, kernel.name,
+                               kernel.device_index)
+
+    def _refused(self, values: Sequence[int | float]) -> LaunchError:
+        """Which variable value did not fit its C type (only on the error path)."""
+        name = self._kernel.name
+        if len(values) != len(self._slots):
+            return LaunchError(f"{name}: takes {len(self._slots)} variable arguments, got {len(values)}")
+        for index, kind, value in zip(self._variable, self._kinds, values):
+            try:
+                struct.pack("<" + _KINDS[kind][0], value)
+            except struct.error as exc:
+                return LaunchError(f"{name}: {self._kernel._describe_arg(index)} ({kind}) "
+                                   f"value {value!r} does not fit: {exc}")
+        return LaunchError(f"{name}: variable arguments {tuple(values)} could not be written")
 
 
 @dataclass(frozen=True)
