@@ -1,14 +1,16 @@
 """Upstream vLLM's gfx11 int8 GEMM (`scaled_mm_kernel` of `triton_scaled_mm.py`, its M-only
 tile heuristic) beside ours, at the ISA level, for the same shapes.
 
-    python -m vllm_rdna_w8a8.tools.upstream_isa [--target gfx1100 ...] [--n 4096 --k 4096]
+    python -m vllm_rdna_w8a8.tools.upstream_isa [--target gfx1100 ...] [--shape MxNxK ...]
 
 Upstream's kernel is compiled without a GPU by the installed Triton's AMD backend
 (`triton.compile(ASTSource(...), target=GPUTarget("hip", <target>, 32))`), specialised as a
 launch on contiguous int8 operands is: unit strides constant, pointers and the other integer
 arguments 16-divisible (`tt.divisibility`), int32 accumulator, per-token / per-channel scales,
-fp16 output. Ours are the shipped code objects, the config our dispatch picks for each M.
-Both are read by `isa_report`'s code-object and disassembly readers. Compiler output, not a
+fp16 output. Ours are the shipped code objects, the kernel our dispatch launches for each
+shape (the fused quantize + GEMM kernel at M <= 16). Both are read by `isa_report`'s
+disassembly reader and counted by `main_loop_mix`. The table prints each figure as
+"upstream / ours"; a row where either side spills VGPRs is flagged. Compiler output, not a
 measurement.
 """
 
@@ -20,7 +22,6 @@ import importlib.util
 import re
 import sys
 import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -28,19 +29,17 @@ from types import ModuleType
 from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.build.targets import get_target
-from vllm_rdna_w8a8.tools.isa_report import (
-    KernelReport,
-    disassemble,
-    find_objdump,
-    isa_report,
-    main_loop,
-    occupancy,
-)
+from vllm_rdna_w8a8.dispatch.perf_model import MainLoopMix
+from vllm_rdna_w8a8.tools.isa_report import disassemble, find_objdump, isa_report, occupancy
+from vllm_rdna_w8a8.tools.main_loop_mix import kernel_mix
 
 UPSTREAM_MODULE = "vllm.model_executor.layers.quantization.compressed_tensors"
 UPSTREAM_FILE = "triton_scaled_mm.py"
-# M of each upstream heuristic bucket (M <= 32, <= 64, <= 128, larger) and of a decode step.
-REPRESENTATIVE_M = (1, 16, 64, 128, 4096)
+# (M, N, K): every upstream heuristic tile (M <= 32 with N < 8192 and N >= 8192, M <= 64,
+# M <= 128, larger) and a decode step (M = 1); N = K = 4096, and Llama-3-8B's gate_up
+# (N = 28672) for the wide decode tile.
+DEFAULT_SHAPES = ((1, 4096, 4096), (16, 4096, 4096), (16, 28672, 4096), (64, 4096, 4096),
+                  (128, 4096, 4096), (4096, 4096, 4096))
 
 
 def upstream_tile(m: int, n: int) -> tuple[int, int, int]:
@@ -90,9 +89,18 @@ class Resources:
     target: str
     vgprs: int
     vgpr_spills: int
-    scratch_bytes: int
+    scratch_bytes: int  # per lane
     lds_bytes: int
     waves_per_simd: float
+
+
+@dataclass(frozen=True)
+class Side:
+    """One kernel's figures in the table: its resources and its main loop's mix."""
+
+    kernel: str
+    resources: Resources
+    mix: MainLoopMix
 
 
 def _note(assembly: str, key: str) -> int:
@@ -129,83 +137,97 @@ def compile_upstream(module: ModuleType, tile: tuple[int, int, int], target: str
                            _note(assembly, "private_segment_fixed_size"), lds, fit.waves_per_simd)
 
 
-@dataclass(frozen=True)
-class LoopMix:
-    """Main-loop instructions per WMMA, by class."""
-
-    wmma: int
-    valu: float
-    lds: float
-    vmem: float
-    salu: float
-    waits: float
+COLUMNS = ("target", "M x N x K", "upstream tile / our kernel", "VGPRs", "VGPR spills", "scratch B/lane", "LDS B",
+           "waves/SIMD", "loop WMMA", "VALU/WMMA", "LDS/WMMA", "VMEM/WMMA", "scratch/WMMA", "SALU/WMMA",
+           "waits/WMMA", "flag")
+PER_WMMA = ("valu", "lds", "vmem", "scratch", "salu", "waits")
 
 
-def loop_mix(instructions) -> LoopMix:
-    loop = main_loop(instructions) or []
-    kinds = Counter()
-    for instruction in loop:
-        mnemonic = instruction.mnemonic
-        if mnemonic.startswith("v_wmma_"):
-            kinds["wmma"] += 1
-        elif mnemonic.startswith("s_waitcnt"):
-            kinds["waits"] += 1
-        elif mnemonic.startswith("v_"):
-            kinds["valu"] += 1
-        elif mnemonic.startswith("ds_"):
-            kinds["lds"] += 1
-        elif mnemonic.startswith(("global_", "buffer_", "scratch_", "flat_")):
-            kinds["vmem"] += 1
-        elif mnemonic.startswith("s_"):
-            kinds["salu"] += 1
-    per = max(kinds["wmma"], 1)
-    return LoopMix(kinds["wmma"], kinds["valu"] / per, kinds["lds"] / per, kinds["vmem"] / per,
-                   kinds["salu"] / per, kinds["waits"] / per)
+def _pair(upstream: float, ours: float, digits: int = 0) -> str:
+    return f"{upstream:.{digits}f} / {ours:.{digits}f}"
 
 
-def _row(who: str, m: int, tile: str, report: KernelReport | Resources, mix: LoopMix) -> str:
-    return (f"| {report.target} | {m} | {who} | {tile} | {report.vgprs} | {report.vgpr_spills} | "
-            f"{report.scratch_bytes} | {report.lds_bytes} | {report.waves_per_simd:g} | {mix.wmma} | "
-            f"{mix.valu:.1f} | {mix.lds:.1f} | {mix.vmem:.1f} | {mix.salu:.1f} | {mix.waits:.1f} |")
+def spill_flag(upstream: Side, ours: Side) -> str:
+    """What a reader must not miss on a row: which side spills VGPRs (and to how much scratch)."""
+    flags = [f"{who} spills {side.resources.vgpr_spills} VGPRs ({side.resources.scratch_bytes} B scratch/lane)"
+             for who, side in (("upstream", upstream), ("OURS", ours)) if side.resources.vgpr_spills]
+    return "; ".join(flags)
 
 
-def comparison_table(targets: list[str], n: int, k: int) -> str:
-    from vllm_rdna_w8a8.dispatch import pick_gemm_config
+def table_row(shape: tuple[int, int, int], upstream: Side, ours: Side) -> str:
+    up, our = upstream.resources, ours.resources
+    cells = [up.target, "x".join(map(str, shape)), f"{upstream.kernel} / {ours.kernel}",
+             _pair(up.vgprs, our.vgprs), _pair(up.vgpr_spills, our.vgpr_spills),
+             _pair(up.scratch_bytes, our.scratch_bytes), _pair(up.lds_bytes, our.lds_bytes),
+             f"{up.waves_per_simd:g} / {our.waves_per_simd:g}", _pair(upstream.mix.wmma, ours.mix.wmma)]
+    cells += [_pair(upstream.mix.per_wmma(getattr(upstream.mix, kind)), ours.mix.per_wmma(getattr(ours.mix, kind)), 1)
+              for kind in PER_WMMA]
+    cells.append(spill_flag(upstream, ours))
+    return "| " + " | ".join(cells) + " |"
 
+
+def upstream_side(module: ModuleType, tile: tuple[int, int, int], target: str, objdump: Path, work_dir: Path) -> Side:
+    path, resources = compile_upstream(module, tile, target, work_dir)
+    symbols = disassemble(objdump, path, target)
+    if len(symbols) != 1:
+        raise ValueError(f"Triton's code object for {tile} on {target} holds {len(symbols)} kernels, not 1")
+    mix = kernel_mix(next(iter(symbols.values())))
+    if mix is None:
+        raise ValueError(f"upstream's {tile} on {target}: no main loop with WMMAs")
+    return Side("x".join(map(str, tile)), resources, mix)
+
+
+def our_kernel(target: str, m: int, n: int, k: int) -> str:
+    """The GEMM kernel our int8 path launches for the shape (fp16 activations)."""
+    from vllm_rdna_w8a8.dispatch import fused_decode_config, pick_gemm_config
+
+    fused = fused_decode_config(target, m, n, k)
+    return fused.fused_kernel_name("f16") if fused is not None else pick_gemm_config(target, m, n, k, "i8").kernel_name("i8")
+
+
+def comparison_table(targets: list[str], shapes: tuple[tuple[int, int, int], ...] = DEFAULT_SHAPES) -> str:
     objdump = find_objdump()
-    lines = ["| target | M | kernel | tile | VGPRs | VGPR spills | scratch B/lane | LDS B | waves/SIMD | "
-             "loop WMMA | VALU/WMMA | LDS/WMMA | VMEM/WMMA | SALU/WMMA | waits/WMMA |",
-             "|" + "---|" * 15]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    reports = {(r.target, r.kernel): r for r in isa_report(targets=targets)}
+    symbols: dict[tuple[str, str], dict] = {}
     with tempfile.TemporaryDirectory() as work:
         work_dir = Path(work)
         module = _upstream_kernel_module(work_dir)
-        ours = {(r.target, r.kernel): r for r in isa_report(targets=targets)}
-        compiled: dict[tuple[str, tuple[int, int, int]], tuple[Resources, LoopMix]] = {}
+        upstream: dict[tuple[str, tuple[int, int, int]], Side] = {}
         for target in targets:
-            for m in REPRESENTATIVE_M:
+            for m, n, k in shapes:
                 tile = upstream_tile(m, n)
-                if (target, tile) not in compiled:
-                    path, resources = compile_upstream(module, tile, target, work_dir)
-                    symbols = disassemble(objdump, path, target)
-                    compiled[(target, tile)] = resources, loop_mix(next(iter(symbols.values())))
-                lines.append(_row("upstream Triton", m, "x".join(map(str, tile)), *compiled[(target, tile)]))
-                config = pick_gemm_config(target, m, n, k, "i8")
-                name = config.fused_kernel_name("f16") if config.is_decode and m <= 16 else config.kernel_name("i8")
-                report = ours[(target, name)]
-                object_path = DEFAULT_OBJECTS_DIR / target / report.object_file
-                mix = loop_mix(disassemble(objdump, object_path, target)[name])
-                lines.append(_row("ours", m, name.removeprefix("w8a8_"), report, mix))
+                if (target, tile) not in upstream:
+                    upstream[(target, tile)] = upstream_side(module, tile, target, objdump, work_dir)
+                name = our_kernel(target, m, n, k)
+                report = reports[(target, name)]
+                if (target, report.object_file) not in symbols:
+                    symbols[(target, report.object_file)] = disassemble(
+                        objdump, DEFAULT_OBJECTS_DIR / target / report.object_file, target)
+                ours = Side(name.removeprefix("w8a8_"),
+                            Resources(target, report.vgprs, report.vgpr_spills, report.scratch_bytes,
+                                      report.lds_bytes, report.waves_per_simd),
+                            kernel_mix(symbols[(target, report.object_file)][name]))
+                lines.append(table_row((m, n, k), upstream[(target, tile)], ours))
     return "\n".join(lines)
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"a shape is MxNxK with positive integers, got {text!r}")
+    m, n, k = map(int, parts)
+    return m, n, k
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vllm_rdna_w8a8.tools.upstream_isa", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", action="append", choices=sorted(GFX11_TARGETS),
                         help="gfx11 target (repeatable; default all six)")
-    parser.add_argument("--n", type=int, default=4096)
-    parser.add_argument("--k", type=int, default=4096)
+    parser.add_argument("--shape", action="append", type=_shape,
+                        help="MxNxK (repeatable; default: each upstream heuristic tile, see DEFAULT_SHAPES)")
     args = parser.parse_args(argv)
-    print(comparison_table(args.target or sorted(GFX11_TARGETS), args.n, args.k))
+    print(comparison_table(args.target or sorted(GFX11_TARGETS), tuple(args.shape or DEFAULT_SHAPES)))
     return 0
 
 
