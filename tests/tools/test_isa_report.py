@@ -12,7 +12,10 @@ from vllm_rdna_w8a8.tools.isa_report import (
     format_table,
     gemm_policy_violations,
     main,
+    format_mix_table,
+    loop_counts,
     main_loop,
+    main_loops,
     occupancy,
     parse_disassembly,
 )
@@ -83,6 +86,37 @@ def test_disassembly_parsing_and_main_loop_choice() -> None:
     assert main_loop(symbols["no_loop"]) is None
 
 
+# One main loop compiled twice (a kernel that picks a mode once and runs one body per mode):
+# two disjoint copies, the second with two more VALU instructions; an outer loop around the
+# first copy holds the same WMMA and loads and must not count as a third copy.
+TWO_COPIES = """
+0000000000002000 <two_modes>:
+	global_load_b128 v[4:7], v0, s[2:3]                        // 000000002000: DC5E0000 04020000
+	v_mul_f32_e32 v1, v2, v1                                   // 000000002008: 10020302
+	v_wmma_i32_16x16x16_iu8 v[12:19], v[4:7], v[8:11], v[12:19] // 00000000200C: CC444002 7C0A2114
+	s_cbranch_scc0 65532                                       // 000000002014: BFA1FFFC <two_modes>
+	s_cbranch_scc1 65531                                       // 000000002018: BFA2FFFB <two_modes>
+	global_load_b128 v[4:7], v0, s[2:3]                        // 00000000201C: DC5E0000 04020000
+	v_mul_f32_e32 v1, v2, v1                                   // 000000002024: 10020302
+	v_div_scale_f32 v3, null, v2, v2, v1                       // 000000002028: D6FC7C03 04060502
+	v_div_fixup_f32 v1, v3, v2, v1                             // 000000002030: D6270001 04060503
+	v_wmma_i32_16x16x16_iu8 v[12:19], v[4:7], v[8:11], v[12:19] // 000000002038: CC444002 7C0A2114
+	s_delay_alu instid0(VALU_DEP_1)                            // 000000002040: BF870001
+	s_cbranch_scc0 65526                                       // 000000002044: BFA1FFF6 <two_modes+0x1c>
+	s_endpgm                                                   // 000000002048: BFB00000
+"""
+
+
+def test_main_loops_finds_every_copy_once() -> None:
+    instructions = parse_disassembly(TWO_COPIES)["two_modes"]
+    copies = main_loops(instructions)
+    assert [[i.offset for i in copy][::len(copy) - 1] for copy in copies] == [[0x0, 0x14], [0x1C, 0x44]]
+    assert main_loop(instructions) == copies[0]  # the shortest copy
+    light, heavy = (loop_counts(copy) for copy in copies)
+    assert (light.wmma, light.valu, light.vmem, light.salu, light.hints) == (1, 1, 1, 1, 0)
+    assert (heavy.wmma, heavy.valu, heavy.vmem, heavy.salu, heavy.hints) == (1, 3, 1, 1, 1)
+
+
 def test_probe_reports_match_metadata(probe_reports: Reports, tmp_path_factory) -> None:
     good = probe_reports[("w8a8_i8_gemm_probe_good", "gfx1100")]
     assert good.wmma_count == 1 and good.wmma_mnemonics == {"v_wmma_i32_16x16x16_iu8": 1}
@@ -134,6 +168,10 @@ def test_table_and_cli(probe_reports: Reports, tmp_path, capsys: pytest.CaptureF
     table = format_table(list(probe_reports.values()))
     assert table.splitlines()[0].split()[:3] == ["target", "kernel", "vgpr"]
     assert "global_load_b128: 2" in table and "no loop" in table
+    mix = format_mix_table(list(probe_reports.values())).splitlines()
+    assert mix[0].split()[:4] == ["target", "kernel", "loops", "loop"]
+    good = next(line.split() for line in mix if "probe_good" in line)
+    assert good[2:4] == ["1", "1"]  # one loop copy with one WMMA
     assert main([str(tmp_path)]) == 1
     assert "no kernels in" in capsys.readouterr().err
 

@@ -11,7 +11,7 @@ import pytest
 from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR
 from vllm_rdna_w8a8.dispatch import perf_model
 from vllm_rdna_w8a8.tools import main_loop_mix
-from vllm_rdna_w8a8.tools.isa_report import OBJDUMP_CANDIDATES, parse_disassembly
+from vllm_rdna_w8a8.tools.isa_report import OBJDUMP_CANDIDATES, Instruction, parse_disassembly
 
 LOOP = """
 0000000000001000 <w8a8_i8_gemm_probe>:
@@ -40,6 +40,15 @@ def test_loop_counts_by_class() -> None:
     assert mix.issue_clk() == 2 * 32 + 1 + 2 + 1 + 2
     assert main_loop_mix.kernel_mix(parse_disassembly(LOOP.replace("v_wmma_i32_16x16x16_iu8", "v_mov_b32"))
                                     ["w8a8_i8_gemm_probe"]) is None  # no WMMA in the loop: no mix
+
+
+def test_a_kernel_with_a_loop_per_mode_is_priced_by_its_costliest_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused decode GEMMs compile one main loop per quantization mode: the model takes the
+    dearest (isa_report.main_loops finds the copies; tests/tools/test_isa_report.py)."""
+    light = parse_disassembly(LOOP)["w8a8_i8_gemm_probe"]
+    heavy = light + [Instruction(0x100 + 4 * i, "v_div_fixup_f32", None) for i in range(3)]
+    monkeypatch.setattr(main_loop_mix, "main_loops", lambda instructions: [light, heavy])
+    assert main_loop_mix.kernel_mix([]).valu == 4
 
 
 def test_rendered_file_is_what_the_model_reads() -> None:

@@ -143,7 +143,7 @@ MAIN_LOOP_MIX_FORMAT = 1
 
 @dataclass(frozen=True)
 class MainLoopMix:
-    """Static instruction counts of one kernel's main loop body by class (`isa_report.loop_mix`)."""
+    """Static instruction counts of one kernel's main loop body by class (`isa_report.loop_counts`)."""
 
     wmma: int
     valu: int

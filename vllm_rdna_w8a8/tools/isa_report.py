@@ -26,11 +26,12 @@ from vllm_rdna_w8a8.build.targets import (
     MAX_VGPRS_PER_WAVE,
     MAX_WAVES_PER_SIMD,
     SIMDS_PER_WGP,
-    WAVE_SIZE,
     GfxTarget,
     get_target,
 )
 from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR
+from vllm_rdna_w8a8.dispatch.perf_model import MainLoopMix
+from vllm_rdna_w8a8.dispatch.tile_configs import WAVE_SIZE
 from vllm_rdna_w8a8.runtime.code_object import KernelMetadata, read_code_object
 
 OBJDUMP_ENV = "LLVM_OBJDUMP"
@@ -39,6 +40,9 @@ OBJDUMP_CANDIDATES = ("llvm-objdump-19", "llvm-objdump-20", "llvm-objdump-18", "
 # Memory instructions counted in the main loop, by mnemonic prefix.
 GLOBAL_LOAD_PREFIXES = ("global_load_", "buffer_load_")
 LOAD_PREFIXES = (*GLOBAL_LOAD_PREFIXES, "ds_load_")
+VMEM_PREFIXES = ("global_", "buffer_", "scratch_", "flat_")
+# Scheduling hints the sequencer consumes (not issued to an ALU), counted apart from SALU.
+HINT_MNEMONICS = ("s_delay_alu", "s_clause", "s_set_inst_prefetch_distance")
 
 _SYMBOL_RE = re.compile(r"^([0-9a-fA-F]+) <([^>]+)>:$")
 _INSTRUCTION_RE = re.compile(r"^\s+(\S+)([^/]*?)\s*//\s*([0-9A-Fa-f]+):")
@@ -82,6 +86,7 @@ class KernelReport:
     main_loop_wmma_count: int
     main_loop_loads: dict[str, int] = field(default_factory=dict)
     main_loop_found: bool = False
+    main_loop_mixes: list[MainLoopMix] = field(default_factory=list)  # one per copy of the main loop
 
 
 def occupancy(target: GfxTarget, vgprs: int, lds_bytes: int, workgroup_size: int) -> Occupancy:
@@ -152,11 +157,9 @@ def parse_disassembly(text: str) -> dict[str, list[Instruction]]:
     return symbols
 
 
-def main_loop(instructions: list[Instruction]) -> list[Instruction] | None:
-    """The instructions of the main loop: among the ranges closed by a backward branch, the
-    one with the most WMMAs, then the most global loads (the loop that streams memory),
-    then the most loads, then the shortest (the innermost)."""
-    best: tuple[tuple[int, int, int], list[Instruction]] | None = None
+def _loop_ranges(instructions: list[Instruction]) -> list[tuple[tuple[int, int, int], list[Instruction]]]:
+    """Every range closed by a backward branch, with its (WMMAs, global loads, loads)."""
+    ranges = []
     for branch in instructions:
         if branch.branch_target is None or branch.branch_target > branch.offset:
             continue
@@ -164,17 +167,64 @@ def main_loop(instructions: list[Instruction]) -> list[Instruction] | None:
         wmma = sum(i.mnemonic.startswith("v_wmma_") for i in body)
         global_loads = sum(i.mnemonic.startswith(GLOBAL_LOAD_PREFIXES) for i in body)
         loads = sum(i.mnemonic.startswith(LOAD_PREFIXES) for i in body)
-        key = (wmma, global_loads, loads, -len(body))
-        if best is None or key > best[0]:
-            best = (key, body)
-    return None if best is None else best[1]
+        ranges.append(((wmma, global_loads, loads), body))
+    return ranges
+
+
+def main_loops(instructions: list[Instruction]) -> list[list[Instruction]]:
+    """Every copy of the main loop, shortest first: the ranges closed by a backward branch
+    with the most WMMAs, then the most global loads (the loop that streams memory), then the
+    most loads, that overlap no shorter such range. A kernel that compiles one loop body per
+    mode (the fused decode GEMMs: one per quantization mode) has one copy per mode."""
+    ranges = _loop_ranges(instructions)
+    if not ranges:
+        return []
+    best = max(key for key, _ in ranges)
+    copies: list[list[Instruction]] = []
+    for _, body in sorted((r for r in ranges if r[0] == best), key=lambda r: len(r[1])):
+        start, end = body[0].offset, body[-1].offset
+        if all(end < c[0].offset or start > c[-1].offset for c in copies):
+            copies.append(body)
+    return copies
+
+
+def main_loop(instructions: list[Instruction]) -> list[Instruction] | None:
+    """The instructions of the main loop (the shortest of main_loops(), the innermost)."""
+    copies = main_loops(instructions)
+    return copies[0] if copies else None
+
+
+def loop_counts(loop: list[Instruction]) -> MainLoopMix:
+    """A loop body's instructions by class, every branch of it counted once: WMMA, other VALU,
+    LDS, VMEM (global, buffer, flat, scratch), scratch (the VMEM that spills), SALU (branches
+    included), waits (s_waitcnt*) and scheduling hints (s_delay_alu, s_clause)."""
+    counts = dict.fromkeys(("wmma", "valu", "lds", "vmem", "scratch", "salu", "waits", "hints"), 0)
+    for instruction in loop:
+        mnemonic = instruction.mnemonic
+        if mnemonic.startswith("v_wmma_"):
+            counts["wmma"] += 1
+        elif mnemonic.startswith("s_waitcnt"):
+            counts["waits"] += 1
+        elif mnemonic.startswith(HINT_MNEMONICS):
+            counts["hints"] += 1
+        elif mnemonic.startswith("v_"):
+            counts["valu"] += 1
+        elif mnemonic.startswith("ds_"):
+            counts["lds"] += 1
+        elif mnemonic.startswith(VMEM_PREFIXES):
+            counts["vmem"] += 1
+            counts["scratch"] += mnemonic.startswith("scratch_")
+        elif mnemonic.startswith("s_"):
+            counts["salu"] += 1
+    return MainLoopMix(**counts)
 
 
 def report_kernel(metadata: KernelMetadata, instructions: list[Instruction], target: str,
                   object_file: str) -> KernelReport:
     fit = occupancy(get_target(target), metadata.vgpr_count, metadata.group_segment_fixed_size,
                     metadata.max_flat_workgroup_size)
-    loop = main_loop(instructions)
+    copies = main_loops(instructions)
+    loop = copies[0] if copies else None
     loop_instructions = loop or []
     return KernelReport(
         kernel=metadata.name,
@@ -196,6 +246,7 @@ def report_kernel(metadata: KernelMetadata, instructions: list[Instruction], tar
         main_loop_loads=dict(sorted(Counter(
             i.mnemonic for i in loop_instructions if i.mnemonic.startswith(LOAD_PREFIXES)).items())),
         main_loop_found=loop is not None,
+        main_loop_mixes=[loop_counts(copy) for copy in copies],
     )
 
 
@@ -219,7 +270,7 @@ def isa_report(objects_dir: str | Path = DEFAULT_OBJECTS_DIR,
 
 
 # w8a8_i8_gemm_*, w8a8_f8_gemm_* and the fused decode GEMMs w8a8_i8q_{f16,bf16}_gemm_* (int8).
-GEMM_KERNEL_RE = re.compile(r"^w8a8_(i8|f8)(?:q_(?:f16|bf16))?_gemm_")
+GEMM_KERNEL_RE = re.compile(r"^w8a8_(i8|f8)(?:q_(?:f16|bf16)|_moe_(?:f16|bf16))?_gemm_")
 # The WMMA each GEMM kind must use (docs/architecture.md).
 GEMM_WMMA = {"i8": "v_wmma_i32_16x16x16_iu8", "f8": "v_wmma_f32_16x16x16_f16"}
 WIDE_GLOBAL_LOADS = ("global_load_b128", "buffer_load_b128")
@@ -231,7 +282,8 @@ def gemm_policy_violations(report: KernelReport) -> list[str]:
     least one wave fits per SIMD, and the main loop reads global memory 128 bits wide."""
     kind = GEMM_KERNEL_RE.match(report.kernel)
     if kind is None:
-        raise ValueError(f"{report.kernel} is not a GEMM kernel (w8a8_{{i8,f8,i8q_f16,i8q_bf16}}_gemm_*)")
+        raise ValueError(f"{report.kernel} is not a GEMM kernel "
+                         f"(w8a8_{{i8,f8,i8q_f16,i8q_bf16,i8_moe_f16,i8_moe_bf16}}_gemm_*)")
     where = f"{report.kernel} on {report.target}"
     target = get_target(report.target)
     problems = []
@@ -276,6 +328,30 @@ def format_table(reports: list[KernelReport]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def _span(values: list[float]) -> str:
+    low, high = f"{min(values):.1f}", f"{max(values):.1f}"
+    return low if low == high else f"{low}-{high}"
+
+
+MIX_CLASSES = ("valu", "salu", "lds", "vmem", "waits", "hints")
+
+
+def format_mix_table(reports: list[KernelReport]) -> str:
+    """The main loop's instructions per WMMA by class (static counts, every branch counted once);
+    a kernel with several copies of its main loop (one per mode) shows the range over them."""
+    header = ("target", "kernel", "loops", "loop wmma", *(f"{kind}/wmma" for kind in MIX_CLASSES))
+    rows = [header]
+    for r in reports:
+        mixes = r.main_loop_mixes
+        if not mixes:
+            rows.append((r.target, r.kernel, "0") + ("-",) * (len(header) - 3))
+            continue
+        rows.append((r.target, r.kernel, str(len(mixes)), _span([m.wmma for m in mixes]).removesuffix(".0"),
+                     *(_span([m.per_wmma(getattr(m, kind)) for m in mixes]) for kind in MIX_CLASSES)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vllm_rdna_w8a8.tools.isa_report",
                                      description=__doc__.split("\n\n")[0])
@@ -283,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", help="only this target (repeatable)")
     parser.add_argument("--kernel", help="only kernels whose name matches this regex")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--mix", action="store_true",
+                        help="print the main loop's instructions per WMMA by class (static counts)")
     args = parser.parse_args(argv)
     try:
         reports = isa_report(args.objects_dir, args.target)
@@ -296,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"isa_report: no kernels in {args.objects_dir} "
               "(build them with `python -m vllm_rdna_w8a8.build`)", file=sys.stderr)
         return 1
-    print(json.dumps([asdict(r) for r in reports], indent=1) if args.json else format_table(reports))
+    if args.json:
+        print(json.dumps([asdict(r) for r in reports], indent=1))
+    else:
+        print(format_mix_table(reports) if args.mix else format_table(reports))
     return 0
 
 

@@ -25,44 +25,19 @@ from vllm_rdna_w8a8.tools.isa_report import (
     IsaReportError,
     disassemble,
     find_objdump,
-    main_loop,
+    loop_counts,
+    main_loops,
 )
 from vllm_rdna_w8a8.runtime.code_object import read_code_object
 
 GENERATED_BY = "python -m vllm_rdna_w8a8.tools.main_loop_mix"
-# Scheduling hints the sequencer consumes (not issued to an ALU), counted apart from SALU.
-HINT_MNEMONICS = ("s_delay_alu", "s_clause", "s_set_inst_prefetch_distance")
-VMEM_PREFIXES = ("global_", "buffer_", "scratch_", "flat_")
-
-
-def loop_counts(loop: list[Instruction]) -> MainLoopMix:
-    """A loop body's instructions by class, every branch of it counted once: WMMA, other VALU,
-    LDS, VMEM (global, buffer, flat, scratch), scratch (the VMEM that spills), SALU (branches
-    included), waits (s_waitcnt*) and scheduling hints (s_delay_alu, s_clause)."""
-    counts = dict.fromkeys(("wmma", "valu", "lds", "vmem", "scratch", "salu", "waits", "hints"), 0)
-    for instruction in loop:
-        mnemonic = instruction.mnemonic
-        if mnemonic.startswith("v_wmma_"):
-            counts["wmma"] += 1
-        elif mnemonic.startswith("s_waitcnt"):
-            counts["waits"] += 1
-        elif mnemonic.startswith(HINT_MNEMONICS):
-            counts["hints"] += 1
-        elif mnemonic.startswith("v_"):
-            counts["valu"] += 1
-        elif mnemonic.startswith("ds_"):
-            counts["lds"] += 1
-        elif mnemonic.startswith(VMEM_PREFIXES):
-            counts["vmem"] += 1
-            counts["scratch"] += mnemonic.startswith("scratch_")
-        elif mnemonic.startswith("s_"):
-            counts["salu"] += 1
-    return MainLoopMix(**counts)
 
 
 def kernel_mix(instructions: list[Instruction]) -> MainLoopMix | None:
-    """The mix of a kernel's main loop (`isa_report.main_loop`); None without a loop of WMMAs."""
-    mix = loop_counts(main_loop(instructions) or [])
+    """The mix of a kernel's main loop (`isa_report.main_loops`; of a kernel with one copy per
+    mode, like the fused decode GEMMs, the costliest copy); None without a loop of WMMAs."""
+    mixes = [loop_counts(copy) for copy in main_loops(instructions)]
+    mix = max(mixes, key=MainLoopMix.issue_clk, default=loop_counts([]))
     return mix if mix.wmma else None
 
 
