@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import operator
+import os
+import re
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 
 import pytest
@@ -188,3 +193,54 @@ def test_compiled_graph_with_a_symbolic_batch_traces_the_checked_fakes(batch: st
         if batch == "unbacked":
             mark_unbacked(x, 0)
         torch.testing.assert_close(compiled(x, w, w_scale), layer(x, w, w_scale), rtol=0, atol=0)
+
+
+COMPILED_LAYER_ON_EMULATED_GFX1100 = textwrap.dedent(
+    """
+    import operator
+    import torch
+    from torch._dynamo.backends.common import aot_autograd
+    from vllm_rdna_w8a8.ops import custom_ops, hip_backend
+    from vllm_rdna_w8a8.testing.launch_counter import counted_launches
+
+    counting = counted_launches()
+    launched = counting.__enter__()  # counts for the rest of the script
+    assert custom_ops._implementation(torch.zeros(1)) is hip_backend
+    graphs = []
+
+    def keep_graph(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    def layer(x, w, w_scale, azp_adj):
+        return custom_ops.int8_quant_scaled_mm(x, w, None, None, False, w_scale, x.dtype, azp_adj)
+
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randint(-128, 128, (40, 64), dtype=torch.int8, generator=generator)
+    w_scale, azp_adj = torch.rand(40, generator=generator), w.sum(dim=1, dtype=torch.int32)
+    compiled = torch.compile(layer, backend=aot_autograd(fw_compiler=keep_graph), fullgraph=True, dynamic=True)
+    for rows in (1, 5, 17, 1, 5):
+        x = torch.randn(rows, 64, generator=generator).to(torch.float16)
+        launched.clear()
+        got = compiled(x, w, w_scale, azp_adj)
+        compiled_launches = list(launched)
+        want = layer(x, w, w_scale, azp_adj)  # eager
+        assert torch.equal(got.view(torch.int16), want.view(torch.int16)), rows
+        assert len(compiled_launches) == (1 if rows <= 16 else 2), (rows, compiled_launches)
+    for graph in graphs:  # one opaque node each, whatever the batch
+        called = [node.target for node in graph.graph.nodes if node.op == "call_function"]
+        assert called == [torch.ops.rdna_w8a8.int8_quant_scaled_mm.default], called
+    print("GRAPHS", len(graphs))
+    """
+)
+
+
+def test_compiled_int8_layer_runs_its_launch_plan_as_eager_does() -> None:
+    """The layer op inside a torch.compile graph (dynamic batch) on the emulated gfx1100: one
+    opaque node, the HIP backend's plan behind it, the eager bits and launch counts."""
+    env = {**os.environ, settings.EMULATE_ENV: "gfx1100"}
+    env.pop(settings.OPS_ENV, None)
+    result = subprocess.run([sys.executable, "-c", COMPILED_LAYER_ON_EMULATED_GFX1100], env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^GRAPHS [12]$", result.stdout, re.MULTILINE), result.stdout

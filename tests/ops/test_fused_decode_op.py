@@ -14,16 +14,10 @@ SCRIPT = textwrap.dedent(
     """
     import torch
     from vllm_rdna_w8a8.ops import custom_ops, hip_backend, reference
-    from vllm_rdna_w8a8.runtime import hip
+    from vllm_rdna_w8a8.testing.launch_counter import counted_launches
 
-    launched = []
-    runtime_launch = hip.HipRuntime.launch
-
-    def counting_launch(self, function, grid, block, kernargs, stream, name, device_index):
-        launched.append(name)
-        return runtime_launch(self, function, grid, block, kernargs, stream, name, device_index)
-
-    hip.HipRuntime.launch = counting_launch  # every launch (Kernel's, PreparedLaunch's) passes here
+    counting = counted_launches()
+    launched = counting.__enter__()  # counts for the rest of the script
     assert custom_ops._implementation(torch.zeros(1)) is hip_backend
     generator = torch.Generator().manual_seed(3)
     checked = 0

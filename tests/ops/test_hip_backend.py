@@ -12,10 +12,20 @@ from vllm_rdna_w8a8.dispatch.tile_configs import configs_by_tag, load_tile_confi
 from vllm_rdna_w8a8.ops import hip_backend
 
 
+class _Launches(list):
+    prepared: list[str]
+
+
+@pytest.fixture(autouse=True)
+def fresh_plans() -> None:
+    """Each test's layers get their own plans (the fixture's recorders are per test)."""
+    hip_backend._thread_plans().clear()
+
+
 @pytest.fixture
-def launches(monkeypatch) -> list:
+def launches(monkeypatch) -> _Launches:
     """Records launches instead of running them; device 0 is an emulated gfx1100."""
-    recorded: list = []
+    recorded = _Launches()
 
     class Recorder:
         def __init__(self, name: str) -> None:
@@ -25,6 +35,24 @@ def launches(monkeypatch) -> list:
             recorded.append(dict(name=self.name, grid=grid, block=block, args=list(zip(kinds, values)),
                                  stream=stream))
 
+        def prepare(self, block, kinds, values, variable) -> PreparedRecorder:
+            prepared.append(self.name)
+            return PreparedRecorder(self, block, kinds, values, variable)
+
+    class PreparedRecorder:
+        """A PreparedLaunch's contract: the prepared values, the variable ones replaced per launch."""
+
+        def __init__(self, kernel: Recorder, block, kinds, values, variable) -> None:
+            self.kernel, self.block, self.kinds, self.values, self.variable = kernel, block, kinds, values, variable
+
+        def launch(self, grid, stream, *values) -> None:
+            full = list(self.values)
+            for index, value in zip(self.variable, values, strict=True):
+                full[index] = value
+            self.kernel.launch_values(grid, self.block, self.kinds, full, stream)
+
+    prepared: list[str] = []
+    recorded.prepared = prepared  # the kernel names prepared so far (once per layer plan and tile)
     monkeypatch.setattr(hip_backend, "_kernel", lambda device, name: Recorder(name))
     monkeypatch.setattr(hip_backend, "_target", lambda device: "gfx1100")
     return recorded
@@ -124,3 +152,98 @@ def test_fp8_gemm_launches_the_f8_kernel_without_zero_points(launches, pick) -> 
     assert launch["grid"] == (1, 1, 1) and launch["block"] == (128, 1, 1)
     values = launch["args"]
     assert values[5:8] == [("pointer", 0)] * 3 and values[-1] == ("uint32", 1 | 2 | 4)
+
+
+@pytest.fixture
+def fused_pick(monkeypatch) -> Callable[[str | None], None]:
+    """Sets the dispatcher's fused-decode answer by tag (None: two launches)."""
+    answer: dict[str, TileConfig | None] = {}
+    monkeypatch.setattr(hip_backend, "fused_decode_config", lambda target, m, n, k: answer["config"])
+
+    def answer_with(tag: str | None) -> None:
+        answer["config"] = None if tag is None else configs_by_tag(load_tile_configs())[tag]
+
+    return answer_with
+
+
+def _int8_layer(n: int = 24, k: int = 64, out_dtype: torch.dtype = torch.bfloat16) -> dict:
+    return dict(b=torch.zeros((n, k), dtype=torch.int8), x_scale=None, x_azp=None, symmetric=True,
+                b_scale=torch.ones(n), out_dtype=out_dtype, azp_adj=None, bias=torch.zeros(n, dtype=out_dtype))
+
+
+def test_fused_layer_launch_follows_the_documented_argument_list(launches, fused_pick) -> None:
+    fused_pick("m16n32k256_w1x1x4")
+    layer = _int8_layer()
+    x = torch.zeros((3, 64), dtype=torch.float16)
+    out = hip_backend.int8_quant_scaled_mm(x, **layer)
+    assert out.shape == (3, 24) and out.dtype == torch.bfloat16
+    (launch,) = launches
+    assert launch["name"] == "w8a8_i8q_f16_gemm_m16n32k256_w1x1x4"
+    assert launch["grid"] == (1, 1, 1) and launch["block"] == (128, 1, 1) and launch["stream"] == 0
+    pointers = [x, layer["b"], out, None, None, layer["b_scale"], None, layer["bias"]]
+    assert launch["args"] == [("pointer", 0 if t is None else t.data_ptr()) for t in pointers] + [
+        ("int32", 3), ("int32", 24), ("int32", 64), ("int32", 64), ("int32", 64), ("int32", 24),
+        ("uint32", 2 | 4)]
+
+
+def test_layer_plan_serves_new_rows_and_never_a_stale_weight(launches, fused_pick) -> None:
+    fused_pick("m16n32k256_w1x1x4")
+    layer = _int8_layer()
+    for _ in range(3):  # new rows and outputs each call, one plan
+        x = torch.randn((1, 64)).to(torch.float16)
+        out = hip_backend.int8_quant_scaled_mm(x, **layer)
+        assert [value for _, value in launches[-1]["args"][:3]] == [x.data_ptr(), layer["b"].data_ptr(),
+                                                                    out.data_ptr()]
+    assert launches.prepared == ["w8a8_i8q_f16_gemm_m16n32k256_w1x1x4"]
+    # The same tensor objects with new storage or a new layout: a new plan, the new facts launched.
+    layer["b"].data = torch.zeros((24, 64), dtype=torch.int8)
+    layer["b_scale"].resize_(1)
+    hip_backend.int8_quant_scaled_mm(x, **layer)
+    args = launches[-1]["args"]
+    assert args[1] == ("pointer", layer["b"].data_ptr()) and args[-1] == ("uint32", 4)  # per tensor now
+    assert len(launches.prepared) == 2
+
+
+@pytest.mark.parametrize(("rows", "error", "match"), [
+    (torch.zeros((64, 2), dtype=torch.float16).T, ValueError, r"x needs contiguous rows"),
+    (torch.zeros((2, 64)), TypeError, "x must be float16, bfloat16, got float32"),
+    (torch.zeros((2, 80), dtype=torch.float16), ValueError, "padded_k must be a multiple of 16 and >= K=80"),
+    (torch.zeros((1, 2, 64), dtype=torch.float16), ValueError, r"x must be 2-D \[M, K\]"),
+])
+def test_a_planned_layer_still_refuses_bad_rows(launches, fused_pick, rows, error, match) -> None:
+    fused_pick("m16n32k256_w1x1x4")
+    layer = _int8_layer()
+    hip_backend.int8_quant_scaled_mm(torch.zeros((2, 64), dtype=torch.float16), **layer)  # the plan exists
+    with pytest.raises(error, match=match):
+        hip_backend.int8_quant_scaled_mm(rows, **layer)
+    assert len(launches) == 1
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_two_launch_layer_hands_the_gemm_the_quantizers_outputs(launches, fused_pick, pick, static) -> None:
+    fused_pick(None)
+    questions, answer_with = pick
+    answer_with("m64n64k64_w2x2x1")
+    m, n, k, k_padded = 20, 24, 40, 48
+    layer = _int8_layer(n, k_padded, torch.float16)
+    layer.update(symmetric=False, azp_adj=torch.ones(n, dtype=torch.int32), bias=None)
+    if static:
+        layer.update(x_scale=torch.ones(1), x_azp=torch.full((1,), 3, dtype=torch.int32))
+    x = torch.zeros((m, 56), dtype=torch.float16)[:, :k]  # row stride 56
+    out = hip_backend.int8_quant_scaled_mm(x, **layer)
+    quant, gemm = launches
+    assert questions == [("gfx1100", m, n, k_padded, "i8")]
+    assert quant["name"] == "w8a8_quant_i8_f16" and quant["grid"] == (m, 1, 1) and quant["block"] == (256, 1, 1)
+    assert gemm["name"] == "w8a8_i8_gemm_m64n64k64_w2x2x1" and gemm["grid"] == (1, 1, 1)
+    q, scale, azp = (value for _, value in quant["args"][1:4])
+    if static:  # the given scale and zero point; the GEMM takes no per-token zero point (folded)
+        assert (scale, azp) == (layer["x_scale"].data_ptr(), layer["x_azp"].data_ptr())
+    else:  # rows, then M scales, then M zero points, in one scratch allocation
+        assert (scale, azp) == (q + m * k_padded, q + m * k_padded + 4 * m)
+    assert quant["args"][4:] == [("int32", m), ("int32", k), ("int32", 56), ("int32", k_padded),
+                                 ("uint32", (1 if static else 0) | 2)]
+    gemm_pointers = [q, layer["b"].data_ptr(), out.data_ptr(), scale, layer["b_scale"].data_ptr(),
+                     0 if static else azp, layer["azp_adj"].data_ptr(), 0]
+    assert gemm["args"] == [("pointer", address) for address in gemm_pointers] + [
+        ("int32", m), ("int32", n), ("int32", k_padded), ("int32", k_padded), ("int32", k_padded),
+        ("int32", n), ("uint32", (0 if static else 1) | 2)]

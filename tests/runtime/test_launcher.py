@@ -75,6 +75,44 @@ def test_launch_values_names_a_value_that_does_not_fit(launcher: Launcher) -> No
         kernel.launch_values((1,), (64,), kinds, (*values[:2], 2**31, *values[3:]))
 
 
+def test_prepared_launch_rewrites_only_its_variable_arguments(launcher: Launcher, fake_hip: HipRuntime,
+                                                             last_launch) -> None:
+    kernel = launcher.get_kernel(0, "probe_args")
+    kinds, values = zip(*_probe_args())
+    prepared = kernel.prepare((256,), kinds, values, variable=(1, 2))
+    prepared.launch((4, 1, 1), 0x77, 0x5000, 7)
+    data, dims = last_launch(fake_hip)
+    assert data == struct.pack("<QQi4xQIf", 0x1000, 0x5000, 7, 0x3000, 0xFFFFFFFF, 0.5)
+    assert dims == (4, 1, 1, 256, 1, 1, 0)
+    prepared.launch((9, 1, 1), 0, 0x6000, -3)  # the constants stay as packed
+    data, dims = last_launch(fake_hip)
+    assert data == struct.pack("<QQi4xQIf", 0x1000, 0x6000, -3, 0x3000, 0xFFFFFFFF, 0.5)
+    assert dims[0] == 9
+
+
+def test_prepared_launch_refuses_what_launch_values_refuses(launcher: Launcher, fake_hip: HipRuntime) -> None:
+    kernel = launcher.get_kernel(0, "probe_args")
+    kinds, values = zip(*_probe_args())
+    with pytest.raises(LaunchError, match=r"probe_args: argument 2 \(int32\) value 2147483648 does not fit"):
+        kernel.prepare((64,), kinds, (*values[:2], 2**31, *values[3:]), variable=())
+    with pytest.raises(LaunchError, match="probe_args: 6 argument kinds but 5 values"):
+        kernel.prepare((64,), kinds, values[:5], variable=())
+    with pytest.raises(LaunchError, match=r"variable argument indices \(2, 2\) must be distinct"):
+        kernel.prepare((64,), kinds, values, variable=(2, 2))
+    fill = launcher.get_kernel(0, "probe_fill")  # __launch_bounds__(64)
+    with pytest.raises(LaunchError, match=r"block \(65,\) has 65 threads"):
+        fill.prepare((65,), ("pointer", "int32"), (0x10, 1), variable=())
+    prepared = kernel.prepare((64,), kinds, values, variable=(1, 2))
+    with pytest.raises(LaunchError, match=r"probe_args: argument 2 \(int32\) value 2147483648 does not fit"):
+        prepared.launch((1, 1, 1), 0, 0x5000, 2**31)
+    with pytest.raises(LaunchError, match=r"probe_args: argument 1 \(pointer\) value -1 does not fit"):
+        prepared.launch((1, 1, 1), 0, -1, 0)
+    with pytest.raises(LaunchError, match="probe_args: takes 2 variable arguments, got 1"):
+        prepared.launch((1, 1, 1), 0, 0x5000)
+    with pytest.raises(LaunchError, match=r"probe_args: grid \(0, 1, 1\) must be ints in \[1, "):
+        prepared.launch((0, 1, 1), 0, 0x5000, 1)
+
+
 def test_loaded_kernels_lists_each_name_once(launcher: Launcher) -> None:
     assert launcher.loaded_kernels() == []
     launcher.get_kernel(1, "probe_fill")

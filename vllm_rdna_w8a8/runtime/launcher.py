@@ -172,9 +172,11 @@ class Kernel:
             position = arg.offset + size
         return struct.Struct(fmt)
 
-    def _value_error(self, kinds: Sequence[str], values: Sequence[int | float]) -> LaunchError:
-        """Which value struct refused, and why (only on the error path)."""
-        for index, (kind, value) in enumerate(zip(kinds, values)):
+    def _value_error(self, kinds: Sequence[str], values: Sequence[int | float],
+                     indices: Sequence[int] | None = None) -> LaunchError:
+        """Which value struct refused, and why (only on the error path); `indices` are the
+        arguments' positions when `kinds` and `values` are not the whole list."""
+        for index, kind, value in zip(range(len(kinds)) if indices is None else indices, kinds, values):
             try:
                 struct.pack("<" + _KINDS[kind][0], value)
             except struct.error as exc:
@@ -280,13 +282,7 @@ class PreparedLaunch:
         name = self._kernel.name
         if len(values) != len(self._slots):
             return LaunchError(f"{name}: takes {len(self._slots)} variable arguments, got {len(values)}")
-        for index, kind, value in zip(self._variable, self._kinds, values):
-            try:
-                struct.pack("<" + _KINDS[kind][0], value)
-            except struct.error as exc:
-                return LaunchError(f"{name}: {self._kernel._describe_arg(index)} ({kind}) "
-                                   f"value {value!r} does not fit: {exc}")
-        return LaunchError(f"{name}: variable arguments {tuple(values)} could not be written")
+        return self._kernel._value_error(self._kinds, values, self._variable)
 
 
 @dataclass(frozen=True)
