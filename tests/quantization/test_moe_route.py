@@ -16,7 +16,7 @@ from vllm.model_executor.layers.fused_moe import FusedMoEFactory
 
 from vllm_rdna_w8a8 import settings
 from vllm_rdna_w8a8.moe import reference as moe_reference
-from vllm_rdna_w8a8.ops import moe as moe_ops
+from vllm_rdna_w8a8.moe import op as moe_ops
 from vllm_rdna_w8a8.quantization import LazyRdnaW8A8Config
 
 QUARK_CONFIGS = Path(__file__).with_name("quark_configs")

@@ -1,5 +1,6 @@
 """The tiny Qwen3-MoE checkpoint (`TinyMoESpec`): architecture, per-expert weights in the
-layout vLLM's Qwen3-MoE loader reads, and the schemes it refuses."""
+layout vLLM's Qwen3-MoE loader reads (bf16, and int8 / fp8 in the compressed-tensors
+format), and the schemes it refuses."""
 
 from __future__ import annotations
 
@@ -49,9 +50,37 @@ def test_experts_saved_one_linear_each(moe_bf16: Path) -> None:
         assert not [key for key in tensors if key.startswith(f"{mlp}.experts.") and key.count(".") < 6]
 
 
+@pytest.fixture(scope="module")
+def moe_compressed(tiny_cache: Path) -> dict[str, Path]:
+    return {scheme: build_tiny_model(scheme, spec=SPEC, cache_dir=tiny_cache) for scheme in ("int8", "fp8")}
+
+
+@pytest.mark.parametrize(("scheme", "weight_dtype"), [("int8", torch.int8), ("fp8", torch.float8_e4m3fn)])
+def test_compressed_tensors_experts_quantized_per_expert_routers_ignored(
+        moe_compressed: dict[str, Path], moe_bf16: Path, scheme: str, weight_dtype: torch.dtype) -> None:
+    tensors = load_file(moe_compressed[scheme] / "model.safetensors")
+    unquantized = load_file(moe_bf16 / "model.safetensors")
+    for layer in range(SPEC.num_hidden_layers):
+        mlp = f"model.layers.{layer}.mlp"
+        assert torch.equal(tensors[f"{mlp}.gate.weight"], unquantized[f"{mlp}.gate.weight"])  # router as built
+        for expert in range(SPEC.num_experts):
+            for name, shape in EXPERT_SHAPES.items():
+                prefix = f"{mlp}.experts.{expert}.{name}"
+                weight, scale = tensors[f"{prefix}.weight"], tensors[f"{prefix}.weight_scale"]
+                assert (weight.dtype, tuple(weight.shape), tuple(scale.shape)) == (weight_dtype, shape, (shape[0], 1))
+                # the expert's own weights (not another expert's, not gate and up swapped):
+                # within a quantization step (int8) or e4m3's relative precision (fp8)
+                original = unquantized[f"{prefix}.weight"].float()
+                error = (weight.float() * scale.float() - original).abs()
+                assert bool((error <= scale.float() + original.abs() / 8).all()), prefix
+    config = json.loads((moe_compressed[scheme] / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "compressed-tensors"
+    assert sorted(config["ignore"]) == sorted(["lm_head", *(f"model.layers.{i}.mlp.gate"
+                                                             for i in range(SPEC.num_hidden_layers))])
+    assert moe_compressed[scheme].name.startswith(f"moe-{scheme}-")
+
+
 def test_schemes_a_moe_spec_refuses() -> None:
-    with pytest.raises(ValueError, match="compressed-tensors alone does not quantize transformers' fused experts"):
-        build_key("int8", SPEC)
     with pytest.raises(ValueError, match="TinyMoESpec checkpoints are bfloat16: use scheme 'bf16'"):
         build_key("fp16", SPEC)
     with pytest.raises(ValueError, match="TinyModelSpec checkpoints are float16: use scheme 'fp16'"):

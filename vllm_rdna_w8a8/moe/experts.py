@@ -4,7 +4,7 @@ Shaped like upstream's RDNA3 W4A16 experts (`fused_moe/experts/rdna3_moe.py`,
 `Rdna3WNA16Experts`): standard activation format, one call per layer that does the
 routing, both grouped GEMMs, the SwiGLU and the top-k combine (so the finalize step's
 reduction is a no-op), and input quantization inside (the prepare step hands over the
-fp16/bf16 activations). The call is our op `rdna_w8a8::int8_moe` (ops/moe.py): our HIP
+fp16/bf16 activations). The call is our op `rdna_w8a8::int8_moe` (moe/op.py): our HIP
 kernels on gfx11, the plain-torch reference where VLLM_RDNA_W8A8_OPS=reference.
 
 Scheme: symmetric per-channel int8 weights, dynamic symmetric per-token int8
@@ -27,7 +27,7 @@ from vllm.model_executor.layers.quantization.utils.quant_utils import (
 from vllm.model_executor.utils import replace_parameter
 
 from vllm_rdna_w8a8 import settings
-from vllm_rdna_w8a8.ops import moe as moe_ops
+from vllm_rdna_w8a8.moe import op as moe_ops
 
 # The op computes exactly these: anything else on the layer's config stays upstream.
 UNSUPPORTED_LAYER_OPTIONS = ("has_bias", "swiglu_limit", "swiglu_alpha", "swiglu_beta")

@@ -52,18 +52,23 @@ def _find_kernel(layer: Any, kernel_bases: tuple[type, ...]) -> Any | None:
 def describe_linear_kernels(model: Any) -> dict[str, Any]:
     """What serves the linear layers of `model` in this process.
 
-    Returns ``{"pid", "plugin_loaded", "layers": {layer name: class name},
-    "hip_kernels_loaded"}`` where the class is the scaled-mm kernel's when the layer has
-    one, else the layer's quant method's (e.g. ``UnquantizedEmbeddingMethod`` for an
-    unquantized lm_head).
+    Returns ``{"pid", "plugin_loaded", "layers": {layer name: class name}, "experts":
+    {MoE layer name: experts class name}, "hip_kernels_loaded"}`` where a linear layer's
+    class is the scaled-mm kernel's when the layer has one, else the layer's quant
+    method's (e.g. ``UnquantizedEmbeddingMethod`` for an unquantized lm_head), and a MoE
+    layer's is the experts class of its method's modular kernel.
     """
     from vllm.model_executor.layers.linear import LinearBase
     from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead
 
     kernel_bases = _kernel_base_classes()
     layers: dict[str, str] = {}
+    experts: dict[str, str] = {}
     for name, module in model.named_modules():
         quant_method = getattr(module, "quant_method", None)
+        moe_kernel = getattr(quant_method, "moe_kernel", None)
+        if moe_kernel is not None:
+            experts[name] = type(moe_kernel.fused_experts).__name__
         if quant_method is None or not isinstance(module, (LinearBase, ParallelLMHead)):
             continue
         kernel = _find_kernel(module, kernel_bases)
@@ -72,6 +77,7 @@ def describe_linear_kernels(model: Any) -> dict[str, Any]:
         "pid": os.getpid(),
         "plugin_loaded": "vllm_rdna_w8a8.plugin" in sys.modules,
         "layers": layers,
+        "experts": experts,
         "hip_kernels_loaded": _loaded_hip_kernels(),
     }
 

@@ -58,6 +58,8 @@ BUILDER_VERSION = 2
 
 # compressed-tensors preset scheme per checkpoint scheme.
 _PRESET_SCHEMES = {"int8": "W8A8", "fp8": "FP8_DYNAMIC"}
+# The MoE routers (Qwen3-MoE's mlp.gate), left unquantized as llm-compressor's MoE recipes do.
+MOE_ROUTER_PATTERN = "re:.*mlp.gate$"
 
 _CORPUS = """\
 The river runs past the old mill and under the stone bridge before it reaches the sea.
@@ -144,11 +146,14 @@ class TinyMoESpec(TinyModelSpec):
     ``moe_intermediate_size``, ``num_experts_per_tok`` of them per token (router
     probabilities renormalised over the chosen ones, as Qwen3-MoE does).
 
-    bfloat16: vLLM-CPU's MoE experts refuse other activation dtypes. Schemes: ``bf16``
-    and the ``quark-*`` ones (Quark unfuses transformers' 3-D expert parameters into one
-    Linear per expert first, its documented MoE preparation). The compressed-tensors
-    schemes are refused: compressed-tensors alone does not reach fused experts (its
-    producer for MoE checkpoints is llm-compressor).
+    bfloat16: vLLM-CPU's MoE experts refuse other activation dtypes. Schemes: ``bf16``,
+    the ``quark-*`` ones (Quark unfuses transformers' 3-D expert parameters into one
+    Linear per expert first, its documented MoE preparation), and ``int8`` / ``fp8`` in
+    the compressed-tensors format: written by this module with the compressed-tensors
+    library, after the same unfusing (``_unfuse_experts``), the routers ignored as
+    llm-compressor's MoE recipes do (``re:.*mlp.gate$``). llm-compressor itself, the usual
+    producer, cannot be installed beside vllm-cpu 0.32 (every release conflicts with its
+    pins: compressed-tensors==0.17.0, transformers>=5.16.1, torch 2.13).
     """
 
     DTYPE: ClassVar[str] = "bfloat16"
@@ -213,11 +218,6 @@ def _check_scheme(scheme: str, spec: TinyModelSpec) -> None:
     unquantized = {"fp16", "bf16"}
     if scheme in unquantized and scheme != spec.UNQUANTIZED_SCHEME:
         raise ValueError(f"{type(spec).__name__} checkpoints are {spec.DTYPE}: use scheme {spec.UNQUANTIZED_SCHEME!r}")
-    if isinstance(spec, TinyMoESpec) and scheme not in unquantized and scheme not in QUARK_SCHEMES:
-        raise ValueError(
-            f"scheme {scheme!r} (compressed-tensors) is not built for MoE specs: compressed-tensors alone "
-            "does not quantize transformers' fused experts; use bf16 or a quark-* scheme"
-        )
 
 
 def build_tiny_model(
@@ -290,7 +290,11 @@ def _write_checkpoint(directory: Path, scheme: str, spec: TinyModelSpec) -> None
     elif scheme in QUARK_SCHEMES:
         _save_quark(model, directory, scheme, spec, tokenizer)
     else:
-        _save_compressed(model, directory, _PRESET_SCHEMES[scheme], spec.int8_weight_limit)
+        ignore = ["lm_head"]
+        if isinstance(spec, TinyMoESpec):
+            _unfuse_experts(model)
+            ignore.append(MOE_ROUTER_PATTERN)
+        _save_compressed(model, directory, _PRESET_SCHEMES[scheme], spec.int8_weight_limit, ignore)
 
 
 def build_tokenizer(spec: TinyModelSpec | None = None) -> Any:
@@ -387,8 +391,37 @@ def _untrained_model(spec: TinyModelSpec) -> Any:
     return Qwen3MoeForCausalLM(config)
 
 
-def _save_compressed(model: Any, directory: Path, preset: str, int8_weight_limit: int) -> None:
-    """Quantize every Linear except lm_head with `preset` and save in compressed form.
+def _unfuse_experts(model: Any) -> None:
+    """Replace transformers' fused experts of every Qwen3-MoE block (3-D ``gate_up_proj``,
+    gate rows then up rows, and ``down_proj``) with one Qwen3MoeMLP per expert, whose
+    Linear layers compressed-tensors quantizes and which save under the checkpoint's
+    per-expert names (``experts.<e>.gate_proj.weight``, ...); and the router with the
+    Linear vLLM loads it as (GateLinear), so that compressed-tensors writes it into the
+    checkpoint's ignore list (vLLM would otherwise take it for a quantized Linear)."""
+    import torch
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeExperts, Qwen3MoeMLP
+
+    blocks = [module for module in model.modules() if isinstance(getattr(module, "experts", None), Qwen3MoeExperts)]
+    with torch.no_grad():
+        for block in blocks:
+            fused = block.experts
+            experts = torch.nn.ModuleList()
+            for expert in range(fused.num_experts):
+                mlp = Qwen3MoeMLP(model.config, intermediate_size=fused.intermediate_dim).to(fused.down_proj.dtype)
+                gate, up = fused.gate_up_proj[expert].chunk(2, dim=0)
+                mlp.gate_proj.weight.copy_(gate)
+                mlp.up_proj.weight.copy_(up)
+                mlp.down_proj.weight.copy_(fused.down_proj[expert])
+                experts.append(mlp)
+            block.experts = experts
+            router = torch.nn.Linear(model.config.hidden_size, fused.num_experts, bias=False)
+            router.weight.data = block.gate.weight.data
+            block.gate = router
+
+
+def _save_compressed(model: Any, directory: Path, preset: str, int8_weight_limit: int, ignore: list[str]) -> None:
+    """Quantize every Linear except those `ignore` names with `preset` and save in
+    compressed form.
 
     Weight scales come from compressed-tensors' own `calculate_qparams` over the
     per-channel min/max (what a min-max observer computes), for int8 with the range
@@ -408,7 +441,7 @@ def _save_compressed(model: Any, directory: Path, preset: str, int8_weight_limit
 
     config = QuantizationConfig(
         config_groups={"group_0": preset_name_to_scheme(preset, ["Linear"])},
-        ignore=["lm_head"],
+        ignore=ignore,
         quantization_status=QuantizationStatus.INITIALIZED,
     )
     apply_quantization_config(model, config)
@@ -471,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vllm_rdna_w8a8.testing.tiny_model",
         description="Build a tiny random Llama checkpoint (fp16, or W8A8 int8/fp8 in the "
-        "compressed-tensors or AMD Quark format), or with --moe a tiny Qwen3-MoE (bf16 or "
-        "Quark), and print its directory.",
+        "compressed-tensors or AMD Quark format), or with --moe a tiny Qwen3-MoE "
+        "(4 experts, top-2) in any of those schemes but fp16 (bf16 instead), and print its directory.",
     )
     parser.add_argument("--scheme", choices=SCHEMES, default="int8")
     parser.add_argument("--moe", action="store_true", help="the tiny Qwen3-MoE (4 experts, top-2)")

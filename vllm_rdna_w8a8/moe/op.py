@@ -1,12 +1,15 @@
 """torch.library op `rdna_w8a8::int8_moe`: a W8A8 int8 mixture-of-experts layer (SwiGLU
 experts) from fp16/bf16 activations and the router's top-k choice, in the style of
-`custom_ops.py` (registered in the same library, a fake beside it, the implementation
+`ops/custom_ops.py` (registered in the same library, a fake beside it, the implementation
 chosen per call):
 
-- ROCm tensors, or CPU tensors with VLLM_RDNA_W8A8_EMULATE set -> `moe_hip.int8_moe`
+- ROCm tensors, or CPU tensors with VLLM_RDNA_W8A8_EMULATE set -> `ops.moe_hip.int8_moe`
   (our grouped-GEMM HIP kernels; the emulator's stand-in runtime on the CPU);
 - anything else, or VLLM_RDNA_W8A8_OPS=reference -> `moe.reference.int8_moe` (plain
   torch, the exact math: see that module).
+
+It lives in `moe/`, not `ops/`: it calls `moe.reference`, which builds on the dense ops, and
+the package's parts must not import each other both ways (tests/test_package_imports.py).
 
 `prepare_int8_moe_weights` puts checkpoint weights into the layout the implementation
 that will serve them reads (load time, not an op).

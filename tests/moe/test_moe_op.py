@@ -1,4 +1,4 @@
-"""The `rdna_w8a8::int8_moe` op (ops/moe.py): the reference math where the reference
+"""The `rdna_w8a8::int8_moe` op (moe/op.py): the reference math where the reference
 serves, the HIP implementation where ours does (or a clear error while this build has
 none), a fake that checks as the implementation does, and opaque under torch.compile."""
 
@@ -14,7 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vllm_rdna_w8a8 import settings
 from vllm_rdna_w8a8.moe import reference as moe_reference
-from vllm_rdna_w8a8.ops import moe
+from vllm_rdna_w8a8.moe import op as moe
 
 HIDDEN, INTERMEDIATE, EXPERTS, TOKENS, TOP_K = 48, 40, 4, 6, 2
 
