@@ -16,7 +16,7 @@
 //     M padded to 16: 0.54 Gop -> compute floor 4.4 us. Memory binds.
 #include "common/gemm.h"
 
-#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK) \
-  W8A8_DEFINE_GEMM_KERNEL(w8a8_f8_gemm_##tag, ::rdna_w8a8::Fp8Math, BM, BN, BK, WM, WN, WK)
+#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK, LOOP) \
+  W8A8_DEFINE_GEMM_KERNEL(w8a8_f8_gemm_##tag, ::rdna_w8a8::Fp8Math, BM, BN, BK, WM, WN, WK, LOOP)
 #include "gemm_configs.def"
 #undef W8A8_GEMM_CONFIG

@@ -2,7 +2,7 @@
 // one entry point `w8a8_i8_gemm_<tag>` per row of gemm_configs.def (arguments, launch geometry:
 // docs/architecture.md). The main loops live in common/gemm.h, shared with the fp8 kernels;
 // the int8 operand policy (Int8Math) in common/wmma.h.
-// Each decode row (BLOCK_M == 16) also gets the fused entry points
+// Each stream_weights (decode) row also gets the fused entry points
 // `w8a8_i8q_{f16,bf16}_gemm_<tag>`, which quantize their fp16/bf16 activation rows themselves
 // (common/decode_quant.h): one launch per int8 layer at M <= 16.
 //
@@ -17,23 +17,20 @@
 //     (+ 8*M asymmetric): no int8 rows and no scales (zero points) written and read back.
 #include "common/decode_quant.h"
 
-#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK) \
-  W8A8_DEFINE_GEMM_KERNEL(w8a8_i8_gemm_##tag, ::rdna_w8a8::Int8Math, BM, BN, BK, WM, WN, WK)
+#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK, LOOP) \
+  W8A8_DEFINE_GEMM_KERNEL(w8a8_i8_gemm_##tag, ::rdna_w8a8::Int8Math, BM, BN, BK, WM, WN, WK, LOOP)
 #include "gemm_configs.def"
 #undef W8A8_GEMM_CONFIG
 
-// The fused entry points exist for decode rows only: the expansion is chosen by pasting
-// BLOCK_M. A row with a BLOCK_M not listed here fails to compile until it is added.
-#define W8A8_FUSED_DECODE_KERNELS_16(tag, BN, BK, WM, WN, WK)                                  \
-  W8A8_DEFINE_FUSED_DECODE_KERNEL(w8a8_i8q_f16_gemm_##tag, ::rdna_w8a8::Fp16Input, 16, BN, BK, \
+// The fused entry points exist for stream_weights rows only: the expansion is chosen by
+// pasting the row's MAIN_LOOP.
+#define W8A8_FUSED_DECODE_KERNELS_stream_weights(tag, BM, BN, BK, WM, WN, WK)                  \
+  W8A8_DEFINE_FUSED_DECODE_KERNEL(w8a8_i8q_f16_gemm_##tag, ::rdna_w8a8::Fp16Input, BM, BN, BK, \
                                   WM, WN, WK)                                                  \
-  W8A8_DEFINE_FUSED_DECODE_KERNEL(w8a8_i8q_bf16_gemm_##tag, ::rdna_w8a8::Bf16Input, 16, BN, BK, \
+  W8A8_DEFINE_FUSED_DECODE_KERNEL(w8a8_i8q_bf16_gemm_##tag, ::rdna_w8a8::Bf16Input, BM, BN, BK, \
                                   WM, WN, WK)
-#define W8A8_FUSED_DECODE_KERNELS_32(tag, BN, BK, WM, WN, WK)
-#define W8A8_FUSED_DECODE_KERNELS_64(tag, BN, BK, WM, WN, WK)
-#define W8A8_FUSED_DECODE_KERNELS_128(tag, BN, BK, WM, WN, WK)
-#define W8A8_FUSED_DECODE_KERNELS_256(tag, BN, BK, WM, WN, WK)
-#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK) \
-  W8A8_FUSED_DECODE_KERNELS_##BM(tag, BN, BK, WM, WN, WK)
+#define W8A8_FUSED_DECODE_KERNELS_lds_double_buffer(tag, BM, BN, BK, WM, WN, WK)
+#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK, LOOP) \
+  W8A8_FUSED_DECODE_KERNELS_##LOOP(tag, BM, BN, BK, WM, WN, WK)
 #include "gemm_configs.def"
 #undef W8A8_GEMM_CONFIG

@@ -1,6 +1,7 @@
 // Per-token int8 quantization of fp16/bf16 activations for the W8A8 GEMMs:
 // `w8a8_quant_i8_f16` / `w8a8_quant_i8_bf16`, one workgroup per row, grid = (M, 1, 1),
-// block = (256, 1, 1) (any multiple of 32 up to 256 works). Arguments: docs/architecture.md.
+// block = (kQuantMaxThreads, 1, 1) (kernels/kernel_abi.def; any multiple of 32 up to it works).
+// Arguments: docs/architecture.md.
 //
 // Bit-compatible with vLLM's scaled_int8_quant (csrc/quantization/w8a8/int8/scaled_quant.cu,
 // ROCm path), per row:
@@ -30,12 +31,6 @@
 #include "common/quantize.h"
 
 namespace rdna_w8a8 {
-
-// `flags` bits of the quantization kernels (docs/architecture.md).
-constexpr uint32_t kFlagStaticScale = 1;  // scale (and azp) are inputs [1], else outputs [M]
-constexpr uint32_t kFlagAsymmetric = 2;   // zero point in azp, else azp is null
-
-constexpr int kQuantMaxThreads = 256;
 
 struct QuantLds {
   Range per_wave[kQuantMaxThreads / kWaveSize];
@@ -95,7 +90,7 @@ __device__ __forceinline__ void quantize_row(const void* x, int8_t* q, float* sc
 }  // namespace rdna_w8a8
 
 #define W8A8_DEFINE_QUANT_KERNEL(name, input)                                                \
-  extern "C" __global__ void __launch_bounds__(256) name(                                   \
+  extern "C" __global__ void __launch_bounds__(::rdna_w8a8::kQuantMaxThreads) name(        \
       const void* __restrict__ x, int8_t* __restrict__ q, float* __restrict__ scale,        \
       int32_t* __restrict__ azp, int32_t M, int32_t K, int32_t ldx, int32_t ldq,            \
       uint32_t flags) {                                                                      \

@@ -1,4 +1,4 @@
-// The fused decode GEMMs `w8a8_i8q_{f16,bf16}_gemm_<tag>`: a decode tile (BLOCK_M == 16)
+// The fused decode GEMMs `w8a8_i8q_{f16,bf16}_gemm_<tag>`: a stream_weights (decode) tile
 // quantizes its own fp16/bf16 activation rows to int8 and feeds them to the decode main loop
 // (common/gemm.h), so an int8 linear layer at M <= 16 is one launch instead of
 // w8a8_quant_i8_* then w8a8_i8_gemm_*. Same int8 values (common/quantize.h's formulas, per
@@ -18,10 +18,6 @@
 #include "common/quantize.h"
 
 namespace rdna_w8a8 {
-
-// `flags` bits of the fused decode GEMMs (docs/architecture.md); 2 and 4 as the GEMMs'.
-constexpr uint32_t kFlagFusedStaticScale = 8;  // x_scale (and x_azp) are inputs [1]
-constexpr uint32_t kFlagFusedAsymmetric = 16;  // zero point: dynamic per row, or static x_azp
 
 struct FusedQuantArgs {
   const void* x;          // [M, K] fp16/bf16, row stride ldx
@@ -129,7 +125,7 @@ template <class Cfg, class In>
 __device__ __forceinline__ void fused_decode_kernel_body(const FusedQuantArgs& args,
                                                          const GemmOperands& p,
                                                          const Epilogue& epilogue) {
-  static_assert(Cfg::kStreamsWeights, "fused activation quantization exists for decode tiles only");
+  static_assert(Cfg::kStreamsWeights, "fused activation quantization exists for the stream_weights main loop only");
   static_assert(sizeof(FusedDecodeLds<Cfg>) <= kMaxLdsBytesPerWorkgroup,
                 "LDS use of the fused decode tile exceeds the 64 KiB a gfx11 workgroup may allocate");
   const int tiles_m = ceil_div(p.M, Cfg::kBlockM);
@@ -147,15 +143,18 @@ __device__ __forceinline__ void fused_decode_kernel_body(const FusedQuantArgs& a
 }  // namespace rdna_w8a8
 
 // Defines one fused decode entry point `name` (arguments: docs/architecture.md, "Fused decode
-// GEMM") for decode tile configuration (BM == 16, BN, BK, WM, WN, WK) and input type `input`.
+// GEMM") for a stream_weights tile configuration (BM == 16, BN, BK, WM, WN, WK) and input
+// type `input`.
 #define W8A8_DEFINE_FUSED_DECODE_KERNEL(name, input, BM, BN, BK, WM, WN, WK)                 \
-  extern "C" __global__ void __launch_bounds__(32 * (WM) * (WN) * (WK)) name(                 \
+  extern "C" __global__ void __launch_bounds__(::rdna_w8a8::kWaveSize * (WM) * (WN) * (WK))    \
+      name(                                                                                   \
       const void* __restrict__ x, const int8_t* __restrict__ b, void* __restrict__ c,         \
       const float* __restrict__ x_scale, const int32_t* __restrict__ x_azp,                   \
       const float* __restrict__ b_scale, const int32_t* __restrict__ azp_adj,                 \
       const void* __restrict__ bias, int32_t M, int32_t N, int32_t K, int32_t ldx,            \
       int32_t ldb, int32_t ldc, uint32_t flags) {                                             \
-    using Config = ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK>;                           \
+    using Config =                                                                            \
+        ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK, ::rdna_w8a8::MainLoop::stream_weights>; \
     const ::rdna_w8a8::Epilogue out{c, x_scale, b_scale, nullptr, azp_adj, bias, M, N, ldc, flags}; \
     ::rdna_w8a8::fused_decode_kernel_body<Config, input>(                                     \
         ::rdna_w8a8::FusedQuantArgs{x, x_scale, x_azp, ldx, flags},                            \

@@ -12,11 +12,6 @@
 
 namespace rdna_w8a8 {
 
-// `flags` bits of the GEMM kernels (docs/architecture.md).
-constexpr uint32_t kFlagPerTokenAScale = 1;    // a_scale has M entries, else 1
-constexpr uint32_t kFlagPerChannelBScale = 2;  // b_scale has N entries, else 1
-constexpr uint32_t kFlagOutputBf16 = 4;        // c and bias are bf16, else fp16
-
 // Round to nearest even, like torch's float -> Half conversion (v_cvt_f16_f32 on the GPU).
 __device__ __forceinline__ uint16_t fp32_to_fp16_bits(float v) {
   return __builtin_bit_cast(uint16_t, static_cast<_Float16>(v));

@@ -1,10 +1,11 @@
 // The W8A8 GEMM template family shared by the int8 and fp8 kernels:
 //   C[M, N] = epilogue(A[M, K] * B[N, K]^T), A and B 8-bit, K contiguous in both.
-// One kernel body per tile configuration (rows of kernels/gemm_configs.def), two main loops:
-//   prefill (BLOCK_M > 16): A and B tiles double-buffered in LDS, every wave reads its
+// One kernel body per tile configuration (rows of kernels/gemm_configs.def), two main loops,
+// named by each row's MAIN_LOOP column (MainLoop below):
+//   lds_double_buffer (prefill): A and B tiles double-buffered in LDS, every wave reads its
 //     WMMA operands from there; accumulators stay in registers through the epilogue.
-//   decode (BLOCK_M == 16): weights streamed once from global memory straight into
-//     registers (no wave shares a weight row, LDS staging would only add traffic), K split
+//   stream_weights (decode, BLOCK_M == 16): weights streamed once from global memory straight
+//     into registers (no wave shares a weight row, LDS staging would only add traffic), K split
 //     across the WAVES_K waves of the workgroup, partial sums reduced in LDS, then the same
 //     fused epilogue.
 // Configs change speed, never results: an int8 tile sums the same int32 products in any order.
@@ -18,26 +19,26 @@
 
 namespace rdna_w8a8 {
 
-constexpr int kMaxLdsBytesPerWorkgroup = 64 * 1024;  // gfx11 limit per workgroup
-constexpr int kMaxThreadsPerWorkgroup = 1024;
-// Pads each LDS tile row by 16 bytes (4 banks) so the 16 rows a WMMA operand load touches
-// start in different banks.
-constexpr int kLdsRowPadBytes = 16;
+// The workgroup limits, kLdsRowPadBytes and kMaxAccumulatorVgprs: kernels/kernel_abi.def.
 // Tiles are visited in groups of 8 M tiles sweeping N together, so concurrently running
 // workgroups share A rows and B rows in L2.
 constexpr int kTileGroupM = 8;
-// A wave's accumulators may take at most half of its 256 VGPRs; operands, prefetch
-// registers and addresses need the rest (a spill would cost more than a smaller tile).
-constexpr int kMaxAccumulatorVgprs = 128;
 
-template <int BlockM, int BlockN, int BlockK, int WavesM, int WavesN, int WavesK>
+// The main loop of a tile configuration: the MAIN_LOOP column of kernels/gemm_configs.def.
+enum class MainLoop {
+  lds_double_buffer,  // prefill: A and B tiles double-buffered in LDS
+  stream_weights,     // decode: one 16-row tile, weights streamed to registers, split-K
+};
+
+template <int BlockM, int BlockN, int BlockK, int WavesM, int WavesN, int WavesK, MainLoop Loop>
 struct GemmConfig {
   static constexpr int kBlockM = BlockM;  // output rows per workgroup
   static constexpr int kBlockN = BlockN;  // output columns per workgroup
   static constexpr int kBlockK = BlockK;  // K depth the workgroup consumes per loop iteration
   static constexpr int kWavesM = WavesM;  // waves along M, each owning BlockM / WavesM rows
   static constexpr int kWavesN = WavesN;  // waves along N, each owning BlockN / WavesN columns
-  static constexpr int kWavesK = WavesK;  // waves splitting each BlockK slice (decode only)
+  static constexpr int kWavesK = WavesK;  // waves splitting each BlockK slice (stream_weights only)
+  static constexpr MainLoop kMainLoop = Loop;
   static constexpr int kWaves = WavesM * WavesN * WavesK;
   static constexpr int kThreads = kWaves * kWaveSize;
   static constexpr int kWaveTileM = BlockM / WavesM;
@@ -46,7 +47,7 @@ struct GemmConfig {
   static constexpr int kFragsM = kWaveTileM / kWmmaDim;  // WMMA tiles per wave along M
   static constexpr int kFragsN = kWaveTileN / kWmmaDim;  // WMMA tiles per wave along N
   static constexpr int kStepsK = kWaveTileK / kWmmaDim;  // WMMA steps per wave per iteration
-  static constexpr bool kStreamsWeights = BlockM == kWmmaDim;
+  static constexpr bool kStreamsWeights = Loop == MainLoop::stream_weights;
   static constexpr int kLdsRowBytes = BlockK + kLdsRowPadBytes;
   static constexpr int kLdsBytes =
       kStreamsWeights ? WavesK * BlockM * BlockN * 4  // int32/fp32 partial sums per wave
@@ -66,8 +67,10 @@ struct GemmConfig {
                 "VGPRs: at most 16 WMMA tiles (e.g. 64x64) per wave");
   static_assert(kLdsBytes <= kMaxLdsBytesPerWorkgroup,
                 "LDS use exceeds the 64 KiB a gfx11 workgroup may allocate: shrink the tile or WAVES_K");
+  static_assert(!kStreamsWeights || BlockM == kWmmaDim,
+                "the stream_weights main loop computes one 16-row WMMA tile per workgroup: BLOCK_M must be 16");
   static_assert(kStreamsWeights || WavesK == 1,
-                "split-K across waves (WAVES_K > 1) is implemented for decode tiles (BLOCK_M == 16) only");
+                "split-K across waves (WAVES_K > 1) is implemented for the stream_weights main loop only");
 };
 
 struct GemmOperands {
@@ -269,7 +272,7 @@ __device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const AR
   const int lane = lane_id();
   const int wave = wave_id();
   const int wave_col = (wave % Cfg::kWavesN) * Cfg::kWaveTileN;
-  const int wave_k = wave / Cfg::kWavesN;  // BLOCK_M == 16 leaves WAVES_M == 1
+  const int wave_k = wave / Cfg::kWavesN;  // stream_weights: BLOCK_M == 16 leaves WAVES_M == 1
 
   // Columns past N read as zeros.
   bool b_inside[Cfg::kFragsN];
@@ -348,15 +351,17 @@ __device__ __forceinline__ void gemm_kernel_body(const GemmOperands& p, const Ou
 }  // namespace rdna_w8a8
 
 // Defines one exported entry point `name` with the GEMM argument list of docs/architecture.md
-// for tile configuration (BM, BN, BK, WM, WN, WK) and operand policy `math`.
-#define W8A8_DEFINE_GEMM_KERNEL(name, math, BM, BN, BK, WM, WN, WK)                           \
-  extern "C" __global__ void __launch_bounds__(32 * (WM) * (WN) * (WK)) name(                 \
+// for tile configuration (BM, BN, BK, WM, WN, WK, LOOP), LOOP a MainLoop enumerator, and
+// operand policy `math`.
+#define W8A8_DEFINE_GEMM_KERNEL(name, math, BM, BN, BK, WM, WN, WK, LOOP)                     \
+  extern "C" __global__ void __launch_bounds__(::rdna_w8a8::kWaveSize * (WM) * (WN) * (WK))    \
+      name(                                                                                   \
       const int8_t* __restrict__ a, const int8_t* __restrict__ b, void* __restrict__ c,       \
       const float* __restrict__ a_scale, const float* __restrict__ b_scale,                   \
       const int32_t* __restrict__ azp, const int32_t* __restrict__ azp_adj,                   \
       const void* __restrict__ bias, int32_t M, int32_t N, int32_t K, int32_t lda,            \
       int32_t ldb, int32_t ldc, uint32_t flags) {                                             \
-    using Config = ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK>;                           \
+    using Config = ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK, ::rdna_w8a8::MainLoop::LOOP>; \
     const ::rdna_w8a8::Epilogue out{c, a_scale, b_scale, azp, azp_adj, bias, M, N, ldc, flags}; \
     ::rdna_w8a8::gemm_kernel_body<Config, math>(                                              \
         ::rdna_w8a8::GemmOperands{a, b, M, N, K, lda, ldb}, out);                             \

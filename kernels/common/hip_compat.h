@@ -41,7 +41,10 @@ __device__ __forceinline__ T& workgroup_lds() {
 
 namespace rdna_w8a8 {
 
-constexpr int kWaveSize = 32;  // gfx11 kernels here run in wave32 (checked above)
+// The kernel ABI flags and the gfx11 limits, shared with the host code (kernels/kernel_abi.def).
+#define W8A8_ABI_CONSTANT(cpp_name, python_name, value, why) constexpr int cpp_name = value;
+#include "kernel_abi.def"
+#undef W8A8_ABI_CONSTANT
 
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x) % kWaveSize; }
 __device__ __forceinline__ int wave_id() { return static_cast<int>(threadIdx.x) / kWaveSize; }

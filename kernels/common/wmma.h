@@ -17,9 +17,6 @@
 
 namespace rdna_w8a8 {
 
-constexpr int kWmmaDim = 16;        // M, N and K of one WMMA
-constexpr int kOperandBytesI8 = 16; // int8 A/B bytes per lane: 16 k-values
-
 typedef int v4i32 __attribute__((ext_vector_type(4)));
 typedef int v8i32 __attribute__((ext_vector_type(8)));
 typedef float v8f32 __attribute__((ext_vector_type(8)));
@@ -29,8 +26,6 @@ using FragI8 = v4i32;   // 16 int8 k-values of one A row or B column
 using FragF16 = v16f16; // 16 f16 k-values of one A row or B column
 using AccI32 = v8i32;   // 8 int32 accumulators: one column, every other row
 using AccF32 = v8f32;   // 8 fp32 accumulators, same positions
-
-constexpr int kAccValues = 8;
 
 // Row of A, or column of B, whose 16 k-values this lane supplies.
 __device__ __forceinline__ int operand_index(int lane) { return lane % kWmmaDim; }

@@ -109,11 +109,11 @@ def test_bad_arguments_are_rejected(clang: Clang, kernels_dir: Path, tmp_path: P
 
 
 def test_the_code_object_directory_is_named_in_one_place() -> None:
-    """`_objects`, the object suffix and the table's name are build/compile.py's; the launcher,
-    the dispatcher's table reader and the tools import them instead of building the path."""
+    """`_objects`, the object suffix and the kernel data files' names are build/compile.py's;
+    the launcher, the table and ABI readers and the tools import them instead of building the path."""
     from vllm_rdna_w8a8.build import compile as build_compile
 
     package_dir = Path(build_compile.__file__).resolve().parents[1]
     naming = sorted(str(path.relative_to(package_dir)) for path in package_dir.rglob("*.py")
-                    if any(literal in path.read_text() for literal in ('"_objects"', '".hsaco"', '"gemm_configs.def"')))
+                    if any(literal in path.read_text() for literal in ('"_objects"', '".hsaco"', '"gemm_configs.def"', '"kernel_abi.def"')))
     assert naming == ["build/compile.py"]

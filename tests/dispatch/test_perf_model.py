@@ -6,8 +6,8 @@ from vllm_rdna_w8a8.build.targets import get_target
 from vllm_rdna_w8a8.dispatch import perf_model
 from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig
 
-PREFILL = TileConfig("m128n128k64_w2x2x1", 128, 128, 64, 2, 2, 1)
-DECODE = TileConfig("m16n32k256_w1x1x4", 16, 32, 256, 1, 1, 4)
+PREFILL = TileConfig("m128n128k64_w2x2x1", 128, 128, 64, 2, 2, 1, "lds_double_buffer")
+DECODE = TileConfig("m16n32k256_w1x1x4", 16, 32, 256, 1, 1, 4, "stream_weights")
 
 
 def test_floors_hand_checked() -> None:
@@ -84,7 +84,7 @@ def test_fp8_costs_more_issue_time_than_int8() -> None:
 
 
 def test_rank_prefers_less_padding_among_ties() -> None:
-    twin = TileConfig("m16n16k256_w1x1x4", 16, 16, 256, 1, 1, 4)
+    twin = TileConfig("m16n16k256_w1x1x4", 16, 16, 256, 1, 1, 4, "stream_weights")
     ranked = perf_model.rank_configs("gfx1100", [DECODE, twin], 1, 4096, 4096)
     assert {p.config.tag for p in ranked} == {DECODE.tag, twin.tag}
     # both sit on the DRAM floor; equal padding, so table order decides

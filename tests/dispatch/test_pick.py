@@ -206,7 +206,7 @@ def test_forced_config_is_returned_inside_the_block_only(fixture_kernel_table: P
         assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096) == forced
         assert dispatch.pick_gemm_config("gfx1151", 4096, 64, 64, "f8") == forced
     assert dispatch.pick_gemm_config("gfx1100", 1, 4096, 4096) == normal
-    stranger = dispatch.TileConfig("m32n32k32_w1x1x1", 32, 32, 32, 1, 1, 1)
+    stranger = dispatch.TileConfig("m32n32k32_w1x1x1", 32, 32, 32, 1, 1, 1, "lds_double_buffer")
     with pytest.raises(ValueError, match="not a row of the kernel table"):
         with dispatch.forced_gemm_config(stranger):
             pass

@@ -15,21 +15,29 @@ import pytest
 
 from kernel_harness import KERNELS_DIR, tile_configs
 from vllm_rdna_w8a8.build import find_clang
-from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig, TileConfigError, validate_tile_config
+from vllm_rdna_w8a8.dispatch.tile_configs import (
+    LDS_DOUBLE_BUFFER as LDS,
+    MAIN_LOOPS,
+    STREAM_WEIGHTS as STREAM,
+    TileConfig,
+    TileConfigError,
+    validate_tile_config,
+)
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, WAVES_M, WAVES_N, WAVES_K) -> the words the error must contain
+# (BLOCK_M, BLOCK_N, BLOCK_K, WAVES_M, WAVES_N, WAVES_K, MAIN_LOOP) -> the words the error must contain
 BAD_ROWS = {
-    (128, 128, 128, 2, 2, 1): "exceeds the 64 KiB",
-    (16, 16, 64, 1, 1, 8): "BLOCK_K must be a multiple of 16 * WAVES_K",
-    (48, 64, 64, 2, 2, 1): "BLOCK_M must be a multiple of 16 * WAVES_M",
-    (64, 40, 64, 2, 2, 1): "BLOCK_N must be a multiple of 16 * WAVES_N",
-    (128, 128, 64, 1, 1, 1): "more than 128 accumulator VGPRs",
-    (64, 64, 64, 2, 2, 2): "split-K across waves (WAVES_K > 1) is implemented for decode tiles",
-    (32, 32, 64, 1, 1, 33): "at most 32 (1024 threads of wave32)",
+    (128, 128, 128, 2, 2, 1, LDS): "exceeds the 64 KiB",
+    (16, 16, 64, 1, 1, 8, STREAM): "BLOCK_K must be a multiple of 16 * WAVES_K",
+    (48, 64, 64, 2, 2, 1, LDS): "BLOCK_M must be a multiple of 16 * WAVES_M",
+    (64, 40, 64, 2, 2, 1, LDS): "BLOCK_N must be a multiple of 16 * WAVES_N",
+    (128, 128, 64, 1, 1, 1, LDS): "more than 128 accumulator VGPRs",
+    (64, 64, 64, 2, 2, 2, LDS): "split-K across waves (WAVES_K > 1) is implemented for the stream_weights main loop only",
+    (32, 32, 64, 2, 1, 1, STREAM): "the stream_weights main loop computes one 16-row WMMA tile per workgroup",
+    (32, 32, 64, 1, 1, 33, LDS): "at most 32 (1024 threads of wave32)",
 }
 
 
-def compile_row(tmp_path: Path, row: tuple[int, ...]) -> subprocess.CompletedProcess[str]:
+def compile_row(tmp_path: Path, row: tuple[int | str, ...]) -> subprocess.CompletedProcess[str]:
     """Device-side syntax check (templates instantiated, nothing linked) of one entry point."""
     source = tmp_path / "row.hip"
     source.write_text('#include "common/gemm.h"\n'
@@ -49,22 +57,29 @@ def test_bad_row_is_refused_with_its_limit(tmp_path, row) -> None:
 
 def test_shipped_rows_compile(tmp_path) -> None:
     for config in tile_configs():
-        row = (config.block_m, config.block_n, config.block_k,
-               config.waves_m, config.waves_n, config.waves_k)
-        result = compile_row(tmp_path, row)
+        result = compile_row(tmp_path, table_row(config))
         assert result.returncode == 0, f"{config.tag}: {result.stderr[-2000:]}"
 
 
+def table_row(config: TileConfig) -> tuple[int | str, ...]:
+    return (config.block_m, config.block_n, config.block_k,
+            config.waves_m, config.waves_n, config.waves_k, config.main_loop)
+
+
 # Rows either side of each rule: the shipped rows, a prefill row whose loader passes do not
-# divide BLOCK_N (issue 12), a BLOCK_M the kernel does not expand, a decode row whose GEMM LDS
-# fits but whose fused kernel's does not, and a seeded sample of a wider grid.
-EDGE_ROWS = [(48, 16, 64, 3, 1, 1), (64, 128, 32, 2, 4, 1), (48, 32, 256, 1, 1, 1),
-             (16, 128, 512, 1, 2, 8), (16, 64, 512, 1, 1, 8), (32, 32, 64, 2, 2, 1)]
+# divide BLOCK_N (issue 12), a decode row whose GEMM LDS fits but whose fused kernel's does
+# not, each main loop on rows the other one needs (16-row prefill, 32-row streamed, split-K
+# prefill), an unknown main loop, BLOCK_M values no longer tied to a list, and a seeded
+# sample of a wider grid.
+EDGE_ROWS = [(48, 16, 64, 3, 1, 1, LDS), (64, 128, 32, 2, 4, 1, LDS), (48, 32, 256, 1, 1, 1, LDS),
+             (16, 128, 512, 1, 2, 8, STREAM), (16, 64, 512, 1, 1, 8, STREAM), (32, 32, 64, 2, 2, 1, LDS),
+             (16, 64, 64, 1, 2, 1, LDS), (32, 32, 64, 2, 1, 1, STREAM), (16, 32, 256, 1, 1, 4, LDS),
+             (64, 64, 64, 2, 2, 1, "lds_double_bufer"), (96, 96, 64, 2, 2, 1, LDS), (48, 48, 64, 1, 1, 1, LDS)]
 GRID = list(itertools.product((16, 32, 48, 64, 128), (16, 32, 48, 64, 128), (32, 64, 256, 512),
-                              (1, 2, 3), (1, 2, 4), (1, 4, 8)))
+                              (1, 2, 3), (1, 2, 4), (1, 4, 8), MAIN_LOOPS))
 
 
-def compile_table(kernels_dir: Path, row: tuple[int, ...]) -> subprocess.CompletedProcess[str]:
+def compile_table(kernels_dir: Path, row: tuple[int | str, ...]) -> subprocess.CompletedProcess[str]:
     """Device-side syntax check of the int8 and fp8 GEMM sources with `row` as the whole table."""
     (kernels_dir / "gemm_configs.def").write_text(f"W8A8_GEMM_CONFIG(probe, {', '.join(map(str, row))})\n")
     command = [str(find_clang().path), "-x", "hip", "--offload-arch=gfx1100", "--cuda-device-only",
@@ -73,7 +88,7 @@ def compile_table(kernels_dir: Path, row: tuple[int, ...]) -> subprocess.Complet
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
 
-def python_accepts(row: tuple[int, ...]) -> bool:
+def python_accepts(row: tuple[int | str, ...]) -> bool:
     try:
         validate_tile_config(TileConfig("probe", *row))
     except TileConfigError:
@@ -83,7 +98,7 @@ def python_accepts(row: tuple[int, ...]) -> bool:
 
 @pytest.mark.slow  # one compile per row (about a second each)
 def test_python_validator_and_kernels_agree_on_a_grid_of_rows(tmp_path: Path) -> None:
-    shipped = [(c.block_m, c.block_n, c.block_k, c.waves_m, c.waves_n, c.waves_k) for c in tile_configs()]
+    shipped = [table_row(config) for config in tile_configs()]
     rows = shipped + EDGE_ROWS + random.Random(12).sample(GRID, 30)
     kernels_dir = tmp_path / "kernels"
     shutil.copytree(KERNELS_DIR, kernels_dir)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from vllm_rdna_w8a8.build import DEFAULT_KERNELS_DIR, Clang, build, get_target
+from vllm_rdna_w8a8.build.compile import KERNEL_ABI_NAME
 from vllm_rdna_w8a8.runtime import hip
 from vllm_rdna_w8a8.runtime.hip import HipError
 from vllm_rdna_w8a8.runtime.launcher import KernelArg, Launcher
@@ -26,6 +27,7 @@ def quant_objects(clang: Clang, tmp_path_factory: pytest.TempPathFactory) -> Pat
     root = tmp_path_factory.mktemp("quant")
     kernels = root / "kernels"
     shutil.copytree(DEFAULT_KERNELS_DIR / "common", kernels / "common")
+    shutil.copy(DEFAULT_KERNELS_DIR / KERNEL_ABI_NAME, kernels)
     shutil.copy(QUANT_SOURCE, kernels)
     build(clang, [get_target("gfx1100")], kernels, root / "objects", root / "work", log=lambda _: None)
     return root / "objects"

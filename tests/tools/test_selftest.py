@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from vllm_rdna_w8a8.__main__ import main as cli
+from vllm_rdna_w8a8.build.compile import KERNEL_DATA_NAMES
 from vllm_rdna_w8a8.emulation import KERNELS_DIR, build_emulator
 from vllm_rdna_w8a8.ops import reference
 from vllm_rdna_w8a8.runtime import device, hip
@@ -252,7 +253,8 @@ def _wrong_epilogue_objects(tmp_path: Path, target: str) -> tuple[Path, Path]:
 
     sources = tmp_path / "sources"
     shutil.copytree(KERNELS_DIR / "common", sources / "common")
-    shutil.copy(KERNELS_DIR / "gemm_configs.def", sources)
+    for name in KERNEL_DATA_NAMES:
+        shutil.copy(KERNELS_DIR / name, sources)
     broken_source = Path(shutil.copy(HERE / "selftest_kernels" / "wrong_epilogue_gemm.hip", sources))
     [broken] = build(find_clang(), [get_target(target)], sources, tmp_path / "built", tmp_path / "work",
                      log=lambda _line: None).objects

@@ -12,7 +12,7 @@ from vllm_rdna_w8a8.dispatch import perf_model
 from vllm_rdna_w8a8.tune import generate_tables
 from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig
 
-PREFILL = TileConfig("m128n128k64_w2x2x1", 128, 128, 64, 2, 2, 1)
+PREFILL = TileConfig("m128n128k64_w2x2x1", 128, 128, 64, 2, 2, 1, "lds_double_buffer")
 
 
 def test_occupancy_from_isa_report_rows() -> None:

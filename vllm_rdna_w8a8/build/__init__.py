@@ -11,6 +11,7 @@ from .compile import (
     KernelCompileError,
     build,
     compile_flags,
+    copy_kernel_data,
 )
 from .compiler import Clang, CompilerNotFound, find_clang, probe_clang
 from .device_libs import DeviceLibError, prepare_device_lib_dir
@@ -29,6 +30,7 @@ __all__ = [
     "KernelCompileError",
     "build",
     "compile_flags",
+    "copy_kernel_data",
     "find_clang",
     "get_target",
     "parse_arch_list",

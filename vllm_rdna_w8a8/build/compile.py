@@ -1,7 +1,8 @@
 """Compile every kernels/*.hip for every selected gfx11 target into code objects.
 
 Output: vllm_rdna_w8a8/_objects/<target>/<source stem>.hsaco (one plain ELF code object per
-source and target), plus a copy of kernels/gemm_configs.def in vllm_rdna_w8a8/_objects/.
+source and target), plus copies of the kernel data files kernels/gemm_configs.def (the tile
+table) and kernels/kernel_abi.def (the ABI constants) in vllm_rdna_w8a8/_objects/.
 An object is rebuilt only when the hash of its inputs (source, every header under the
 kernel directory, flags, compiler version), stored beside it, changes.
 """
@@ -28,6 +29,9 @@ DEFAULT_KERNELS_DIR = PROJECT_ROOT / "kernels"
 DEFAULT_OBJECTS_DIR = PACKAGE_DIR / "_objects"
 DEFAULT_WORK_DIR = PROJECT_ROOT / "build" / "rdna_w8a8"
 TILE_TABLE_NAME = "gemm_configs.def"
+KERNEL_ABI_NAME = "kernel_abi.def"
+# Data files of kernels/ that the host reads too: shipped beside the code objects.
+KERNEL_DATA_NAMES = (TILE_TABLE_NAME, KERNEL_ABI_NAME)
 OBJECT_SUFFIX = ".hsaco"
 HASH_SUFFIX = ".inputs-sha256"
 DEFAULT_JOBS = 2
@@ -172,7 +176,7 @@ def build(
     log: Log = print,
 ) -> BuildResult:
     """Compile every `kernels_dir/*.hip` for every target (skipping up-to-date objects) and
-    copy the tile table. Raises KernelCompileError naming each failed source and target."""
+    copy the kernel data files. Raises KernelCompileError naming each failed source and target."""
     if not targets:
         raise ValueError("no targets to build for")
     if jobs < 1:
@@ -183,8 +187,7 @@ def build(
         )
     sources = kernel_sources(kernels_dir)
     result = BuildResult(removed=_remove_stale(objects_dir, targets, sources))
-    objects_dir.mkdir(parents=True, exist_ok=True)
-    _copy_tile_table(kernels_dir, objects_dir, log)
+    copy_kernel_data(kernels_dir, objects_dir, log)
     if not sources:
         log(f"rdna_w8a8 build: no kernel sources (*.hip) in {kernels_dir}")
         return result
@@ -225,12 +228,17 @@ def build(
     return result
 
 
-def _copy_tile_table(kernels_dir: Path, objects_dir: Path, log: Log) -> None:
-    table = kernels_dir / TILE_TABLE_NAME
-    copy = objects_dir / TILE_TABLE_NAME
-    if table.is_file():
-        if not copy.is_file() or copy.read_bytes() != table.read_bytes():
-            shutil.copyfile(table, copy)
-    else:
-        copy.unlink(missing_ok=True)
-        log(f"rdna_w8a8 build: no {TILE_TABLE_NAME} in {kernels_dir}")
+def copy_kernel_data(kernels_dir: Path = DEFAULT_KERNELS_DIR, objects_dir: Path = DEFAULT_OBJECTS_DIR,
+                     log: Log = print) -> None:
+    """Copy the kernel data files (KERNEL_DATA_NAMES) to `objects_dir`, where an installed
+    package reads them; a file missing from `kernels_dir` loses its copy too."""
+    objects_dir.mkdir(parents=True, exist_ok=True)
+    for name in KERNEL_DATA_NAMES:
+        source = kernels_dir / name
+        copy = objects_dir / name
+        if source.is_file():
+            if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+                shutil.copyfile(source, copy)
+        else:
+            copy.unlink(missing_ok=True)
+            log(f"rdna_w8a8 build: no {name} in {kernels_dir}")

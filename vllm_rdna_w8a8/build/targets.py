@@ -13,7 +13,6 @@ from dataclasses import dataclass
 MAX_WAVES_PER_SIMD = 16
 # A single wave addresses at most this many VGPRs.
 MAX_VGPRS_PER_WAVE = 256
-WAVE_SIZE = 32
 # Two CUs of two SIMDs each form a WGP; in WGP mode (the compiler's default on gfx11) a
 # workgroup's waves spread over its four SIMDs and share its 128 KiB of LDS.
 SIMDS_PER_WGP = 4

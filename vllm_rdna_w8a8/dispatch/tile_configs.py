@@ -3,11 +3,12 @@
 The kernels are one template instantiated once per X-macro row of
 `gemm_configs.def` (format fixed in docs/architecture.md):
 
-    // W8A8_GEMM_CONFIG(tag, BLOCK_M, BLOCK_N, BLOCK_K, WAVES_M, WAVES_N, WAVES_K)
-    W8A8_GEMM_CONFIG(m128n128k64_w2x2x1, 128, 128, 64, 2, 2, 1)
+    // W8A8_GEMM_CONFIG(tag, BLOCK_M, BLOCK_N, BLOCK_K, WAVES_M, WAVES_N, WAVES_K, MAIN_LOOP)
+    W8A8_GEMM_CONFIG(m128n128k64_w2x2x1, 128, 128, 64, 2, 2, 1, lds_double_buffer)
 
 Host and device read the same rows, so the picker can only ever return a config
-that was compiled. Configs change speed, never results.
+that was compiled. Configs change speed, never results. The hardware limits and the
+kernel constants the rules below use come from kernels/kernel_abi.def, as the kernels' do.
 """
 
 from __future__ import annotations
@@ -17,20 +18,27 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_rdna_w8a8.build.compile import DEFAULT_KERNELS_DIR, DEFAULT_OBJECTS_DIR, TILE_TABLE_NAME
+from vllm_rdna_w8a8.build.compile import TILE_TABLE_NAME
+from vllm_rdna_w8a8.build.kernel_data import (
+    abi_constant,
+    find_kernel_data_file,
+    kernel_data_paths,
+    read_xmacro_rows,
+)
 
-WAVE_SIZE = 32
-WMMA_TILE = 16  # v_wmma_*_16x16x16: every wave sub-tile is a multiple of 16 in M, N and K
-MAX_WORKGROUP_THREADS = 1024
-LDS_BYTES_PER_WORKGROUP = 64 * 1024  # every gfx11 target (rdna3-wmma.md)
-LDS_ROW_PADDING_BYTES = 16  # the kernels pad LDS rows against bank conflicts
-ACCUMULATOR_VGPRS_PER_WMMA_TILE = 8  # a 16x16 int32/fp32 accumulator: 8 values per lane
-MAX_ACCUMULATOR_VGPRS = 128  # kernels/common/gemm.h: half of a wave's 256 VGPRs
+WAVE_SIZE = abi_constant("WAVE_SIZE")
+WMMA_TILE = abi_constant("WMMA_TILE")  # every wave sub-tile is a multiple of it in M, N and K
+MAX_WORKGROUP_THREADS = abi_constant("MAX_WORKGROUP_THREADS")
+LDS_BYTES_PER_WORKGROUP = abi_constant("LDS_BYTES_PER_WORKGROUP")
+LDS_ROW_PADDING_BYTES = abi_constant("LDS_ROW_PADDING_BYTES")
+ACCUMULATOR_VGPRS_PER_WMMA_TILE = abi_constant("ACCUMULATOR_VGPRS_PER_WMMA_TILE")
+MAX_ACCUMULATOR_VGPRS = abi_constant("MAX_ACCUMULATOR_VGPRS")
+OPERAND_BYTES_PER_LANE = abi_constant("OPERAND_BYTES_PER_LANE")
 KERNEL_KINDS = ("i8", "f8")
-# kernels/int8_gemm.hip expands each row's fused decode entry points by pasting BLOCK_M
-# (W8A8_FUSED_DECODE_KERNELS_<BLOCK_M>): only these values compile.
-BLOCK_M_CHOICES = (16, 32, 64, 128, 256)
-OPERAND_BYTES_PER_LANE = 16  # kernels/common/wmma.h kOperandBytesI8: one 128-bit load per lane
+# The MAIN_LOOP column: the enumerators of rdna_w8a8::MainLoop (kernels/common/gemm.h).
+LDS_DOUBLE_BUFFER = "lds_double_buffer"  # prefill: A and B tiles double-buffered in LDS
+STREAM_WEIGHTS = "stream_weights"  # decode: one 16-row tile, weights streamed, split-K
+MAIN_LOOPS = (LDS_DOUBLE_BUFFER, STREAM_WEIGHTS)
 # kernels/common/decode_quant.h FusedDecodeLds, beyond the decode tile's partial sums: a
 # (lo, hi) float pair per wave and tile row, and (a_scale, azp) per tile row, 8 bytes each.
 FUSED_LDS_BYTES_PER_TILE_ROW = 8
@@ -44,12 +52,10 @@ FUSED_QUANT_MAX_M = WMMA_TILE
 FUSED_KIND = "i8q"
 
 # The build copies the table beside the code objects; a source checkout has it in kernels/.
-DEFAULT_DEF_PATHS = (
-    DEFAULT_OBJECTS_DIR / TILE_TABLE_NAME,
-    DEFAULT_KERNELS_DIR / TILE_TABLE_NAME,
-)
+DEFAULT_DEF_PATHS = kernel_data_paths(TILE_TABLE_NAME)
 
-_ROW_PATTERN = re.compile(r"W8A8_GEMM_CONFIG\s*\(([^()]*)\)")
+TILE_MACRO = "W8A8_GEMM_CONFIG"
+TILE_FIELDS = ("tag", "BLOCK_M", "BLOCK_N", "BLOCK_K", "WAVES_M", "WAVES_N", "WAVES_K", "MAIN_LOOP")
 _TAG_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Tags named by geometry must state the row's own numbers (catches copy-paste rows).
 _GEOMETRY_TAG_PATTERN = re.compile(r"m(\d+)n(\d+)k(\d+)_w(\d+)x(\d+)x(\d+)")
@@ -70,6 +76,7 @@ class TileConfig:
     waves_m: int
     waves_n: int
     waves_k: int  # > 1: K split across the waves of a workgroup, reduced in LDS
+    main_loop: str  # one of MAIN_LOOPS
 
     @property
     def waves(self) -> int:
@@ -89,9 +96,9 @@ class TileConfig:
 
     @property
     def is_decode(self) -> bool:
-        """BLOCK_M == 16 selects the decode main loop: weights streamed to registers,
-        K split across WAVES_K waves (kernels/common/gemm.h)."""
-        return self.block_m == WMMA_TILE
+        """The row runs the stream_weights (decode) main loop: one 16-row tile, weights
+        streamed to registers, K split across WAVES_K waves (kernels/common/gemm.h)."""
+        return self.main_loop == STREAM_WEIGHTS
 
     @property
     def accumulator_vgprs(self) -> int:
@@ -100,15 +107,15 @@ class TileConfig:
     @property
     def lds_bytes(self) -> int:
         """LDS the kernel allocates, the same formula as GemmConfig::kLdsBytes in
-        kernels/common/gemm.h: decode, one int32 partial tile per K-split wave; prefill,
-        double-buffered A and B tiles with padded rows."""
+        kernels/common/gemm.h: stream_weights, one int32 partial tile per K-split wave;
+        lds_double_buffer, double-buffered A and B tiles with padded rows."""
         if self.is_decode:
             return self.waves_k * self.block_m * self.block_n * 4
         return 2 * (self.block_m + self.block_n) * (self.block_k + LDS_ROW_PADDING_BYTES)
 
     @property
     def fused_lds_bytes(self) -> int:
-        """LDS of the fused decode kernel on this (decode) row: sizeof(FusedDecodeLds) in
+        """LDS of the fused decode kernel on this stream_weights row: sizeof(FusedDecodeLds) in
         kernels/common/decode_quant.h, the decode tile's partial sums plus per-row ranges
         (one per wave) and epilogue terms."""
         return self.lds_bytes + (self.waves + 1) * WMMA_TILE * FUSED_LDS_BYTES_PER_TILE_ROW
@@ -133,9 +140,9 @@ class TileConfig:
 
     def fused_kernel_name(self, input_dtype: str) -> str:
         """`w8a8_i8q_<f16|bf16>_gemm_<tag>`: the int8 decode GEMM that quantizes its fp16/bf16
-        activations itself (kernels/common/decode_quant.h); decode rows only."""
+        activations itself (kernels/common/decode_quant.h); stream_weights rows only."""
         if not self.is_decode:
-            raise ValueError(f"tile config {self.tag!r} is not a decode row (BLOCK_M == 16): no fused kernel")
+            raise ValueError(f"tile config {self.tag!r} does not run the {STREAM_WEIGHTS} main loop: no fused kernel")
         if input_dtype not in FUSED_INPUT_DTYPES:
             raise ValueError(f"fused kernel input must be one of {FUSED_INPUT_DTYPES}, got {input_dtype!r}")
         return f"w8a8_i8q_{input_dtype}_gemm_{self.tag}"
@@ -153,6 +160,8 @@ def validate_tile_config(config: TileConfig) -> None:
     for name, value in fields.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TileConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
+    if config.main_loop not in MAIN_LOOPS:
+        raise TileConfigError(f"{where}: MAIN_LOOP must be one of {', '.join(MAIN_LOOPS)}, got {config.main_loop!r}")
     if config.threads > MAX_WORKGROUP_THREADS:
         raise TileConfigError(
             f"{where}: {config.waves} waves x {WAVE_SIZE} lanes = {config.threads} threads exceeds "
@@ -166,10 +175,10 @@ def validate_tile_config(config: TileConfig) -> None:
             raise TileConfigError(
                 f"{where}: {block_name}={block} must be a multiple of {WMMA_TILE} x {waves_name} "
                 f"= {WMMA_TILE * waves} so that each wave works on whole 16x16x16 WMMA tiles")
-    if config.block_m not in BLOCK_M_CHOICES:
+    if config.is_decode and config.block_m != WMMA_TILE:
         raise TileConfigError(
-            f"{where}: BLOCK_M={config.block_m} must be one of {', '.join(map(str, BLOCK_M_CHOICES))} "
-            "(kernels/int8_gemm.hip expands each row by its BLOCK_M)")
+            f"{where}: the {STREAM_WEIGHTS} main loop computes one {WMMA_TILE}-row WMMA tile per "
+            f"workgroup: BLOCK_M must be {WMMA_TILE}, got {config.block_m}")
     if config.accumulator_vgprs > MAX_ACCUMULATOR_VGPRS:
         raise TileConfigError(
             f"{where}: a wave's {config.wave_tile_m}x{config.wave_tile_n} tile needs {config.accumulator_vgprs} "
@@ -180,7 +189,7 @@ def validate_tile_config(config: TileConfig) -> None:
             f"workgroup limit; shrink the tile, BLOCK_K or WAVES_K")
     if not config.is_decode and config.waves_k != 1:
         raise TileConfigError(
-            f"{where}: split-K across waves (WAVES_K > 1) exists for decode tiles (BLOCK_M == 16) only")
+            f"{where}: split-K across waves (WAVES_K > 1) is implemented for the {STREAM_WEIGHTS} main loop only")
     if config.is_decode and config.fused_lds_bytes > LDS_BYTES_PER_WORKGROUP:
         raise TileConfigError(
             f"{where}: the fused decode kernel's LDS {config.fused_lds_bytes} bytes exceeds the "
@@ -204,59 +213,30 @@ def validate_tile_config(config: TileConfig) -> None:
                 f"{where}: the tag states {stated} but the row has {actual}; fix the tag or the numbers")
 
 
-def _strip_comments(text: str) -> str:
-    # Keep newlines inside block comments so line numbers stay right.
-    text = re.sub(r"/\*.*?\*/", lambda match: "\n" * match.group(0).count("\n"), text, flags=re.S)
-    return re.sub(r"//[^\n]*", "", text)
-
-
 def parse_tile_configs(text: str, source: str = TILE_TABLE_NAME) -> tuple[TileConfig, ...]:
     """Parse and validate the X-macro rows of a gemm_configs.def text."""
     configs: list[TileConfig] = []
     seen: dict[str, int] = {}
-    for line_number, line in enumerate(_strip_comments(text).splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):  # blank or preprocessor guard
-            continue
-        rows = list(_ROW_PATTERN.finditer(stripped))
-        leftover = _ROW_PATTERN.sub("", stripped).strip()
-        if not rows or leftover:
+    for line_number, (tag, *numbers, main_loop) in read_xmacro_rows(
+            text, TILE_MACRO, TILE_FIELDS, source, TileConfigError):
+        if not all(re.fullmatch(r"\d+", number) for number in numbers):
             raise TileConfigError(
-                f"{source}:{line_number}: expected W8A8_GEMM_CONFIG(tag, BLOCK_M, BLOCK_N, BLOCK_K, "
-                f"WAVES_M, WAVES_N, WAVES_K), got {stripped!r}")
-        for row in rows:
-            values = [value.strip() for value in row.group(1).split(",")]
-            if len(values) != 7:
-                raise TileConfigError(
-                    f"{source}:{line_number}: W8A8_GEMM_CONFIG takes 7 values "
-                    f"(tag, BLOCK_M, BLOCK_N, BLOCK_K, WAVES_M, WAVES_N, WAVES_K), got {len(values)}")
-            tag, numbers = values[0], values[1:]
-            if not all(re.fullmatch(r"\d+", number) for number in numbers):
-                raise TileConfigError(
-                    f"{source}:{line_number}: row {tag!r} needs plain decimal integers, got {numbers}")
-            config = TileConfig(tag, *(int(number) for number in numbers))
-            try:
-                validate_tile_config(config)
-            except TileConfigError as error:
-                raise TileConfigError(f"{source}:{line_number}: {error}") from None
-            if tag in seen:
-                raise TileConfigError(
-                    f"{source}:{line_number}: tag {tag!r} already defined on line {seen[tag]}; tags must be unique")
-            seen[tag] = line_number
-            configs.append(config)
-    if not configs:
-        raise TileConfigError(f"{source}: no W8A8_GEMM_CONFIG rows found")
+                f"{source}:{line_number}: row {tag!r} needs plain decimal integers, got {numbers}")
+        config = TileConfig(tag, *(int(number) for number in numbers), main_loop)
+        try:
+            validate_tile_config(config)
+        except TileConfigError as error:
+            raise TileConfigError(f"{source}:{line_number}: {error}") from None
+        if tag in seen:
+            raise TileConfigError(
+                f"{source}:{line_number}: tag {tag!r} already defined on line {seen[tag]}; tags must be unique")
+        seen[tag] = line_number
+        configs.append(config)
     return tuple(configs)
 
 
 def find_def_file() -> Path:
-    for path in DEFAULT_DEF_PATHS:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"kernel table {TILE_TABLE_NAME} not found; looked in "
-        + ", ".join(str(path) for path in DEFAULT_DEF_PATHS)
-        + " (build the package with `python -m vllm_rdna_w8a8.build` or run from a source checkout)")
+    return find_kernel_data_file(TILE_TABLE_NAME, DEFAULT_DEF_PATHS)
 
 
 @functools.lru_cache(maxsize=8)

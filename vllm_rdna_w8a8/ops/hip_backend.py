@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from vllm_rdna_w8a8.build.kernel_data import abi_constant
 from vllm_rdna_w8a8.dispatch import fused_decode_config, pick_gemm_config
 from vllm_rdna_w8a8.ops.validation import (
     K_ALIGNMENT,
@@ -31,18 +32,19 @@ from vllm_rdna_w8a8.runtime.kernel_args import (
     kinds,
 )
 
+# The kernels' flag bits and quantization block (kernels/kernel_abi.def).
 # GEMM flags
-A_SCALE_PER_TOKEN = 1
-B_SCALE_PER_CHANNEL = 2
-OUTPUT_BF16 = 4
+A_SCALE_PER_TOKEN = abi_constant("A_SCALE_PER_TOKEN")
+B_SCALE_PER_CHANNEL = abi_constant("B_SCALE_PER_CHANNEL")
+OUTPUT_BF16 = abi_constant("OUTPUT_BF16")
 # quantization flags
-STATIC_SCALE = 1
-ASYMMETRIC = 2
+STATIC_SCALE = abi_constant("STATIC_SCALE")
+ASYMMETRIC = abi_constant("ASYMMETRIC")
 # fused decode GEMM flags: B_SCALE_PER_CHANNEL and OUTPUT_BF16 as above, plus
-FUSED_STATIC_SCALE = 8
-FUSED_ASYMMETRIC = 16
+FUSED_STATIC_SCALE = abi_constant("FUSED_STATIC_SCALE")
+FUSED_ASYMMETRIC = abi_constant("FUSED_ASYMMETRIC")
 
-QUANT_BLOCK_THREADS = 256
+QUANT_BLOCK_THREADS = abi_constant("QUANT_BLOCK_THREADS")
 _ALIGNMENT_BYTES = 16
 # The fused decode GEMMs read activations only in 16-byte loads of 8 fp16/bf16 values
 # (kernels/common/decode_quant.h): rows 16-byte aligned and K a multiple of 8.

@@ -21,12 +21,13 @@ struct RawInt32Output {
 
 }  // namespace rdna_w8a8
 
-#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK)                                        \
+#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK, LOOP)                                  \
   extern "C" __global__ void __launch_bounds__(32 * (WM) * (WN) * (WK))                      \
       w8a8_probe_i32_gemm_##tag(const int8_t* a, const int8_t* b, int32_t* c, int32_t M,      \
                                 int32_t N, int32_t K, int32_t lda, int32_t ldb, int32_t ldc) {\
-    ::rdna_w8a8::gemm_kernel_body<::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK>,            \
-                                  ::rdna_w8a8::Int8Math>(                                     \
+    ::rdna_w8a8::gemm_kernel_body<                                                            \
+        ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK, ::rdna_w8a8::MainLoop::LOOP>,         \
+        ::rdna_w8a8::Int8Math>(                                                               \
         ::rdna_w8a8::GemmOperands{a, b, M, N, K, lda, ldb},                                   \
         ::rdna_w8a8::RawInt32Output{c, M, N, ldc});                                           \
   }                                                                                           \

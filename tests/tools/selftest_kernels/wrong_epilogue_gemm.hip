@@ -27,7 +27,7 @@ __device__ void wrong_epilogue_gemm(const int8_t* a, const int8_t* b, void* c, c
   }
 }
 
-#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK)                                           \
+#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK, LOOP)                                     \
   extern "C" __global__ void __launch_bounds__(32 * (WM) * (WN) * (WK)) w8a8_i8_gemm_##tag(    \
       const int8_t* __restrict__ a, const int8_t* __restrict__ b, void* __restrict__ c,         \
       const float* __restrict__ a_scale, const float* __restrict__ b_scale,                     \
