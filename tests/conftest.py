@@ -19,6 +19,11 @@ from vllm_rdna_w8a8.build import Clang, CompilerNotFound, find_clang
 PLUGIN_LOGGER = "vllm.rdna_w8a8"
 REPO = Path(__file__).resolve().parents[1]
 
+# emu_driver: the emulator tests' kernels and runtime helpers, which the emulation.py tests
+# (tests/emulation) use too; it also runs as a script, so it is a plain module on the path.
+sys.path.insert(0, str(REPO / "tests" / "emulator"))
+from emu_driver import emulator_test_sources  # noqa: E402
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Every vLLM process the tests start (they inherit this) works around the vLLM-CPU
@@ -42,6 +47,23 @@ def clang() -> Clang:
         return find_clang()
     except CompilerNotFound as exc:
         pytest.skip(f"no gfx11-capable clang here: {exc}")
+
+
+@pytest.fixture(scope="session")
+def emulator_library() -> Path:
+    """The emulator library holding tests/emulator/kernels (cached in build/emulator/)."""
+    from vllm_rdna_w8a8.emulation import build_emulator
+
+    return build_emulator(emulator_test_sources())
+
+
+@pytest.fixture(scope="session")
+def sanitized_library() -> Path:
+    """The same under AddressSanitizer + UBSan: load it only in a process started with
+    emulation.sanitizer_env()."""
+    from vllm_rdna_w8a8.emulation import build_emulator
+
+    return build_emulator(emulator_test_sources(), sanitize=True)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""Fixtures for the emulator tests: the test kernels compiled for a real gfx1100 and as
-host code into the emulator library (plain and sanitized), and ways to run them."""
+"""Fixtures for the emulator tests: the test kernels compiled for a real gfx1100, and ways to
+run them in the emulator library (plain and sanitized: emulator_library and sanitized_library
+of tests/conftest.py, which the emulation.py tests share)."""
 
 from __future__ import annotations
 
@@ -11,22 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from emu_driver import GFX1100, TEST_KERNELS_DIR, KernelRunner, StandInRuntime  # on the path: tests/conftest.py
 from vllm_rdna_w8a8.build import build, find_clang, get_target
-from vllm_rdna_w8a8.emulation import BUILD_DIR, build_emulator, sanitizer_env
+from vllm_rdna_w8a8.emulation import BUILD_DIR, sanitizer_env
 
-HERE = Path(__file__).resolve().parent
 TEST_OBJECTS_DIR = BUILD_DIR / "test-objects"
-DRIVER = HERE / "emu_driver.py"
+DRIVER = Path(__file__).resolve().with_name("emu_driver.py")
 SUBPROCESS_TIMEOUT_S = 600
-
-sys.path.insert(0, str(HERE))
-from emu_driver import (  # noqa: E402
-    GFX1100,
-    TEST_KERNELS_DIR,
-    KernelRunner,
-    StandInRuntime,
-    emulator_test_sources,
-)
 
 
 @pytest.fixture(scope="session")
@@ -36,16 +28,6 @@ def test_objects() -> Path:
     build(find_clang(), [get_target(GFX1100)], kernels_dir=TEST_KERNELS_DIR,
           objects_dir=TEST_OBJECTS_DIR, work_dir=BUILD_DIR, log=lambda line: None)
     return TEST_OBJECTS_DIR
-
-
-@pytest.fixture(scope="session")
-def emulator_library() -> Path:
-    return build_emulator(emulator_test_sources())
-
-
-@pytest.fixture(scope="session")
-def sanitized_library() -> Path:
-    return build_emulator(emulator_test_sources(), sanitize=True)
 
 
 @pytest.fixture(scope="session")
