@@ -33,7 +33,8 @@ def test_int8_layer_host_time_stays_in_launch_range(capsys: pytest.CaptureFixtur
     result = subprocess.run([sys.executable, "-m", "vllm_rdna_w8a8.bench.host_overhead", "--m", "1", "64",
                              "--rounds", "5", "--calls", "300"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^(\d+) (\d) ([\d.]+) ([\d.]+) ([\d.]+) \| ([\d.]+) ([\d.]+)$", result.stdout, re.MULTILINE)
+    rows = re.findall(r"^(\d+) (\d) ([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+) \| ([\d.]+) ([\d.]+)$", result.stdout,
+                      re.MULTILINE)
     assert [(m, launches) for m, launches, *_ in rows] == [("1", "1"), ("64", "2")], result.stdout
     with capsys.disabled():
         print("\n" + result.stdout)

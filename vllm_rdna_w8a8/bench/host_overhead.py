@@ -14,9 +14,11 @@ production, then its launch entry point is replaced by a C function with the sam
 that only counts its calls (each round checks every launch reached it). Needs clang for that
 function and the emulator.
 
-Figures per M: the median and minimum of single calls over all rounds, and the lowest round
-median (the figure at the box's quietest moment: on a shared machine the median moves with
-the load, which is printed too), then the medians of the same call without apply_weights (the
+Figures per M: the median and minimum of single calls over all rounds, the lowest round median
+(the figure at the box's quietest moment: on a shared machine the median moves with the load,
+which is printed too), and the thread's CPU time per call over all rounds (time spent waiting
+for a CPU on a loaded machine is in no figure: a whole loop timed by the wall clock would be,
+which is why single calls are timed), then the medians of the same call without apply_weights (the
 op called directly) and without the dispatcher (the HIP backend's function); --profile adds
 cProfile's view (which inflates every Python call).
 """
@@ -108,11 +110,13 @@ def int8_layer(n: int, k: int):
 
 
 def time_calls(call: Callable[[], object], rounds: int, calls: int) -> dict[str, float]:
-    """Single-call times in us: median and min over every call, the lowest round median."""
+    """Times in us: median and min of single calls over every call, the lowest round median, and
+    this thread's CPU time per call over all of them (the clock reads included)."""
     call()  # the first call builds the plan and loads the kernels
     samples: list[float] = []
     round_medians = []
     clock = time.perf_counter_ns
+    cpu_start = time.thread_time_ns()
     for _ in range(rounds):
         this_round = []
         for _ in range(calls):
@@ -121,7 +125,8 @@ def time_calls(call: Callable[[], object], rounds: int, calls: int) -> dict[str,
             this_round.append((clock() - start) / 1e3)
         round_medians.append(statistics.median(this_round))
         samples += this_round
-    return {"median": statistics.median(samples), "min": min(samples), "quiet": min(round_medians)}
+    cpu_us = (time.thread_time_ns() - cpu_start) / 1e3 / len(samples)
+    return {"median": statistics.median(samples), "min": min(samples), "quiet": min(round_medians), "cpu": cpu_us}
 
 
 def _print_profile(call: Callable[[], object], calls: int) -> None:
@@ -152,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_before = os.getloadavg()[0]
         print(f"host time per int8 layer call, N={args.n} K={args.k} fp16, launch stubbed (kernels not run), "
               f"{os.cpu_count()} CPUs, {args.rounds} rounds x {args.calls} calls; load average {load_before:.2f}")
-        print("M launches apply_weights_median_us min_us quiet_us | op_median_us hip_backend_median_us")
+        print("M launches apply_weights_median_us min_us quiet_us cpu_us | op_median_us hip_backend_median_us")
         with torch.inference_mode():
             for m in args.m:
                 x = torch.randn(m, args.k, generator=torch.Generator().manual_seed(m)).to(torch.float16)
@@ -164,7 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise RuntimeError(f"M={m}: launches bypassed the stub ({noop.noop_launches() - before} counted)")
                 op_us = time_calls(lambda: custom_ops.int8_quant_scaled_mm(*weights), args.rounds, args.calls)
                 backend_us = time_calls(lambda: hip_backend.int8_quant_scaled_mm(*weights), args.rounds, args.calls)
-                print(f"{m} {launches} {layer_us['median']:.1f} {layer_us['min']:.1f} {layer_us['quiet']:.1f} | "
+                print(f"{m} {launches} {layer_us['median']:.1f} {layer_us['min']:.1f} {layer_us['quiet']:.1f} "
+                      f"{layer_us['cpu']:.1f} | "
                       f"{op_us['median']:.1f} {backend_us['median']:.1f}")
                 if args.profile:
                     _print_profile(lambda: kernel.apply_weights(layer, x), args.rounds * args.calls)
