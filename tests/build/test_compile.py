@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from vllm_rdna_w8a8.build import KernelCompileError, build, get_target
+from vllm_rdna_w8a8.build.compile import KERNEL_DATA_NAMES
 from vllm_rdna_w8a8.build.compiler import Clang
 from vllm_rdna_w8a8.build.__main__ import main
 
@@ -31,7 +32,8 @@ def test_compiles_each_source_for_each_target(clang: Clang, kernels_dir: Path, t
         data = path.read_bytes()
         assert data[:4] == ELF_MAGIC
         assert int.from_bytes(data[18:20], "little") == EM_AMDGPU
-    assert (objects / "gemm_configs.def").read_bytes() == (kernels_dir / "gemm_configs.def").read_bytes()
+    for name in KERNEL_DATA_NAMES:
+        assert (objects / name).read_bytes() == (kernels_dir / name).read_bytes(), name
 
     # Unchanged inputs: nothing recompiles.
     again = _build(clang, kernels_dir, tmp_path, "gfx1100", "gfx1151")

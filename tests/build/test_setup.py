@@ -50,7 +50,8 @@ def test_wheel_carries_the_code_objects(project: Path, tmp_path: Path, clang: Cl
     objects = sorted(n for n in names if n.endswith((".hsaco", ".def")))
     assert objects == ["vllm_rdna_w8a8/_objects/gemm_configs.def",
                        "vllm_rdna_w8a8/_objects/gfx1100/probe_saxpy.hsaco",
-                       "vllm_rdna_w8a8/_objects/gfx1103/probe_saxpy.hsaco"]
+                       "vllm_rdna_w8a8/_objects/gfx1103/probe_saxpy.hsaco",
+                       "vllm_rdna_w8a8/_objects/kernel_abi.def"]
 
 
 def test_wheel_without_a_compiler_has_no_kernels(project: Path, tmp_path: Path) -> None:
@@ -58,4 +59,7 @@ def test_wheel_without_a_compiler_has_no_kernels(project: Path, tmp_path: Path) 
     assert ("vllm-rdna-w8a8: building without gfx11 kernels ($HIP_CLANG='/nonexistent/clang++' "
             "is unusable") in result.stdout + result.stderr
     assert not [n for n in names if n.endswith(".hsaco")]
+    # the host reads the kernel ABI and the tile table even without kernels
+    assert sorted(n for n in names if n.endswith(".def")) == ["vllm_rdna_w8a8/_objects/gemm_configs.def",
+                                                             "vllm_rdna_w8a8/_objects/kernel_abi.def"]
     assert "vllm_rdna_w8a8/build/compile.py" in names
