@@ -137,7 +137,7 @@ def parse_table(data: Any, target: str, known_tags: frozenset[str], path: str,
                          f"{where}: M bucket must be one of {', '.join(map(str, buckets_of_kind))}")
                 entries[(kind, n, k, int(bucket_key))] = table_entry = _validate_entry(where, entry, known_tags)
                 _require(kind != FUSED_KIND or decode_tags is None or table_entry.tag in decode_tags,
-                         f"{where}: tag {table_entry.tag!r} is not a decode row (BLOCK_M == 16): it has no fused kernel")
+                         f"{where}: tag {table_entry.tag!r} is not a decode (stream_weights) row: it has no fused kernel")
     return TileTable(path, target, entries)
 
 

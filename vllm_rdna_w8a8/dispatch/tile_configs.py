@@ -43,7 +43,7 @@ MAIN_LOOPS = (LDS_DOUBLE_BUFFER, STREAM_WEIGHTS)
 # (lo, hi) float pair per wave and tile row, and (a_scale, azp) per tile row, 8 bytes each.
 FUSED_LDS_BYTES_PER_TILE_ROW = 8
 FUSED_INPUT_DTYPES = ("f16", "bf16")  # activations the fused decode GEMMs quantize
-# The fused decode GEMMs quantize the rows of one decode tile (BLOCK_M == 16): beyond that,
+# The fused decode GEMMs quantize the rows of one decode (stream_weights) tile: beyond that,
 # every N tile would quantize the same rows again, and prefill reuses one int8 A tile for
 # many N tiles, so quantizing once in its own launch is cheaper.
 FUSED_QUANT_MAX_M = WMMA_TILE
