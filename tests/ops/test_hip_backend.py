@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -247,3 +248,16 @@ def test_two_launch_layer_hands_the_gemm_the_quantizers_outputs(launches, fused_
     assert gemm["args"] == [("pointer", address) for address in gemm_pointers] + [
         ("int32", m), ("int32", n), ("int32", k_padded), ("int32", k_padded), ("int32", k_padded),
         ("int32", n), ("uint32", (0 if static else 1) | 2)]
+
+
+def test_each_thread_launches_from_its_own_plan(launches, fused_pick) -> None:
+    """A prepared launch rewrites its own kernarg buffer per call: threads must not share one."""
+    fused_pick("m16n32k256_w1x1x4")
+    layer = _int8_layer()
+    hip_backend.int8_quant_scaled_mm(torch.zeros((1, 64), dtype=torch.float16), **layer)
+    thread = threading.Thread(target=hip_backend.int8_quant_scaled_mm,
+                              args=(torch.zeros((1, 64), dtype=torch.float16),), kwargs=layer)
+    thread.start()
+    thread.join()
+    assert len(launches) == 2
+    assert launches.prepared == ["w8a8_i8q_f16_gemm_m16n32k256_w1x1x4"] * 2
