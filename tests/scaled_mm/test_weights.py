@@ -147,3 +147,34 @@ def test_padded_row_stride_gives_identical_outputs_on_the_emulated_kernels(curre
     prefix = "w8a8_i8q_f16_gemm_" if kind == "int8" else "w8a8_f8_gemm_"
     assert any(name.startswith(prefix) for name in launcher.loaded_kernels()), \
         "our GEMM kernel did not run: the emulated backend was not used"
+
+
+# azp_adj: upstream's terms (column sums, times a static zero point), formed in int64 and
+# refused where the int32 the kernels read would wrap.
+
+def test_azp_adjustment_refuses_a_product_beyond_int32() -> None:
+    column_of_127s = torch.full((2, 32), 127, dtype=torch.int8)  # column sums 4064
+    with pytest.raises(ValueError, match=r"azp_adj\[0\] = 4261412864 \(the weight's column sum 4064 times the "
+                                         r"static input zero point 1048576\) does not fit the int32 the kernels read"):
+        weights.azp_adjustment(column_of_127s, torch.tensor([2**20], dtype=torch.int32))
+
+
+def test_azp_adjustment_refuses_the_zero_point_of_a_zero_input_scale() -> None:
+    # A zero input scale rebuilds the zero point as NaN, which converts to -2**31 (x86).
+    _, zero_point = weights.static_input_params(torch.zeros(1), torch.zeros(1, dtype=torch.int8))
+    with pytest.raises(ValueError, match=r"times the static input zero point -2147483648\) does not fit"):
+        weights.azp_adjustment(torch.full((1, 16), 1, dtype=torch.int8), zero_point)
+
+
+@pytest.mark.parametrize("zero_point", [None, -128, 127])
+def test_azp_adjustment_fits_at_the_longest_k_and_extreme_values(zero_point: int | None) -> None:
+    """What the int8 GEMMs take (K_pad <= MAX_INT8_K) with int8 zero points always fits:
+    |azp_adj| <= 128 * 128 * K < 2**31."""
+    from vllm_rdna_w8a8.ops.validation import MAX_INT8_K
+
+    longest = MAX_INT8_K // 16 * 16
+    weight = torch.full((2, longest), -128, dtype=torch.int8)
+    static = None if zero_point is None else torch.tensor([zero_point], dtype=torch.int32)
+    adjustment = weights.azp_adjustment(weight, static)
+    want = -128 * longest * (1 if zero_point is None else zero_point)
+    assert adjustment.dtype == torch.int32 and adjustment.tolist() == [want, want]

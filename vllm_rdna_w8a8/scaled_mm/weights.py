@@ -32,6 +32,7 @@ from vllm_rdna_w8a8.dispatch.perf_model import cache_aliasing_pad
 from vllm_rdna_w8a8.ops.validation import padded_k
 
 _INT8 = torch.iinfo(torch.int8)
+_INT32 = torch.iinfo(torch.int32)
 
 
 _PADDABLE = (torch.int8, torch.float8_e4m3fn)
@@ -118,8 +119,23 @@ def static_input_params(
 
 
 def azp_adjustment(weight: torch.Tensor, static_zero_point: torch.Tensor | None) -> torch.Tensor:
-    """[N] int32: sum over K of the [N, K] weight, times the static zero point if any."""
-    column_sums = weight.sum(dim=1, dtype=torch.int32)
-    if static_zero_point is not None:
-        column_sums = column_sums * static_zero_point.reshape(()).to(torch.int32)
-    return column_sums.contiguous()
+    """[N] int32 azp_adj, upstream's (vLLM's Triton/CUTLASS int8 classes): the sum over K of
+    the [N, K] weight, times the static zero point if any (folded in).
+
+    Formed in int64 and refused unless it fits the int32 the kernels read, where upstream's
+    int32 product would wrap. It always fits for what vLLM loads: a zero point rebuilt from
+    int8 checkpoint zero points by `static_input_params` lies in [-128, 127] (every shard's
+    range holds 0), so |azp_adj| <= 128 * 128 * K, below 2**31 for every K the int8 GEMMs
+    take (`validation.MAX_INT8_K`). A zero or non-finite input scale is what breaks it (its
+    zero point converts to -2**31).
+    """
+    column_sums = weight.sum(dim=1, dtype=torch.int64)
+    zero_point = None if static_zero_point is None else int(static_zero_point.reshape(()))
+    adjustment = column_sums if zero_point is None else column_sums * zero_point
+    outside = ((adjustment < _INT32.min) | (adjustment > _INT32.max)).nonzero()
+    if len(outside):
+        n = int(outside[0])
+        factors = "" if zero_point is None else f" times the static input zero point {zero_point}"
+        raise ValueError(f"azp_adj[{n}] = {int(adjustment[n])} (the weight's column sum {int(column_sums[n])}"
+                         f"{factors}) does not fit the int32 the kernels read")
+    return adjustment.to(torch.int32).contiguous()
