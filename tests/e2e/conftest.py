@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e_support import PROMPTS, SCORED_TEXT, SCORED_TOP_LOGPROBS, EngineGroup, run_engine_group, run_spec
-from vllm_rdna_w8a8.testing.tiny_model import build_tiny_model
+from vllm_rdna_w8a8.testing.tiny_model import TinyMoESpec, build_tiny_model
 
 EMULATED_TARGET = "gfx1100"
 # Switches of the plugin that must not leak in from the developer's shell.
@@ -27,6 +27,10 @@ PLUGIN_SWITCHES_OFF: dict[str, str | None] = {
 TP2_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}
 TP2 = {"tensor_parallel_size": 2}
 RDNA = {"quantization": "rdna_w8a8"}
+EMULATED_REFERENCE_OPS = {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET, "VLLM_RDNA_W8A8_OPS": "reference"}
+# The tiny Qwen3-MoE's int8 W8A8 checkpoints: compressed-tensors (written by tiny_model with the
+# compressed-tensors library) and AMD Quark (per-channel weights, dynamic per-token inputs).
+MOE_SCHEMES = ("int8", "quark-int8-dynamic")
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +66,7 @@ def emulated_reference_engines(
     """gfx1100 emulated, our kernel class selected, ops on the reference implementation."""
     int8 = tiny_checkpoints["int8"]
     runs = [run_spec("int8", int8), run_spec("int8_rdna", int8, RDNA)]
-    env = {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET, "VLLM_RDNA_W8A8_OPS": "reference"}
-    return _group(tmp_path_factory, "emulated-reference", runs, env)
+    return _group(tmp_path_factory, "emulated-reference", runs, EMULATED_REFERENCE_OPS)
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +74,7 @@ def emulated_reference_tp2_engines(
     tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> EngineGroup:
     runs = [run_spec("int8_tp2", tiny_checkpoints["int8"], TP2)]
-    env = {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET, "VLLM_RDNA_W8A8_OPS": "reference", **TP2_ENV}
-    return _group(tmp_path_factory, "emulated-reference-tp2", runs, env)
+    return _group(tmp_path_factory, "emulated-reference-tp2", runs, {**EMULATED_REFERENCE_OPS, **TP2_ENV})
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +101,52 @@ def emulated_quark_engines(tiny_checkpoints: dict[str, Path], tmp_path_factory: 
     the real HIP kernels running in the emulator (about 55 s here)."""
     runs = [run_spec("quark_int8_rdna", tiny_checkpoints["quark-int8"], RDNA)]
     return _group(tmp_path_factory, "emulated-quark", runs, {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET})
+
+
+@pytest.fixture(scope="session")
+def tiny_moe_checkpoints() -> dict[str, Path]:
+    return {scheme: build_tiny_model(scheme, spec=TinyMoESpec()) for scheme in MOE_SCHEMES}
+
+
+@pytest.fixture(scope="session")
+def cpu_moe_engines(tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> EngineGroup:
+    """Plain CPU platform, default compressed-tensors method: vLLM-CPU's int8 MoE experts
+    (they exist on AMX machines only)."""
+    return _group(tmp_path_factory, "cpu-moe", [run_spec("moe_int8", tiny_moe_checkpoints["int8"])], {})
+
+
+@pytest.fixture(scope="session")
+def emulated_moe_reference_engines(
+    tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> EngineGroup:
+    """gfx1100 emulated, ops on the reference: our experts under rdna_w8a8, both formats."""
+    runs = [run_spec("moe_int8_rdna", tiny_moe_checkpoints["int8"], RDNA),
+            run_spec("moe_quark_int8_rdna", tiny_moe_checkpoints["quark-int8-dynamic"], RDNA)]
+    return _group(tmp_path_factory, "emulated-moe-reference", runs, EMULATED_REFERENCE_OPS)
+
+
+@pytest.fixture(scope="session")
+def emulated_moe_reference_tp2_engines(
+    tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> EngineGroup:
+    runs = [run_spec("moe_int8_rdna_tp2", tiny_moe_checkpoints["int8"], {**RDNA, **TP2})]
+    return _group(tmp_path_factory, "emulated-moe-reference-tp2", runs, {**EMULATED_REFERENCE_OPS, **TP2_ENV})
+
+
+@pytest.fixture(scope="session")
+def emulated_moe_kernel_engines(
+    tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> EngineGroup:
+    """gfx1100 emulated with our HIP kernels (dense and MoE) running in the emulator."""
+    runs = [run_spec("moe_int8_rdna", tiny_moe_checkpoints["int8"], RDNA),
+            run_spec("moe_quark_int8_rdna", tiny_moe_checkpoints["quark-int8-dynamic"], RDNA)]
+    return _group(tmp_path_factory, "emulated-moe-kernels", runs, {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET})
+
+
+@pytest.fixture(scope="session")
+def emulated_moe_kernel_tp2_engines(
+    tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> EngineGroup:
+    runs = [run_spec("moe_int8_rdna_tp2", tiny_moe_checkpoints["int8"], {**RDNA, **TP2})]
+    env = {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET, **TP2_ENV}
+    return _group(tmp_path_factory, "emulated-moe-kernels-tp2", runs, env)

