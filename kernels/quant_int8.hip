@@ -48,32 +48,28 @@ __device__ __forceinline__ Range workgroup_range(Range r) {
   return total;
 }
 
-template <class In>
-__device__ __forceinline__ void quantize_row(const void* x, int8_t* q, float* scale,
-                                             int32_t* azp, int32_t M, int32_t K, int32_t ldx,
-                                             int32_t ldq, uint32_t flags) {
-  const int row_index = static_cast<int>(blockIdx.x);
-  if (row_index >= M) return;
-  const uint16_t* row = static_cast<const uint16_t*>(x) + static_cast<int64_t>(row_index) * ldx;
-  int8_t* q_row = q + static_cast<int64_t>(row_index) * ldq;
-  const bool is_static = flags & kFlagStaticScale;
-  const bool asymmetric = flags & kFlagAsymmetric;
+// One row in quantization mode `Mode` (chosen once per launch by quantize_row).
+template <class In, class Mode>
+__device__ __forceinline__ void quantize_row_in_mode(const uint16_t* row, int8_t* q_row,
+                                                     float* scale, int32_t* azp, int row_index,
+                                                     int32_t K, int32_t ldq) {
   const bool vectorized = (reinterpret_cast<uintptr_t>(row) % 16 == 0) &&
                           (reinterpret_cast<uintptr_t>(q_row) % kQuantElementsPerVector == 0);
   const int vector_end = vectorized ? K - K % kQuantElementsPerVector : 0;
   const int tid = static_cast<int>(threadIdx.x);
   const int threads = static_cast<int>(blockDim.x);
 
-  Quantizer quantize;
-  if (is_static) {
-    quantize = static_quantizer(scale[0], asymmetric ? azp[0] : 0, asymmetric);
+  Quantizer<Mode> quantize;
+  if constexpr (Mode::kStatic) {
+    quantize = static_quantizer<Mode>(scale[0], Mode::kAsymmetric ? azp[0] : 0);
   } else {
-    const Range range = workgroup_range(scan_row<In>(row, K, vectorized, asymmetric, tid, threads));
+    const Range range =
+        workgroup_range(scan_row<In>(row, K, vectorized, Mode::kAsymmetric, tid, threads));
     float row_scale;
-    quantize = dynamic_quantizer(range, asymmetric, row_scale);
+    quantize = dynamic_quantizer<Mode>(range, row_scale);
     if (threadIdx.x == 0) {
       scale[row_index] = row_scale;
-      if (asymmetric) azp[row_index] = quantize.zero_point;
+      if (Mode::kAsymmetric) azp[row_index] = quantize.zero_point;
     }
   }
 
@@ -85,6 +81,19 @@ __device__ __forceinline__ void quantize_row(const void* x, int8_t* q, float* sc
       },
       [&](int i, float v) { q_row[i] = quantize(v); });
   for (int i = K + tid; i < ldq; i += threads) q_row[i] = 0;
+}
+
+template <class In>
+__device__ __forceinline__ void quantize_row(const void* x, int8_t* q, float* scale,
+                                             int32_t* azp, int32_t M, int32_t K, int32_t ldx,
+                                             int32_t ldq, uint32_t flags) {
+  const int row_index = static_cast<int>(blockIdx.x);
+  if (row_index >= M) return;
+  const uint16_t* row = static_cast<const uint16_t*>(x) + static_cast<int64_t>(row_index) * ldx;
+  int8_t* q_row = q + static_cast<int64_t>(row_index) * ldq;
+  with_quant_mode(flags & kFlagStaticScale, flags & kFlagAsymmetric, [&](auto mode) {
+    quantize_row_in_mode<In, decltype(mode)>(row, q_row, scale, azp, row_index, K, ldq);
+  });
 }
 
 }  // namespace rdna_w8a8

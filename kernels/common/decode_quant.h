@@ -34,33 +34,34 @@ struct alignas(16) FusedDecodeLds {
   RowTerms rows[kWmmaDim];                // the epilogue's scale and zero point per tile row
 };
 
-// The A operand quantized on the fly from this lane's fp16/bf16 row.
-template <class In>
+// The A operand quantized on the fly from this lane's fp16/bf16 row, in mode `Mode`. Rows
+// past M re-read row m0 (always inside): their output rows are never stored, so the loop
+// needs no row test.
+template <class In, class Mode>
 struct QuantizingRows {
   using Raw = v4u32;  // 8 fp16/bf16 values
   const uint16_t* row;
-  Quantizer quantize;
+  Quantizer<Mode> quantize;
   int K;
   int half_offset;  // this lane quantizes k + half_offset .. + 7 of each 16-deep step
-  bool inside;      // the row is < M
 
   // One 16-byte load: rows are 16-byte aligned and K % 8 == 0 (checked before launch), so a
   // lane's 8 values lie wholly inside the row or wholly past K.
-  __device__ __forceinline__ Raw load(int k, bool) const {
+  template <bool Ragged>
+  __device__ __forceinline__ Raw load(int k) const {
     const int first = k + half_offset;
-    return (inside && first < K) ? *reinterpret_cast<const Raw*>(row + first) : Raw{0, 0, 0, 0};
+    return (!Ragged || first < K) ? *reinterpret_cast<const Raw*>(row + first) : Raw{0, 0, 0, 0};
   }
 
-  // Columns >= K and rows >= M are 0, as the quantization kernel's padding and the GEMM's
-  // zero rows are.
+  // Columns >= K are 0, as the quantization kernel's padding is (a zero point would not map
+  // the zeros loaded there to 0: only the ragged last slice tests k).
+  template <bool Ragged>
   __device__ __forceinline__ FragI8 to_frag(Raw raw, int k) const {
-    const int valid = inside ? K - (k + half_offset) : 0;
-    uint32_t mine[2] = {0, 0};
-#pragma unroll
-    for (int e = 0; e < kQuantElementsPerVector; ++e) {
-      const float v = In::to_float(static_cast<uint16_t>(raw[e / 2] >> (16 * (e % 2))));
-      const uint32_t q = e < valid ? static_cast<uint8_t>(quantize(v)) : 0u;
-      mine[e / 4] |= q << (8 * (e % 4));
+    float v[kQuantElementsPerVector];
+    unpack_vector<In>(raw, v);
+    v2u32 mine = quantize_vector(v, quantize);
+    if constexpr (Ragged) {
+      if (k + half_offset >= K) mine = v2u32{0, 0};
     }
     const uint32_t other0 = __shfl_xor(mine[0], kWmmaDim);
     const uint32_t other1 = __shfl_xor(mine[1], kWmmaDim);
@@ -80,40 +81,40 @@ struct TileRowsEpilogue : Epilogue {
   __device__ __forceinline__ RowTerms row(int m) const { return tile_rows[m - first_row]; }
 };
 
-// Quantization parameters of the tile's rows m0.. (every thread takes part: barriers inside).
-// Returns this lane's A operand source; fills lds.rows for the epilogue.
-template <class Cfg, class In>
-__device__ __forceinline__ QuantizingRows<In> quantize_tile_rows(const FusedQuantArgs& args,
-                                                                 int M, int K, int m0,
-                                                                 FusedDecodeLds<Cfg>& lds) {
+// Quantization parameters of the tile's rows m0.. in mode `Mode` (every thread takes part:
+// barriers inside). Returns this lane's A operand source; fills lds.rows for the epilogue.
+template <class Cfg, class In, class Mode>
+__device__ __forceinline__ QuantizingRows<In, Mode> quantize_tile_rows(const FusedQuantArgs& args,
+                                                                       int M, int K, int m0,
+                                                                       FusedDecodeLds<Cfg>& lds) {
   const int lane = lane_id();
   const int wave = wave_id();
-  const bool asymmetric = args.flags & kFlagFusedAsymmetric;
   const int rows_valid = M - m0 < kWmmaDim ? M - m0 : kWmmaDim;
   const uint16_t* x = static_cast<const uint16_t*>(args.x);
   const auto row_ptr = [&](int r) { return x + static_cast<int64_t>(m0 + r) * args.ldx; };
 
   const int row = operand_index(lane);
-  QuantizingRows<In> rows{row_ptr(row), Quantizer{}, K, (lane / kWmmaDim) * kQuantElementsPerVector,
-                          row < rows_valid};
+  const bool inside = row < rows_valid;
+  QuantizingRows<In, Mode> rows{row_ptr(inside ? row : 0), Quantizer<Mode>{0.f, 0}, K,
+                                (lane / kWmmaDim) * kQuantElementsPerVector};
   RowTerms terms{1.f, 1};
-  if (args.flags & kFlagFusedStaticScale) {
-    rows.quantize = static_quantizer(args.x_scale[0], asymmetric ? args.x_azp[0] : 0, asymmetric);
+  if constexpr (Mode::kStatic) {
+    rows.quantize = static_quantizer<Mode>(args.x_scale[0], Mode::kAsymmetric ? args.x_azp[0] : 0);
     terms.a_scale = args.x_scale[0];  // a static zero point is folded into azp_adj
   } else {
     for (int r = 0; r < rows_valid; ++r) {  // uniform: every lane reaches the shuffles
-      const Range part = scan_row<In>(row_ptr(r), K, true, asymmetric,
+      const Range part = scan_row<In>(row_ptr(r), K, true, Mode::kAsymmetric,
                                       static_cast<int>(threadIdx.x), Cfg::kThreads);
       const Range range = wave_range(part);
       if (lane == 0) lds.per_wave[wave][r] = range;
     }
     __syncthreads();
-    if (rows.inside) {
+    if (inside) {
       Range total = lds.per_wave[0][row];
 #pragma unroll
       for (int w = 1; w < Cfg::kWaves; ++w) total.merge(lds.per_wave[w][row]);
-      rows.quantize = dynamic_quantizer(total, asymmetric, terms.a_scale);
-      if (asymmetric) terms.azp = rows.quantize.zero_point;
+      rows.quantize = dynamic_quantizer<Mode>(total, terms.a_scale);
+      if (Mode::kAsymmetric) terms.azp = rows.quantize.zero_point;
     }
   }
   // Read by the epilogue, after the decode tile's barrier.
@@ -121,11 +122,13 @@ __device__ __forceinline__ QuantizingRows<In> quantize_tile_rows(const FusedQuan
   return rows;
 }
 
+// The fused decode tile, its quantization mode chosen once from `flags` (a uniform branch
+// into one compiled body per mode).
 template <class Cfg, class In>
 __device__ __forceinline__ void fused_decode_kernel_body(const FusedQuantArgs& args,
                                                          const GemmOperands& p,
                                                          const Epilogue& epilogue) {
-  static_assert(Cfg::kStreamsWeights, "fused activation quantization exists for the stream_weights main loop only");
+  static_assert(Cfg::kStreamsWeights, "fused activation quantization exists for decode tiles only");
   static_assert(sizeof(FusedDecodeLds<Cfg>) <= kMaxLdsBytesPerWorkgroup,
                 "LDS use of the fused decode tile exceeds the 64 KiB a gfx11 workgroup may allocate");
   const int tiles_m = ceil_div(p.M, Cfg::kBlockM);
@@ -135,9 +138,15 @@ __device__ __forceinline__ void fused_decode_kernel_body(const FusedQuantArgs& a
   const TileIndex t = grouped_tile(tile, tiles_m, tiles_n);
   const int m0 = t.m * Cfg::kBlockM;
   auto& lds = workgroup_lds<FusedDecodeLds<Cfg>>();
-  const QuantizingRows<In> a_rows = quantize_tile_rows<Cfg, In>(args, p.M, p.K, m0, lds);
   const TileRowsEpilogue out{epilogue, lds.rows, m0};
-  gemm_decode_tile<Cfg, Int8Math>(p, a_rows, out, m0, t.n * Cfg::kBlockN, lds.reduction);
+  with_quant_mode(args.flags & kFlagFusedStaticScale, args.flags & kFlagFusedAsymmetric,
+                  [&](auto mode) {
+                    using Mode = decltype(mode);
+                    const QuantizingRows<In, Mode> a_rows =
+                        quantize_tile_rows<Cfg, In, Mode>(args, p.M, p.K, m0, lds);
+                    gemm_decode_tile<Cfg, Int8Math>(p, a_rows, out, m0, t.n * Cfg::kBlockN,
+                                                    lds.reduction);
+                  });
 }
 
 }  // namespace rdna_w8a8

@@ -1,5 +1,6 @@
-// The fused GEMM epilogue: zero-point correction, scales, bias, fp32 -> fp16/bf16 and the
-// masked store of one output element. Formula and order follow vLLM's CUTLASS scaled-mm
+// The fused GEMM epilogue: zero-point correction, scales, bias, fp32 -> fp16/bf16, and the
+// output loop of the main loops (store_fragments: 16-byte row-chunk stores where the rows
+// allow, one masked store per element elsewhere). Formula and order follow vLLM's CUTLASS scaled-mm
 // epilogues (ScaledEpilogueBias / ...BiasAzp / ...BiasAzpToken):
 //   out[m][n] = a_scale[m] * (b_scale[n] * float(acc - azp[m] * azp_adj[n])) + bias[n]
 // with the last step one fused multiply-add. The zero-point term is formed exactly in 64 bits
@@ -9,6 +10,7 @@
 #pragma once
 
 #include "common/hip_compat.h"
+#include "common/wmma.h"
 
 namespace rdna_w8a8 {
 
@@ -92,16 +94,92 @@ struct Epilogue {
     return t;
   }
 
+  // The fp16/bf16 bits of one finished element.
+  template <class AccElem>
+  __device__ __forceinline__ uint16_t convert(AccElem acc, RowTerms r, ColumnTerms col) const {
+    const float value = finish(acc, r, col);
+    return (flags & kFlagOutputBf16) ? fp32_to_bf16_bits(value) : fp32_to_fp16_bits(value);
+  }
+
+  // Output row m, or null for a padding row (m >= M).
+  __device__ __forceinline__ uint16_t* row_output(int m) const {
+    return m < M ? static_cast<uint16_t*>(c) + static_cast<int64_t>(m) * ldc : nullptr;
+  }
+
+  // Every 8-column chunk of every row starts 16-byte aligned (c aligned, ldc % 8 == 0).
+  __device__ __forceinline__ bool chunks_aligned() const {
+    return reinterpret_cast<uintptr_t>(c) % 16 == 0 && ldc % kChunkValues == 0;
+  }
+
   // Finishes, converts and stores one element; elements outside [M, N) are dropped.
   template <class AccElem>
   __device__ __forceinline__ void store(int m, int n, AccElem acc, RowTerms r,
                                         ColumnTerms col) const {
     if (m >= M || n >= N) return;
-    const float value = finish(acc, r, col);
-    const uint16_t bits =
-        (flags & kFlagOutputBf16) ? fp32_to_bf16_bits(value) : fp32_to_fp16_bits(value);
-    static_cast<uint16_t*>(c)[static_cast<int64_t>(m) * ldc + n] = bits;
+    row_output(m)[n] = convert(acc, r, col);
   }
 };
+
+// Stores one row chunk (wmma.h: 8 consecutive columns of a row, 16-bit values packed two per
+// word) at row m, columns n..: one 16-byte store when the chunk is aligned and wholly inside
+// the N columns, else one store per column inside; nothing for a padding row.
+template <class Out>
+__device__ __forceinline__ void store_row_chunk(const Out& out, const uint32_t (&words)[4], int m,
+                                                int n, bool aligned) {
+  typedef uint32_t v4u32_chunk __attribute__((ext_vector_type(4)));
+  uint16_t* row = out.row_output(m);
+  if (row == nullptr) return;
+  if (aligned && n + kChunkValues <= out.N) {
+    *reinterpret_cast<v4u32_chunk*>(row + n) = v4u32_chunk{words[0], words[1], words[2], words[3]};
+    return;
+  }
+  for (int e = 0; e < kChunkValues && n + e < out.N; ++e) {
+    row[n + e] = static_cast<uint16_t>(words[e / 2] >> (16 * (e % 2)));
+  }
+}
+
+// The output loop of every main loop: finishes and stores a wave's WMMA accumulator tiles,
+// tile (i, j) at rows row0 + 16 i .., columns col0 + 16 j .. (wmma.h's positions). Column
+// terms are loaded once per tile column, row terms once per tile row. An output with 16-bit
+// rows in memory (row_output / convert / chunks_aligned: Epilogue and what derives from it)
+// is regrouped into row chunks and written 16 bytes per lane; any other (the raw int32 test
+// probe, MoE's scattered rows) gets one store(m, n, ...) per element.
+template <class Out, class Acc, int FragsM, int FragsN>
+__device__ __forceinline__ void store_fragments(const Out& out, const Acc (&acc)[FragsM][FragsN],
+                                                int row0, int col0) {
+  constexpr bool kRowChunks = requires(const Out& o) { o.row_output(0); o.chunks_aligned(); };
+  const int lane = lane_id();
+  typename Out::Column columns[FragsN];
+#pragma unroll
+  for (int j = 0; j < FragsN; ++j) columns[j] = out.column(col0 + j * kWmmaDim + acc_col(lane));
+  bool aligned = false;
+  if constexpr (kRowChunks) aligned = out.chunks_aligned();
+#pragma unroll
+  for (int i = 0; i < FragsM; ++i) {
+    const int tile_row = row0 + i * kWmmaDim;
+    typename Out::Row rows[kAccValues];
+#pragma unroll
+    for (int v = 0; v < kAccValues; ++v) rows[v] = out.row(tile_row + acc_row(v, lane));
+#pragma unroll
+    for (int j = 0; j < FragsN; ++j) {
+      const int tile_col = col0 + j * kWmmaDim;
+      if constexpr (kRowChunks) {
+        uint32_t words[4];
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+          words[w] = out.convert(acc[i][j][2 * w], rows[2 * w], columns[j]) |
+                     static_cast<uint32_t>(out.convert(acc[i][j][2 * w + 1], rows[2 * w + 1], columns[j])) << 16;
+        }
+        acc_to_row_chunks(words, lane);
+        store_row_chunk(out, words, tile_row + chunk_row(lane), tile_col + chunk_col(lane), aligned);
+      } else {
+#pragma unroll
+        for (int v = 0; v < kAccValues; ++v) {
+          out.store(tile_row + acc_row(v, lane), tile_col + acc_col(lane), acc[i][j][v], rows[v], columns[j]);
+        }
+      }
+    }
+  }
+}
 
 }  // namespace rdna_w8a8

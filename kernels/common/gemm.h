@@ -219,24 +219,7 @@ __device__ __forceinline__ void gemm_prefill_tile(const GemmOperands& p, const O
     __syncthreads();
   }
 
-  typename Out::Column columns[Cfg::kFragsN];
-#pragma unroll
-  for (int j = 0; j < Cfg::kFragsN; ++j) {
-    columns[j] = out.column(n0 + wave_col + j * kWmmaDim + acc_col(lane));
-  }
-#pragma unroll
-  for (int i = 0; i < Cfg::kFragsM; ++i) {
-#pragma unroll
-    for (int v = 0; v < kAccValues; ++v) {
-      const int m = m0 + wave_row + i * kWmmaDim + acc_row(v, lane);
-      const typename Out::Row row = out.row(m);
-#pragma unroll
-      for (int j = 0; j < Cfg::kFragsN; ++j) {
-        const int n = n0 + wave_col + j * kWmmaDim + acc_col(lane);
-        out.store(m, n, acc[i][j][v], row, columns[j]);
-      }
-    }
-  }
+  store_fragments(out, acc, m0 + wave_row, n0 + wave_col);
 }
 
 template <class Cfg, class Math>
@@ -245,36 +228,65 @@ struct alignas(16) DecodeLds {
 };
 
 // The decode main loop's A operand when the activations are int8 already (the quantization
-// kernel ran first): one 128-bit load per lane and step, rows past M read as zeros.
+// kernel ran first): one 128-bit load per lane and step. A lane whose row is padding (past M)
+// reads some valid row instead: its output row is never stored, so the loop needs no row test.
 struct Int8Rows {
   using Raw = FragI8;
-  const int8_t* row;  // this lane's A row
-  bool inside;        // the row is < M
+  const int8_t* row;  // this lane's A row (a valid one for padding rows)
+  int K;
 
-  __device__ __forceinline__ Int8Rows(const GemmOperands& p, int m0, int lane)
-      : row(p.a + static_cast<int64_t>(m0 + operand_index(lane)) * p.lda),
-        inside(m0 + operand_index(lane) < p.M) {}
-  __device__ __forceinline__ Raw load(int k, bool k_inside) const {
-    return (inside && k_inside) ? load_frag_i8(row + k) : zero_frag_i8();
+  __device__ __forceinline__ Int8Rows(const int8_t* lane_row, int k_size) : row(lane_row), K(k_size) {}
+  template <bool Ragged>
+  __device__ __forceinline__ Raw load(int k) const {
+    return (!Ragged || k < K) ? load_frag_i8(row + k) : zero_frag_i8();
   }
+  template <bool Ragged>
   __device__ __forceinline__ FragI8 to_frag(Raw raw, int) const { return raw; }
 };
 
-// One 16-row decode tile: B streamed to registers, K split across the WAVES_K waves, partial
-// sums reduced in `lds`, then the epilogue. `ARows` supplies the A operand (Int8Rows, or the
-// fused GEMMs' QuantizingRows in common/decode_quant.h): `load(k, k_inside)` issues the
-// loads of one 16-deep step, `to_frag(raw, k)` turns them into the int8 operand.
+// One BlockK slice of a wave's share of K in the decode main loop: all loads first
+// (kStepsK * (kFragsN + 1) 128-bit loads in flight), then the WMMAs. Ragged: the slice may
+// reach past K (the last one), steps past K read zeros; a whole slice tests no k at all.
+// Weight rows past N (b_inside false) read zeros.
+template <class Cfg, class Math, bool Ragged, class ARows>
+__device__ __forceinline__ void mma_streamed_slice(const ARows& a_rows,
+                                                   const int8_t* const (&b_row_ptr)[Cfg::kFragsN],
+                                                   const bool (&b_inside)[Cfg::kFragsN], int k0, int K,
+                                                   typename Math::Acc (&acc)[Cfg::kFragsN]) {
+  typename ARows::Raw a_raw[Cfg::kStepsK];
+  FragI8 b_raw[Cfg::kStepsK][Cfg::kFragsN];
+#pragma unroll
+  for (int step = 0; step < Cfg::kStepsK; ++step) {
+    const int k = k0 + step * kWmmaDim;
+    const bool k_inside = !Ragged || k < K;
+    a_raw[step] = a_rows.template load<Ragged>(k);
+#pragma unroll
+    for (int j = 0; j < Cfg::kFragsN; ++j) {
+      b_raw[step][j] = (b_inside[j] && k_inside) ? load_frag_i8(b_row_ptr[j] + k) : zero_frag_i8();
+    }
+  }
+#pragma unroll
+  for (int step = 0; step < Cfg::kStepsK; ++step) {
+    const typename Math::Frag a_frag =
+        Math::to_frag(a_rows.template to_frag<Ragged>(a_raw[step], k0 + step * kWmmaDim));
+#pragma unroll
+    for (int j = 0; j < Cfg::kFragsN; ++j) {
+      acc[j] = Math::mma(a_frag, Math::to_frag(b_raw[step][j]), acc[j]);
+    }
+  }
+}
+
 template <class Cfg, class Math, class ARows, class Out>
 __device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const ARows& a_rows,
                                                  const Out& out, int m0, int n0,
                                                  DecodeLds<Cfg, Math>& lds) {
-  const int tid = static_cast<int>(threadIdx.x);
   const int lane = lane_id();
   const int wave = wave_id();
   const int wave_col = (wave % Cfg::kWavesN) * Cfg::kWaveTileN;
   const int wave_k = wave / Cfg::kWavesN;  // stream_weights: BLOCK_M == 16 leaves WAVES_M == 1
 
-  // Columns past N read as zeros.
+  // Columns past N read as zeros. (Loading a valid row instead would drop the test, but the
+  // compiler then hoists the loads of later steps and doubles the VGPRs: ~200 instead of ~100.)
   bool b_inside[Cfg::kFragsN];
   const int8_t* b_row_ptr[Cfg::kFragsN];
 #pragma unroll
@@ -288,47 +300,42 @@ __device__ __forceinline__ void gemm_decode_tile(const GemmOperands& p, const AR
 #pragma unroll
   for (int j = 0; j < Cfg::kFragsN; ++j) acc[j] = Math::zero();
 
-  for (int k0 = wave_k * Cfg::kWaveTileK; k0 < p.K; k0 += Cfg::kBlockK) {
-    // All loads of the slice first (kStepsK * (kFragsN + 1) 128-bit loads in flight), then the WMMAs.
-    typename ARows::Raw a_raw[Cfg::kStepsK];
-    FragI8 b_raw[Cfg::kStepsK][Cfg::kFragsN];
-#pragma unroll
-    for (int step = 0; step < Cfg::kStepsK; ++step) {
-      const int k = k0 + step * kWmmaDim;
-      const bool k_inside = k < p.K;
-      a_raw[step] = a_rows.load(k, k_inside);
-#pragma unroll
-      for (int j = 0; j < Cfg::kFragsN; ++j) {
-        b_raw[step][j] = (b_inside[j] && k_inside) ? load_frag_i8(b_row_ptr[j] + k) : zero_frag_i8();
-      }
-    }
-#pragma unroll
-    for (int step = 0; step < Cfg::kStepsK; ++step) {
-      const typename Math::Frag a_frag = Math::to_frag(a_rows.to_frag(a_raw[step], k0 + step * kWmmaDim));
-#pragma unroll
-      for (int j = 0; j < Cfg::kFragsN; ++j) {
-        acc[j] = Math::mma(a_frag, Math::to_frag(b_raw[step][j]), acc[j]);
-      }
-    }
+  // Whole slices in the loop, the one that reaches past K (if any) after it.
+  int k0 = wave_k * Cfg::kWaveTileK;
+  for (; k0 + Cfg::kWaveTileK <= p.K; k0 += Cfg::kBlockK) {
+    mma_streamed_slice<Cfg, Math, false>(a_rows, b_row_ptr, b_inside, k0, p.K, acc);
   }
+  if (k0 < p.K) mma_streamed_slice<Cfg, Math, true>(a_rows, b_row_ptr, b_inside, k0, p.K, acc);
 
+  // The waves of wave_k > 0 hand their partial sums to the wave of wave_k 0 with the same
+  // columns, which adds them in wave order (fp32 sums round the same way every time) and
+  // stores the tile.
+  if (wave_k > 0) {
 #pragma unroll
-  for (int j = 0; j < Cfg::kFragsN; ++j) {
+    for (int j = 0; j < Cfg::kFragsN; ++j) {
 #pragma unroll
-    for (int v = 0; v < kAccValues; ++v) {
-      lds.partial[wave_k][acc_row(v, lane)][wave_col + j * kWmmaDim + acc_col(lane)] = acc[j][v];
+      for (int v = 0; v < kAccValues; ++v) {
+        lds.partial[wave_k][acc_row(v, lane)][wave_col + j * kWmmaDim + acc_col(lane)] = acc[j][v];
+      }
     }
   }
   __syncthreads();
-  for (int idx = tid; idx < Cfg::kBlockM * Cfg::kBlockN; idx += Cfg::kThreads) {
-    const int row = idx / Cfg::kBlockN;
-    const int col = idx % Cfg::kBlockN;
-    typename Math::AccElem sum = lds.partial[0][row][col];
+  if (wave_k == 0) {
+    // One wave's partials at a time: unrolled, every LDS load would be hoisted into registers.
+#pragma unroll 1
+    for (int w = 1; w < Cfg::kWavesK; ++w) {
 #pragma unroll
-    for (int w = 1; w < Cfg::kWavesK; ++w) sum = Math::add(sum, lds.partial[w][row][col]);
-    const int m = m0 + row;
-    const int n = n0 + col;
-    out.store(m, n, sum, out.row(m), out.column(n));
+      for (int j = 0; j < Cfg::kFragsN; ++j) {
+#pragma unroll
+        for (int v = 0; v < kAccValues; ++v) {
+          acc[j][v] = Math::add(acc[j][v], lds.partial[w][acc_row(v, lane)][wave_col + j * kWmmaDim + acc_col(lane)]);
+        }
+      }
+    }
+    typename Math::Acc tile[1][Cfg::kFragsN];
+#pragma unroll
+    for (int j = 0; j < Cfg::kFragsN; ++j) tile[0][j] = acc[j];
+    store_fragments(out, tile, m0, n0 + wave_col);
   }
 }
 
@@ -341,7 +348,9 @@ __device__ __forceinline__ void gemm_kernel_body(const GemmOperands& p, const Ou
   const TileIndex t = grouped_tile(tile, tiles_m, tiles_n);
   if constexpr (Cfg::kStreamsWeights) {
     const int m0 = t.m * Cfg::kBlockM;
-    gemm_decode_tile<Cfg, Math>(p, Int8Rows(p, m0, lane_id()), out, m0, t.n * Cfg::kBlockN,
+    const int a_row = m0 + operand_index(lane_id());
+    const Int8Rows a_rows(p.a + static_cast<int64_t>(a_row < p.M ? a_row : m0) * p.lda, p.K);
+    gemm_decode_tile<Cfg, Math>(p, a_rows, out, m0, t.n * Cfg::kBlockN,
                                 workgroup_lds<DecodeLds<Cfg, Math>>());
   } else {
     gemm_prefill_tile<Cfg, Math, Out>(p, out, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);

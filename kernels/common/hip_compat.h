@@ -47,6 +47,15 @@ namespace rdna_w8a8 {
 #undef W8A8_ABI_CONSTANT
 
 __device__ __forceinline__ int lane_id() { return static_cast<int>(threadIdx.x) % kWaveSize; }
-__device__ __forceinline__ int wave_id() { return static_cast<int>(threadIdx.x) / kWaveSize; }
+// The same in every lane of a wave; read from lane 0 on the GPU so the compiler knows it and
+// keeps loops and branches on it scalar (else a loop bound from wave_id() is treated as
+// divergent: exec-mask loop control).
+__device__ __forceinline__ int wave_id() {
+#ifdef RDNA_W8A8_EMULATOR
+  return static_cast<int>(threadIdx.x) / kWaveSize;
+#else
+  return __builtin_amdgcn_readfirstlane(static_cast<int>(threadIdx.x) / kWaveSize);
+#endif
+}
 
 }  // namespace rdna_w8a8

@@ -14,22 +14,29 @@ constexpr float kFloatMax = 3.40282347e+38f;
 typedef uint32_t v4u32 __attribute__((ext_vector_type(4)));
 typedef uint32_t v2u32 __attribute__((ext_vector_type(2)));
 
+// The conversions below clamp in float (fmaxf / fminf drop a NaN), convert a value that is
+// always in range and pick the NaN answer last: straight-line code, where early returns made
+// the compiler branch (an exec-mask dance per element in the fused decode loop).
+
 // fp32 -> int32 like v_cvt_i32_f32: truncates, saturates, NaN -> 0.
 __device__ __forceinline__ int32_t saturate_to_int32(float x) {
-  if (!(x == x)) return 0;
-  if (x >= 2147483648.f) return 2147483647;
-  if (x <= -2147483648.f) return -2147483647 - 1;
-  return static_cast<int32_t>(x);
+  constexpr float kTwoTo31 = 2147483648.f;
+  constexpr float kBelowTwoTo31 = 2147483520.f;  // the largest float < 2^31
+  const int32_t converted =
+      static_cast<int32_t>(__builtin_fminf(__builtin_fmaxf(x, -kTwoTo31), kBelowTwoTo31));
+  const int32_t saturated = x >= kTwoTo31 ? 2147483647 : converted;
+  return x == x ? saturated : 0;
 }
 
 __device__ __forceinline__ int32_t float_to_int32_rn(float x) {
   return saturate_to_int32(__builtin_rintf(x));
 }
 
+// rint, saturate to [-128, 127], NaN -> 0.
 __device__ __forceinline__ int8_t float_to_int8_rn(float x) {
-  float r = __builtin_rintf(x);
-  r = r < -128.f ? -128.f : (r > 127.f ? 127.f : r);  // NaN passes, then converts to 0
-  return static_cast<int8_t>(saturate_to_int32(r));
+  const float r = __builtin_rintf(x);
+  const int32_t clamped = static_cast<int32_t>(__builtin_fminf(__builtin_fmaxf(r, -128.f), 127.f));
+  return static_cast<int8_t>(r == r ? clamped : 0);
 }
 
 __device__ __forceinline__ int8_t int32_to_int8(int32_t x) {
@@ -85,46 +92,78 @@ __device__ __forceinline__ Range wave_range(Range r) {
   return r;
 }
 
+// A quantization mode: static (scale, zero point given) or dynamic (per row), symmetric or
+// asymmetric. The per-element formula depends on it, so kernels choose it once
+// (with_quant_mode) and compile one body per mode: no mode test per element.
+template <bool Static, bool Asymmetric>
+struct QuantMode {
+  static constexpr bool kStatic = Static;
+  static constexpr bool kAsymmetric = Asymmetric;
+};
+
+// Calls body(QuantMode<...>{}) for the runtime mode: one uniform branch, four bodies.
+template <class Body>
+__device__ __forceinline__ void with_quant_mode(bool is_static, bool asymmetric, Body&& body) {
+  if (is_static) {
+    if (asymmetric) {
+      body(QuantMode<true, true>{});
+    } else {
+      body(QuantMode<true, false>{});
+    }
+  } else if (asymmetric) {
+    body(QuantMode<false, true>{});
+  } else {
+    body(QuantMode<false, false>{});
+  }
+}
+
 // Maps one fp32 value to int8 with the row's parameters.
+template <class Mode>
 struct Quantizer {
   float factor;        // scale to divide by (static symmetric), else inverse scale to multiply by
   int32_t zero_point;  // asymmetric only
-  bool divide;
-  bool asymmetric;
   __device__ __forceinline__ int8_t operator()(float v) const {
-    if (asymmetric) return int32_to_int8(wrapping_add(float_to_int32_rn(v * factor), zero_point));
-    return float_to_int8_rn(divide ? v / factor : v * factor);
+    if constexpr (Mode::kAsymmetric) {
+      return int32_to_int8(wrapping_add(float_to_int32_rn(v * factor), zero_point));
+    } else if constexpr (Mode::kStatic) {
+      return float_to_int8_rn(v / factor);
+    } else {
+      return float_to_int8_rn(v * factor);
+    }
   }
 };
 
 // The quantizer of static parameters: scale [1] (and zero point [1], asymmetric).
-__device__ __forceinline__ Quantizer static_quantizer(float scale, int32_t zero_point,
-                                                      bool asymmetric) {
-  if (asymmetric) return Quantizer{1.f / scale, zero_point, false, true};
-  return Quantizer{scale, 0, true, false};
+template <class Mode>
+__device__ __forceinline__ Quantizer<Mode> static_quantizer(float scale, int32_t zero_point) {
+  static_assert(Mode::kStatic);
+  if constexpr (Mode::kAsymmetric) return Quantizer<Mode>{1.f / scale, zero_point};
+  return Quantizer<Mode>{scale, 0};
 }
 
 // The quantizer of a row whose scan gave `range`; its scale goes to `row_scale`.
 // Any scan order gives the same bits: min and max are order-free except for the sign of a
 // zero, and an all-zero row's lo and hi come from one thread's first element (merges keep
 // their own value on ties), so hi - lo is +0 either way.
-__device__ __forceinline__ Quantizer dynamic_quantizer(Range range, bool asymmetric,
-                                                       float& row_scale) {
-  if (asymmetric) {
+template <class Mode>
+__device__ __forceinline__ Quantizer<Mode> dynamic_quantizer(Range range, float& row_scale) {
+  static_assert(!Mode::kStatic);
+  if constexpr (Mode::kAsymmetric) {
     row_scale = (range.hi - range.lo) / 255.f;
     const int32_t zero_point = saturate_to_int32(__builtin_rintf(-128.f - range.lo / row_scale));
-    return Quantizer{1.f / row_scale, zero_point, false, true};
+    return Quantizer<Mode>{1.f / row_scale, zero_point};
   }
   row_scale = range.hi / 127.f;
-  return Quantizer{range.hi == 0.f ? 0.f : 127.f / range.hi, 0, false, false};
+  return Quantizer<Mode>{range.hi == 0.f ? 0.f : 127.f / range.hi, 0};
 }
 
 // fp16/bf16 elements per 16-byte load; their int8 values fill 8 bytes.
 constexpr int kQuantElementsPerVector = 8;
 
 // Eight values of a row -> their int8 values packed little-endian in two dwords.
+template <class Mode>
 __device__ __forceinline__ v2u32 quantize_vector(const float (&v)[kQuantElementsPerVector],
-                                                 const Quantizer& quantize) {
+                                                 const Quantizer<Mode>& quantize) {
   uint32_t packed[2] = {0, 0};
 #pragma unroll
   for (int e = 0; e < kQuantElementsPerVector; ++e) {
@@ -133,14 +172,19 @@ __device__ __forceinline__ v2u32 quantize_vector(const float (&v)[kQuantElements
   return v2u32{packed[0], packed[1]};
 }
 
-// One 16-byte load of eight fp16/bf16 values -> fp32.
+// Eight fp16/bf16 values (16 bytes, in memory order) -> fp32.
 template <class In>
-__device__ __forceinline__ void load_vector(const uint16_t* p, float (&v)[kQuantElementsPerVector]) {
-  const v4u32 raw = *reinterpret_cast<const v4u32*>(p);
+__device__ __forceinline__ void unpack_vector(v4u32 raw, float (&v)[kQuantElementsPerVector]) {
 #pragma unroll
   for (int e = 0; e < kQuantElementsPerVector; ++e) {
     v[e] = In::to_float(static_cast<uint16_t>(raw[e / 2] >> (16 * (e % 2))));
   }
+}
+
+// One 16-byte load of eight fp16/bf16 values -> fp32.
+template <class In>
+__device__ __forceinline__ void load_vector(const uint16_t* p, float (&v)[kQuantElementsPerVector]) {
+  unpack_vector<In>(*reinterpret_cast<const v4u32*>(p), v);
 }
 
 // Walks a row with `threads` threads from `first_thread`: visit_vector(i, v[8]) for elements

@@ -34,6 +34,61 @@ __device__ __forceinline__ int operand_index(int lane) { return lane % kWmmaDim;
 __device__ __forceinline__ int acc_row(int v, int lane) { return 2 * v + lane / kWmmaDim; }
 __device__ __forceinline__ int acc_col(int lane) { return lane % kWmmaDim; }
 
+// Row chunks: the same 16x16 tile regrouped so that each lane holds 8 consecutive columns of
+// one row (one 16-byte store of 16-bit outputs). Lane l holds row chunk_row(l), columns
+// chunk_col(l) .. + 7.
+constexpr int kChunkValues = 8;
+__device__ __forceinline__ int chunk_row(int lane) {
+  return 2 * (lane % kChunkValues) + lane / kWmmaDim;
+}
+__device__ __forceinline__ int chunk_col(int lane) {
+  return kChunkValues * (lane % kWmmaDim / kChunkValues);
+}
+
+// Regroups a tile of 16-bit values from the accumulator layout to row chunks. In: this lane's
+// 8 values in accumulator order, value v in bits 16 * (v % 2) of words[v / 2]. Out: its row
+// chunk, column chunk_col + j in bits 16 * (j % 2) of words[j / 2]. Among each 8 lanes
+// (the columns of one chunk, in the accumulator layout) this is an 8x8 transpose: a butterfly
+// over lane bits 4, 2, 1, each stage swapping the half of the values whose index bit differs
+// from the lane's (two 32-bit shuffles per stage, every lane taking part).
+__device__ __forceinline__ void acc_to_row_chunks(uint32_t (&words)[4], int lane) {
+  const int k = lane % kChunkValues;
+  // Selects only: an index that depends on the lane would put `words` in scratch memory.
+  {  // values v <-> v ^ 4: words w <-> w ^ 2
+    const bool high = k & 4;
+    const uint32_t got0 = __shfl_xor(high ? words[0] : words[2], 4);
+    const uint32_t got1 = __shfl_xor(high ? words[1] : words[3], 4);
+    words[0] = high ? got0 : words[0];
+    words[1] = high ? got1 : words[1];
+    words[2] = high ? words[2] : got0;
+    words[3] = high ? words[3] : got1;
+  }
+  {  // values v <-> v ^ 2: words w <-> w ^ 1
+    const bool high = k & 2;
+    const uint32_t got0 = __shfl_xor(high ? words[0] : words[1], 2);
+    const uint32_t got1 = __shfl_xor(high ? words[2] : words[3], 2);
+    words[0] = high ? got0 : words[0];
+    words[1] = high ? words[1] : got0;
+    words[2] = high ? got1 : words[2];
+    words[3] = high ? words[3] : got1;
+  }
+  {  // values v <-> v ^ 1: the two halves of each word; each shuffle carries two halves
+    const bool high = k & 1;
+    const auto halves = [&](uint32_t a, uint32_t b) {
+      return high ? (a & 0xffffu) | (b << 16) : (a >> 16) | (b & 0xffff0000u);
+    };
+    const uint32_t got01 = __shfl_xor(halves(words[0], words[1]), 1);
+    const uint32_t got23 = __shfl_xor(halves(words[2], words[3]), 1);
+    const auto merge = [&](uint32_t mine, uint32_t got_half) {  // got_half in bits 0-15
+      return high ? (got_half & 0xffffu) | (mine & 0xffff0000u) : (mine & 0xffffu) | (got_half << 16);
+    };
+    words[0] = merge(words[0], got01);
+    words[1] = merge(words[1], got01 >> 16);
+    words[2] = merge(words[2], got23);
+    words[3] = merge(words[3], got23 >> 16);
+  }
+}
+
 // One 128-bit load of an int8 operand (global or LDS); 16-byte aligned.
 __device__ __forceinline__ FragI8 load_frag_i8(const int8_t* p) {
   return *reinterpret_cast<const FragI8*>(p);

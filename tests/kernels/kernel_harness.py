@@ -277,10 +277,11 @@ class GemmCase:
 
 def scaled_gemm_case(rng: np.random.Generator, kind: str, config: TileConfig, m: int, n: int,
                      k: int, variant: EpilogueVariant, operands: Operands | None = None,
-                     zero_points: np.ndarray | None = None) -> GemmCase:
+                     zero_points: np.ndarray | None = None, ldc: int | None = None) -> GemmCase:
     """A production GEMM launch (`kind` "i8" or "f8") with its float64 reference; default
     operands: int8_operands / fp8_operands; per-token zero points random in the int8 range
-    unless `zero_points` [M] gives them."""
+    unless `zero_points` [M] gives them. C's row stride defaults to N + 5: rows not 16-byte
+    aligned, so the epilogue stores element by element (ldc % 8 == 0: 16-byte row chunks)."""
     if operands is None:
         operands = (int8_operands if kind == "i8" else fp8_operands)(rng, m, n, k)
     a, b, product = operands.a, operands.b, operands.product
@@ -312,7 +313,7 @@ def scaled_gemm_case(rng: np.random.Generator, kind: str, config: TileConfig, m:
     scale = np.broadcast_to(a_scale.astype(np.float64)[:, None] * b_scale.astype(np.float64)[None, :],
                             (m, n))
     scaled = scale * corrected
-    ldc = n + 5
+    ldc = n + 5 if ldc is None else ldc
     arrays["c"] = np.full((m, ldc), POISON_F16_BITS, dtype=np.uint16)
     launch = Launch(
         config.kernel_name(kind), config.grid(m, n), config.block(),

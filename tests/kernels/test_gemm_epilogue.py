@@ -88,6 +88,34 @@ def test_zero_point_term_beyond_int32_is_exact(run_launches: RunLaunches, decode
         check_gemm_case(case, result, f"{config.tag} azp {NARROW_ROW_AZP}")
 
 
+# N with whole 8-column chunks only (40), and with a chunk cut by N (44, 13).
+CHUNK_SHAPES = [(37, 40, 80), (5, 44, 48), (18, 13, 32)]
+
+
+@pytest.mark.parametrize("kind", ["i8", "f8"])
+@pytest.mark.parametrize("config", CONFIGS, ids=config_ids(CONFIGS))
+def test_row_chunk_stores_write_the_bits_of_element_stores(run_launches: RunLaunches, config: TileConfig,
+                                                          kind: str) -> None:
+    """epilogue.h store_fragments: with C's rows 16-byte aligned (ldc % 8 == 0) each lane writes
+    8 columns of a row at once (the tile regrouped by lane shuffles); with ldc = N + 5 it
+    stores element by element. Same bits, nothing written past N, on every config."""
+    variants = [v for v in ALL_VARIANTS if v.per_token_a and v.per_channel_b and v.bias and
+                (kind == "i8" or v.zero_point == "none")]
+    cases = []
+    for index, (m, n, k) in enumerate(CHUNK_SHAPES):
+        variant = variants[index % len(variants)]
+        for ldc in (n + 5, -(-n // 8) * 8 + 8):  # element stores, then row chunks
+            cases.append(scaled_gemm_case(np.random.default_rng(20 + index), kind, config, m, n, k,
+                                          variant, ldc=ldc))
+    results = run_launches([case.launch for case in cases])
+    for index, (m, n, k) in enumerate(CHUNK_SHAPES):
+        (elements, element_result), (chunks, chunk_result) = zip(cases[2 * index:2 * index + 2],
+                                                                 results[2 * index:2 * index + 2])
+        what = f"{kind} {config.tag} M={m} N={n} K={k}"
+        check_gemm_case(chunks, chunk_result, f"{what} ldc={chunks.launch.arrays['c'].shape[1]}")
+        assert np.array_equal(chunk_result["c"][:, :n], element_result["c"][:, :n]), what
+
+
 def run_shapes(run_launches: RunLaunches, config: TileConfig, shapes: list[tuple[int, int, int]],
                seed: int) -> None:
     rng = np.random.default_rng(seed)

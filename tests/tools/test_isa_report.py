@@ -117,6 +117,25 @@ def test_main_loops_finds_every_copy_once() -> None:
     assert (heavy.wmma, heavy.valu, heavy.vmem, heavy.salu, heavy.hints) == (1, 3, 1, 1, 1)
 
 
+# A loop, the one-off step after it (another WMMA), and a backward jump of the block layout
+# that encloses both: not a loop around the loop (it would repeat the same WMMAs).
+LOOP_THEN_TAIL = """
+0000000000003000 <loop_then_tail>:
+	global_load_b128 v[4:7], v0, s[2:3]                        // 000000003000: DC5E0000 04020000
+	v_wmma_i32_16x16x16_iu8 v[12:19], v[4:7], v[8:11], v[12:19] // 000000003008: CC444002 7C0A2114
+	s_cbranch_scc0 65533                                       // 000000003010: BFA1FFFD <loop_then_tail>
+	global_load_b128 v[4:7], v0, s[2:3]                        // 000000003014: DC5E0000 04020000
+	v_wmma_i32_16x16x16_iu8 v[12:19], v[4:7], v[8:11], v[12:19] // 00000000301C: CC444002 7C0A2114
+	s_cbranch_execz 65528                                      // 000000003024: BFA5FFF8 <loop_then_tail>
+	s_endpgm                                                   // 000000003028: BFB00000
+"""
+
+
+def test_a_jump_around_a_loop_and_more_wmmas_is_not_the_main_loop() -> None:
+    instructions = parse_disassembly(LOOP_THEN_TAIL)["loop_then_tail"]
+    assert [[i.offset for i in copy][::len(copy) - 1] for copy in main_loops(instructions)] == [[0x0, 0x10]]
+
+
 def test_probe_reports_match_metadata(probe_reports: Reports, tmp_path_factory) -> None:
     good = probe_reports[("w8a8_i8_gemm_probe_good", "gfx1100")]
     assert good.wmma_count == 1 and good.wmma_mnemonics == {"v_wmma_i32_16x16x16_iu8": 1}

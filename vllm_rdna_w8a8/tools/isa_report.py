@@ -175,8 +175,18 @@ def main_loops(instructions: list[Instruction]) -> list[list[Instruction]]:
     """Every copy of the main loop, shortest first: the ranges closed by a backward branch
     with the most WMMAs, then the most global loads (the loop that streams memory), then the
     most loads, that overlap no shorter such range. A kernel that compiles one loop body per
-    mode (the fused decode GEMMs: one per quantization mode) has one copy per mode."""
+    mode (the fused decode GEMMs: one per quantization mode) has one copy per mode.
+    A range holding more WMMAs than a range with WMMAs inside it is not a loop around that one
+    (a loop around a loop repeats the same WMMAs) but straight-line code the block layout
+    closed with a backward jump, such as a loop and the one-off step after it: skipped."""
     ranges = _loop_ranges(instructions)
+
+    def around_other_wmmas(key: tuple[int, int, int], body: list[Instruction]) -> bool:
+        start, end = body[0].offset, body[-1].offset
+        return any(0 < inner_key[0] < key[0] and start <= inner[0].offset and inner[-1].offset <= end
+                   for inner_key, inner in ranges)
+
+    ranges = [(key, body) for key, body in ranges if not around_other_wmmas(key, body)]
     if not ranges:
         return []
     best = max(key for key, _ in ranges)
