@@ -85,26 +85,37 @@ def _rocm_arch() -> str:
     return arch.split(":", 1)[0]
 
 
-def _code_object_problem(target: str) -> str | None:
+def _code_object_problem(target: str, kind: str) -> str | None:
+    """Why `target`'s code objects cannot serve layers of `kind` ("i8", "f8"), or None: a
+    damaged object takes away only the kernels it holds."""
     from vllm_rdna_w8a8.runtime.launcher import missing_reason
     from vllm_rdna_w8a8.scaled_mm.support import kernel_names
 
-    return missing_reason(target, kernel_names("i8") + kernel_names("f8"))
+    return missing_reason(target, kernel_names(kind))
 
 
 def _route(platform: "PlatformEnum", label: str, target: str) -> str:
     """Put our classes first in `platform`'s lists; the log line for `target`."""
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipFp8ScaledMMLinearKernel, RdnaHipInt8ScaledMMLinearKernel
     from vllm_rdna_w8a8.scaled_mm.registry import insert_kernels
     from vllm_rdna_w8a8.settings import is_gfx11
 
     classes = ", ".join(insert_kernels(platform))
     if not is_gfx11(target):
         return f"rdna_w8a8: {label} is not gfx11, {classes} registered but will decline; staying on upstream kernels"
-    problem = _code_object_problem(target)
-    if problem:
-        return (f"rdna_w8a8: {label}, no usable code object ({problem}), {classes} registered but will "
+    ours = {"int8": ("i8", RdnaHipInt8ScaledMMLinearKernel), "fp8": ("f8", RdnaHipFp8ScaledMMLinearKernel)}
+    problems = {precision: problem for precision, (kind, _class) in ours.items()
+                if (problem := _code_object_problem(target, kind))}
+    served = [precision for precision in ours if precision not in problems]
+    if not problems:
+        return f"rdna_w8a8: {label}, HIP code objects present, int8+fp8 W8A8 routed to {classes}"
+    if not served:
+        why = "; ".join(dict.fromkeys(problems.values()))
+        return (f"rdna_w8a8: {label}, no usable code object ({why}), {classes} registered but will "
                 f"decline; staying on upstream kernels")
-    return f"rdna_w8a8: {label}, HIP code objects present, int8+fp8 W8A8 routed to {classes}"
+    staying = "; ".join(f"{precision} W8A8 staying on upstream kernels ({why})" for precision, why in problems.items())
+    return (f"rdna_w8a8: {label}, {'+'.join(served)} W8A8 routed to "
+            f"{', '.join(ours[precision][1].__name__ for precision in served)}; {staying}")
 
 
 def _register() -> str:

@@ -287,3 +287,32 @@ def test_rocm_gfx11_without_a_usable_code_object_says_it_stays_upstream(fresh_pl
     assert plugin.register_plugin() == (
         "rdna_w8a8: gfx1100, no usable code object (no code object for gfx1100), RdnaHipInt8ScaledMMLinearKernel, "
         "RdnaHipFp8ScaledMMLinearKernel registered but will decline; staying on upstream kernels")
+
+
+@pytest.mark.parametrize(("damaged", "expected"), [
+    ("fp8_gemm.hsaco", "rdna_w8a8: gfx1100, int8 W8A8 routed to RdnaHipInt8ScaledMMLinearKernel; fp8 W8A8 staying "
+                       "on upstream kernels (code object unusable: {path}: ELF type 1 is not a linked code object "
+                       "(ET_DYN, 3))"),
+    ("quant_int8.hsaco", "rdna_w8a8: gfx1100, fp8 W8A8 routed to RdnaHipFp8ScaledMMLinearKernel; int8 W8A8 staying "
+                         "on upstream kernels (code object unusable: {path}: ELF type 1 is not a linked code object "
+                         "(ET_DYN, 3))"),
+])
+def test_a_damaged_object_disables_only_the_precision_it_serves(fresh_plugin_state, monkeypatch, tmp_path, damaged,
+                                                                 expected) -> None:
+    # One damaged code object used to turn the whole target to upstream kernels.
+    from types import SimpleNamespace
+
+    import vllm.platforms
+
+    import vllm_rdna_w8a8.plugin as plugin
+    import vllm_rdna_w8a8.runtime.launcher as launcher
+    from vllm_rdna_w8a8.testing.damaged_code_object import copy_with_damage, with_header_field
+
+    objects = tmp_path / "objects"
+    path = copy_with_damage(launcher.OBJECTS_DIR / "gfx1100", objects, damaged,
+                            lambda image: with_header_field(image, "e_type", 1))
+    rocm = SimpleNamespace(is_rocm=lambda: True, is_cpu=lambda: False, device_name="rocm")
+    monkeypatch.setattr(vllm.platforms, "current_platform", rocm)
+    monkeypatch.setattr(plugin, "_rocm_arch", lambda: "gfx1100")
+    monkeypatch.setattr(launcher, "_default", launcher.Launcher(objects))
+    assert plugin.register_plugin() == expected.format(path=path)

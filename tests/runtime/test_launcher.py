@@ -299,3 +299,38 @@ def test_damaged_gemm_object_header_is_a_reason_before_any_load(tmp_path: Path, 
     objects = _shipped_objects_with(tmp_path, "int8_gemm.hsaco", lambda image: with_header_field(image, field, 1))
     reason = Launcher(objects).missing_reason("gfx1100")
     assert reason is not None and reason.startswith(f"code object unusable: {objects / 'gfx1100' / 'int8_gemm.hsaco'}: ELF")
+
+
+def _kernels_by_object(target: str = "gfx1100") -> dict[str, list[str]]:
+    """The shipped objects of `target`, by file name, and the kernels each defines."""
+    by_object: dict[str, list[str]] = {}
+    for name, entry in Launcher(OBJECTS_DIR).index(target).items():
+        by_object.setdefault(entry.object_path.name, []).append(name)
+    return by_object
+
+
+def test_a_damaged_object_takes_away_its_own_kernels_only(tmp_path: Path) -> None:
+    # One damaged object used to make every kernel of its target unavailable: a bad fp8 GEMM
+    # object sent the int8 layers to upstream kernels too.
+    by_object = _kernels_by_object()
+    objects = _shipped_objects_with(tmp_path, "fp8_gemm.hsaco", lambda image: with_header_field(image, "e_type", 1))
+    launcher = Launcher(objects)
+    for object_name, names in by_object.items():
+        if object_name != "fp8_gemm.hsaco":
+            assert launcher.missing_reason("gfx1100", names) is None, object_name
+    damaged = objects / "gfx1100" / "fp8_gemm.hsaco"
+    reason = f"code object unusable: {damaged}: ELF type 1 is not a linked code object (ET_DYN, 3)"
+    assert launcher.missing_reason("gfx1100", by_object["fp8_gemm.hsaco"][:1]) == reason
+    assert launcher.missing_reason("gfx1100") == reason  # the whole target: what selftest reports
+    assert [entry.reason for entry in launcher.unusable_objects("gfx1100")] == [reason.split(": ", 1)[1]]
+
+
+def test_an_object_refused_after_reading_is_the_reason_for_its_own_kernels_alone(tmp_path: Path) -> None:
+    by_object = _kernels_by_object()
+    objects = _shipped_objects_with(tmp_path, "int8_gemm.hsaco", lambda image: with_argument_offset_moved(image, 88, 92))
+    launcher = Launcher(objects)
+    assert launcher.missing_reason("gfx1100", by_object["fp8_gemm.hsaco"] + by_object["quant_int8.hsaco"]) is None
+    reason = launcher.missing_reason("gfx1100", by_object["int8_gemm.hsaco"])
+    assert reason is not None and reason.startswith(f"code object unusable: {objects / 'gfx1100' / 'int8_gemm.hsaco'}: ")
+    # Its kernels are known: a kernel no object defines is not blamed on it.
+    assert launcher.missing_reason("gfx1100", ["w8a8_i8_gemm_x"]) == "code objects for gfx1100 lack kernel(s) w8a8_i8_gemm_x"

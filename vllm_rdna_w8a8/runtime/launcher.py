@@ -20,7 +20,7 @@ from typing import NamedTuple
 from vllm_rdna_w8a8.build.compile import DEFAULT_OBJECTS_DIR as OBJECTS_DIR
 from vllm_rdna_w8a8.build.compile import OBJECT_SUFFIX
 
-from .code_object import CodeObjectError, KernelMetadata, read_code_object
+from .code_object import CodeObject, CodeObjectError, KernelMetadata, read_code_object
 from .hip import MAX_LAUNCH_DIM, HipRuntime, KernargBuffer, get_runtime
 from .kernel_args import expected_kernel_args
 
@@ -293,6 +293,15 @@ class IndexEntry:
     metadata: KernelMetadata
 
 
+@dataclass(frozen=True)
+class UnusableObject:
+    """A code object left out of its target's index: why, and the kernels it defines (None when
+    it could not be read, so any kernel of its target may be among them)."""
+
+    reason: str
+    kernels: frozenset[str] | None
+
+
 class Launcher:
     """Code-object index per target, modules per (device, object), kernels per (device, name).
     Thread-safe; one default instance serves the module-level functions."""
@@ -307,6 +316,7 @@ class Launcher:
         self._expected_args = expected_args  # the argument list a kernel name must have, or None
         self._lock = threading.RLock()
         self._indexes: dict[str, dict[str, IndexEntry]] = {}
+        self._unusable: dict[str, list[UnusableObject]] = {}
         self._modules: dict[tuple[int, Path], int] = {}
         self._kernels: dict[tuple[int, str], Kernel] = {}
 
@@ -318,41 +328,77 @@ class Launcher:
                       if d.is_dir() and any(d.glob(f"*{OBJECT_SUFFIX}")))
 
     def index(self, target: str) -> dict[str, IndexEntry]:
-        """Kernel name -> defining object for `target`, read from the objects' metadata; a
-        kernel whose arguments differ from what its callers pass makes the object unusable."""
+        """Kernel name -> defining object for `target`, read from the objects' metadata. An
+        object that cannot be read, is built for another target, has a kernel whose arguments
+        differ from what its callers pass, or defines a kernel another object defines too is
+        left out whole (`unusable_objects`): it takes away its own kernels only (the objects
+        are one file per kernel source, so a bad fp8 GEMM object leaves the int8 layers served)."""
         with self._lock:
             cached = self._indexes.get(target)
             if cached is not None:
                 return cached
-            index: dict[str, IndexEntry] = {}
+            readable: dict[Path, dict[str, KernelMetadata]] = {}
+            unusable: dict[Path, UnusableObject] = {}
             for path in sorted((self.objects_dir / target).glob(f"*{OBJECT_SUFFIX}")):
-                code_object = read_code_object(path)
-                if code_object.target != target:
-                    raise CodeObjectError(f"{path}: built for {code_object.target}, "
-                                          f"found in the {target} directory")
-                for name, metadata in code_object.kernels.items():
-                    if name in index:
-                        raise CodeObjectError(f"kernel {name} is defined by both "
-                                              f"{index[name].object_path} and {path}")
-                    expected = self._expected_args(name)
-                    problem = None if expected is None else argument_layout_problem(metadata, expected)
-                    if problem:
-                        raise CodeObjectError(f"{path}: kernel {name} {problem}")
-                    index[name] = IndexEntry(path, metadata)
+                try:
+                    code_object = read_code_object(path)
+                except CodeObjectError as exc:
+                    unusable[path] = UnusableObject(str(exc), None)
+                    continue
+                problem = self._object_problem(path, target, code_object)
+                if problem:
+                    unusable[path] = UnusableObject(problem, frozenset(code_object.kernels))
+                else:
+                    readable[path] = code_object.kernels
+            # A kernel in two objects: which one is the current build cannot be told.
+            owners: dict[str, list[Path]] = {}
+            for path, kernels in readable.items():
+                for name in kernels:
+                    owners.setdefault(name, []).append(path)
+            for name, paths in owners.items():
+                if len(paths) > 1:
+                    for path in paths:
+                        unusable.setdefault(path, UnusableObject(
+                            f"kernel {name} is defined by both {paths[0]} and {paths[1]}", frozenset(readable[path])))
+            index = {name: IndexEntry(path, metadata) for path, kernels in readable.items() if path not in unusable
+                     for name, metadata in kernels.items()}
             self._indexes[target] = index
+            self._unusable[target] = list(unusable.values())
             return index
 
+    def _object_problem(self, path: Path, target: str, code_object: CodeObject) -> str | None:
+        """Why the object read from `path` in `target`'s directory cannot serve its kernels, or None."""
+        if code_object.target != target:
+            return f"{path}: built for {code_object.target}, found in the {target} directory"
+        for name, metadata in code_object.kernels.items():
+            expected = self._expected_args(name)
+            problem = None if expected is None else argument_layout_problem(metadata, expected)
+            if problem:
+                return f"{path}: kernel {name} {problem}"
+        return None
+
+    def unusable_objects(self, target: str) -> list[UnusableObject]:
+        """The code objects of `target` left out of its index, and why."""
+        with self._lock:
+            self.index(target)
+            return self._unusable[target]
+
     def missing_reason(self, target: str, kernel_names: Sequence[str] = ()) -> str | None:
-        """None if `target` has readable code objects (defining `kernel_names`), else why not:
-        for a kernel class's is_supported reason."""
+        """None if `target` has code objects defining `kernel_names` (without names: if every
+        code object of `target` is usable), else why not: for a kernel class's is_supported
+        reason. An unusable object is the reason only where it may define a missing kernel."""
         if target not in self.available_targets():
             built = ", ".join(self.available_targets()) or "none"
             return f"no code object for {target} (built for: {built})"
-        try:
-            index = self.index(target)
-        except CodeObjectError as exc:
-            return f"code object unusable: {exc}"
+        index = self.index(target)
+        unusable = self.unusable_objects(target)
         missing = [name for name in kernel_names if name not in index]
+        if kernel_names and not missing:
+            return None
+        culprits = dict.fromkeys(entry.reason for entry in unusable
+                                 if not kernel_names or entry.kernels is None or entry.kernels & set(missing))
+        if culprits:
+            return f"code object unusable: {'; '.join(culprits)}"
         if missing:
             return f"code objects for {target} lack kernel(s) {', '.join(missing)}"
         return None
@@ -424,6 +470,6 @@ def loaded_kernels() -> list[str]:
 
 
 def kernel_names(target: str) -> list[str]:
-    """Every kernel the code objects for `target` define, sorted (selftest tests each);
-    CodeObjectError when they are unusable (`missing_reason` says why first)."""
+    """Every kernel the usable code objects for `target` define, sorted (selftest tests each;
+    `missing_reason(target)` names the objects left out)."""
     return sorted(_default.index(target))
