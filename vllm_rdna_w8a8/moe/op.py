@@ -3,7 +3,7 @@ experts) from fp16/bf16 activations and the router's top-k choice, in the style 
 `ops/custom_ops.py` (registered in the same library, a fake beside it, the implementation
 chosen per call):
 
-- ROCm tensors, or CPU tensors with VLLM_RDNA_W8A8_EMULATE set -> `ops.moe_hip.int8_moe`
+- ROCm tensors, or CPU tensors with VLLM_RDNA_W8A8_EMULATE set -> `moe.hip_backend.int8_moe`
   (our grouped-GEMM HIP kernels; the emulator's stand-in runtime on the CPU);
 - anything else, or VLLM_RDNA_W8A8_OPS=reference -> `moe.reference.int8_moe` (plain
   torch, the exact math: see that module).
@@ -27,7 +27,7 @@ from vllm_rdna_w8a8.moe import reference as moe_reference
 from vllm_rdna_w8a8.ops import reference as dense_reference
 from vllm_rdna_w8a8.ops.custom_ops import _implementation, _register
 
-HIP_MODULE = "vllm_rdna_w8a8.ops.moe_hip"
+HIP_MODULE = "vllm_rdna_w8a8.moe.hip_backend"
 
 
 def _hip_module() -> ModuleType:
@@ -43,7 +43,7 @@ def _hip_module() -> ModuleType:
 
 
 def hip_available() -> bool:
-    """True when this build has the HIP implementation (`moe_hip`)."""
+    """True when this build has the HIP implementation (`moe/hip_backend.py`)."""
     try:
         _hip_module()
     except NotImplementedError:
@@ -83,7 +83,7 @@ int8_moe = torch.ops.rdna_w8a8.int8_moe.default
 
 def prepare_int8_moe_weights(w13: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The checkpoint's (w13, w2) in the layout `int8_moe` reads on their device: the HIP
-    implementation's (`moe_hip.prepare_int8_moe_weights`), or unchanged for the reference."""
+    implementation's (`hip_backend.prepare_int8_moe_weights`), or unchanged for the reference."""
     if _serves_with_hip(w13):
         return _hip_module().prepare_int8_moe_weights(w13, w2)
     return w13, w2
