@@ -151,6 +151,17 @@ def test_int8_gemm_refuses_k_beyond_what_int32_sums_hold(backend, recorded_launc
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@pytest.mark.parametrize("k", [131060, 2**17])  # 131060: padded to 131072
+def test_int8_layer_op_refuses_k_beyond_what_int32_sums_hold(backend, recorded_launches, k) -> None:
+    # The op of an int8 layer, called directly (our class hands such layers to upstream).
+    x = torch.zeros((1, k), dtype=torch.float16)
+    b = torch.zeros((16, 2**17), dtype=i8)
+    with pytest.raises(ValueError, match=r"K=131072 exceeds 131071, the largest K whose int8 sums"):
+        backend.int8_quant_scaled_mm(x, b, None, None, True, torch.ones(16), torch.float16)
+    assert not recorded_launches
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 @pytest.mark.parametrize("operand_dtype", [i8, torch.float8_e4m3fn], ids=["int8", "fp8"])
 def test_gemm_with_k_0_is_one_clear_error(backend, operand_dtype, recorded_launches) -> None:
     a, b = torch.zeros((4, 0), dtype=operand_dtype), torch.zeros((8, 0), dtype=operand_dtype)

@@ -277,3 +277,45 @@ def test_fp8_layer_with_k_344_on_the_emulated_hip_kernels(current_vllm_config, m
     with pytest.raises(ValueError, match="K=344 must be a multiple of 16"):
         kernel.apply_scaled_mm(A=x_q, B=weight_nk.t(), out_dtype=torch.float16, As=x_scale,
                                Bs=layer.weight_scale, bias=None, output_shape=[3, n])
+
+
+# K beyond what the int8 GEMMs' int32 sums hold: vLLM's int8 layer config carries no shape, so
+# our class takes the layer at selection and hands it to upstream's class once the weight shows K.
+
+@pytest.mark.parametrize(("k", "upstream"), [(131056, None), (131057, "TritonInt8ScaledMMLinearKernel"),
+                                             (131072, "TritonInt8ScaledMMLinearKernel")])
+def test_int8_layers_longer_than_the_int32_sums_hold_stay_on_upstream(simulate, caplog, k, upstream) -> None:
+    simulate("rocm", "gfx1100")
+    scheme, layer = _build_layer("channel", False, True, [16], k, seed=5)
+    assert type(scheme.kernel).__name__ == OURS
+    with caplog.at_level("INFO", logger="vllm.rdna_w8a8"):
+        scheme.process_weights_after_loading(layer)
+    if upstream is None:
+        assert scheme.kernel.upstream is None and layer.weight.shape == (16, k)
+        return
+    assert type(scheme.kernel.upstream).__name__ == upstream
+    assert layer.weight.shape == (k, 16)  # prepared by upstream's class: its [K, N] view
+    assert (f"{OURS} requires K <= 131056 (K padded to 16 within 131071, the largest K whose int8 sums always fit "
+            f"the int32 accumulator), the layer has K={k}; such int8 layers stay on {upstream}") in caplog.text
+
+
+def test_a_layer_handed_to_upstream_computes_through_upstreams_class(monkeypatch) -> None:
+    """On this CPU the upstream class is vLLM's CPU int8 kernel: the layer's output through
+    our class is that kernel's, right against float64."""
+    from vllm_rdna_w8a8.cpu_stack import apply_workarounds
+    from vllm_rdna_w8a8.scaled_mm import support
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipInt8ScaledMMLinearKernel
+
+    monkeypatch.setattr(support, "hip_kernels_usable", lambda: (True, None))
+    apply_workarounds()  # as in every vLLM process of the tests (see the test above)
+    k = 131072
+    scheme, layer = _build_layer("channel", False, True, [16], k, seed=6)
+    layer.weight.data.clamp_(-63, 63)  # vLLM's oneDNN path on AVX2 (see the test above)
+    checkpoint = _snapshot(layer)
+    ours = RdnaHipInt8ScaledMMLinearKernel(scheme.kernel.config, scheme.kernel.layer_param_names)
+    ours.process_weights_after_loading(layer)
+    x = torch.randn(3, k, generator=torch.Generator().manual_seed(1)).to(torch.float16)
+    out = ours.apply_weights(layer, x)  # our op would refuse K = 131072
+    want = _float64_reference(x, checkpoint, layer, "channel", False, True, [16], None)
+    torch.testing.assert_close(out.double(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
+    assert type(ours.upstream).__name__ == "CPUInt8ScaledMMLinearKernel"

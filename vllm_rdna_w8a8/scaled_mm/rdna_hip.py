@@ -4,7 +4,9 @@
   `process_weights_after_loading` in `weights.py` (K padded to 16, row stride off gfx11's
   cache-aliasing strides); `apply_weights` is one op: at decode M (<= 16) one launch that
   quantizes the activations inside the GEMM, else our activation quantizer, then the GEMM,
-  with scale / zero-point / bias fused in both.
+  with scale / zero-point / bias fused in both. A layer with K > 131056 (`MAX_INT8_LAYER_K`:
+  longer int32 sums could overflow) goes to the class vLLM picks without ours, when its weight
+  is loaded: vLLM's int8 layer config, all `can_implement` sees, has no shape.
 - `RdnaHipFp8ScaledMMLinearKernel` (fp8 e4m3fn): vLLM's scheme prepares the weight
   (requantized to one scale for fused per-tensor shards, seen as [K, N]) and vLLM's base
   class quantizes the activations (QuantFP8); we run the GEMM with the scale / bias
@@ -20,6 +22,8 @@ device's exact target.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from vllm.model_executor.kernels.linear.scaled_mm.ScaledMMLinearKernel import (
     FP8ScaledMMLinearKernel,
@@ -30,11 +34,29 @@ from vllm.model_executor.kernels.linear.scaled_mm.ScaledMMLinearKernel import (
 from vllm.model_executor.utils import replace_parameter
 
 from vllm_rdna_w8a8.ops.custom_ops import fp8_scaled_mm, int8_quant_scaled_mm
-from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES, OUTPUT_DTYPES
-from vllm_rdna_w8a8.scaled_mm import support, weights
+from vllm_rdna_w8a8.ops.validation import ACTIVATION_DTYPES, K_ALIGNMENT, MAX_INT8_K, OUTPUT_DTYPES
+from vllm_rdna_w8a8.scaled_mm import registry, support, weights
+
+logger = logging.getLogger("vllm.rdna_w8a8")
+
+# The longest K of an int8 layer: padded to 16, it must stay within what the GEMMs' int32
+# sums hold (the ops refuse more).
+MAX_INT8_LAYER_K = MAX_INT8_K // K_ALIGNMENT * K_ALIGNMENT
+
+
+def int8_layer_k_problem(k: int) -> str | None:
+    """Why our int8 kernels cannot serve a layer with K input columns, or None."""
+    if k > MAX_INT8_LAYER_K:
+        return (f"requires K <= {MAX_INT8_LAYER_K} (K padded to {K_ALIGNMENT} within {MAX_INT8_K}, the largest "
+                f"K whose int8 sums always fit the int32 accumulator), the layer has K={k}")
+    return None
 
 
 class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
+    # Upstream's class for a layer whose K we cannot serve (see process_weights_after_loading).
+    upstream: Int8ScaledMMLinearKernel | None = None
+    _upstream_logged: set[tuple[str, str]] = set()
+
     @classmethod
     def is_supported(cls, compute_capability: int | None = None) -> tuple[bool, str | None]:
         return support.hip_kernels_usable()
@@ -42,8 +64,9 @@ class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
     @classmethod
     def can_implement(cls, c: Int8ScaledMMLinearLayerConfig) -> tuple[bool, str | None]:
         # Every int8 variant (static/dynamic, symmetric/asymmetric, per-tensor/per-channel,
-        # fused shards) is implemented; the activation dtype is the one limit. vLLM builds
-        # layers under the model dtype as torch's default dtype.
+        # fused shards) is implemented; the activation dtype is the one limit here. vLLM builds
+        # layers under the model dtype as torch's default dtype. K, the other limit, is not in
+        # vLLM's int8 layer config (0.32, 0.33): process_weights_after_loading applies it.
         dtype = torch.get_default_dtype()
         if dtype not in ACTIVATION_DTYPES:
             return False, f"requires float16 or bfloat16 activations, the model dtype is {dtype}"
@@ -52,6 +75,14 @@ class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
         w_name, w_scale_name, i_scale_name, i_zp_name, azp_adj_name = self.layer_param_names
         weight = getattr(layer, w_name).data
+        too_long = int8_layer_k_problem(weight.shape[1])
+        if too_long:
+            # The layer's parameters are still the checkpoint's: upstream's class prepares them
+            # and serves the layer, as if ours had declined it at selection.
+            self.upstream = registry.upstream_int8_kernel(self.config)(self.config, self.layer_param_names)
+            self._log_upstream(too_long, type(self.upstream).__name__)
+            self.upstream.process_weights_after_loading(layer)
+            return
         replace_parameter(layer, w_name, weights.store_weight(weight))
         replace_parameter(
             layer,
@@ -74,9 +105,18 @@ class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
             azp_adj = weights.azp_adjustment(weight, static_zero_point)
         replace_parameter(layer, azp_adj_name, azp_adj)
 
+    @classmethod
+    def _log_upstream(cls, reason: str, upstream: str) -> None:
+        """One line per distinct reason and upstream class, not one per layer."""
+        if (reason, upstream) not in cls._upstream_logged:
+            cls._upstream_logged.add((reason, upstream))
+            logger.info("rdna_w8a8: %s %s; such int8 layers stay on %s", cls.__name__, reason, upstream)
+
     def apply_weights(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if self.upstream is not None:
+            return self.upstream.apply_weights(layer, x, bias)
         weight, weight_scale, input_scale, input_zero_point, azp_adj = self._get_layer_params(layer)
         # vLLM passes [tokens, K] rows: no reshape (each costs about a microsecond) unless needed.
         rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])

@@ -71,3 +71,16 @@ def insert_kernels(platform: PlatformEnum) -> list[str]:
             "rdna_w8a8: %s[%s] now starts with %s", registry_name, platform.name, names
         )
     return inserted
+
+
+def upstream_int8_kernel(config: object) -> type:
+    """The int8 class vLLM picks for the layer `config` when ours is left out of its list: for
+    a layer ours took that turns out, once its weight is loaded, to be one it cannot serve."""
+    from vllm.model_executor.kernels import linear
+
+    from vllm_rdna_w8a8.scaled_mm.rdna_hip import RdnaHipInt8ScaledMMLinearKernel
+
+    ours = RdnaHipInt8ScaledMMLinearKernel.__name__
+    without_ours = {platform: [k for k in kernels if k.__name__ != ours]
+                    for platform, kernels in getattr(linear, INT8_REGISTRY).items()}
+    return linear.choose_scaled_mm_linear_kernel(config, without_ours, quantization="int8_w8a8")
