@@ -95,10 +95,11 @@ __device__ __forceinline__ TileIndex grouped_tile(int tile, int tiles_m, int til
   return TileIndex{first_m + in_group % group_m, in_group / group_m};
 }
 
-// Copies a Rows x BlockK byte tile from global memory to LDS through registers with
-// 128-bit loads, zero-filling rows past the matrix edge and k past K.
+// The 16-byte chunks of a Rows x BlockK byte tile this thread moves from global memory to LDS
+// (one 128-bit load and store each), the registers they pass through, and their LDS store.
+// Where the rows come from is the loader's: TileLoader (consecutive rows) or a gathering one.
 template <int Rows, int BlockK, int Threads>
-struct TileLoader {
+struct TileChunks {
   static constexpr int kChunksPerRow = BlockK / kOperandBytesI8;
   static constexpr int kRowsPerPass = Threads / kChunksPerRow;
   static constexpr int kPasses = Rows / kRowsPerPass;
@@ -106,35 +107,43 @@ struct TileLoader {
                 "a prefill tile must split into whole 16-byte chunks per thread: "
                 "threads % (BLOCK_K / 16) == 0 and BLOCK_M, BLOCK_N multiples of the rows one pass covers");
 
-  const int8_t* first_chunk;  // this thread's chunk of pass 0 at k = 0
-  int64_t pass_stride;        // bytes between the rows of consecutive passes
-  int row;                    // tile row of pass 0
-  int col;                    // byte offset of this thread's chunk within the BlockK slice
-  int rows_valid;             // rows of the tile inside the matrix
+  int row;  // tile row of pass 0 (pass p: row + p * kRowsPerPass)
+  int col;  // byte offset of this thread's chunk within the BlockK slice
   FragI8 staged[kPasses];
 
-  __device__ __forceinline__ TileLoader(const int8_t* tile, int ld, int rows_in_matrix, int tid)
-      : row(tid / kChunksPerRow),
-        col((tid % kChunksPerRow) * kOperandBytesI8),
-        rows_valid(rows_in_matrix) {
-    first_chunk = tile + static_cast<int64_t>(row) * ld + col;
-    pass_stride = static_cast<int64_t>(kRowsPerPass) * ld;
-  }
-
-  __device__ __forceinline__ void load(int k0, int K) {
-    const bool k_inside = k0 + col < K;
-#pragma unroll
-    for (int pass = 0; pass < kPasses; ++pass) {
-      const bool inside = k_inside && row + pass * kRowsPerPass < rows_valid;
-      staged[pass] = inside ? load_frag_i8(first_chunk + pass * pass_stride + k0) : zero_frag_i8();
-    }
-  }
+  __device__ __forceinline__ explicit TileChunks(int tid)
+      : row(tid / kChunksPerRow), col((tid % kChunksPerRow) * kOperandBytesI8) {}
 
   template <int LdsRowBytes>
   __device__ __forceinline__ void store(int8_t (*lds_tile)[LdsRowBytes]) const {
 #pragma unroll
     for (int pass = 0; pass < kPasses; ++pass) {
       *reinterpret_cast<FragI8*>(&lds_tile[row + pass * kRowsPerPass][col]) = staged[pass];
+    }
+  }
+};
+
+// Copies a Rows x BlockK byte tile of consecutive matrix rows to LDS, zero-filling rows past
+// the matrix edge and k past K.
+template <int Rows, int BlockK, int Threads>
+struct TileLoader : TileChunks<Rows, BlockK, Threads> {
+  using Chunks = TileChunks<Rows, BlockK, Threads>;
+  const int8_t* first_chunk;  // this thread's chunk of pass 0 at k = 0
+  int64_t pass_stride;        // bytes between the rows of consecutive passes
+  int rows_valid;             // rows of the tile inside the matrix
+
+  __device__ __forceinline__ TileLoader(const int8_t* tile, int ld, int rows_in_matrix, int tid)
+      : Chunks(tid), rows_valid(rows_in_matrix) {
+    first_chunk = tile + static_cast<int64_t>(this->row) * ld + this->col;
+    pass_stride = static_cast<int64_t>(Chunks::kRowsPerPass) * ld;
+  }
+
+  __device__ __forceinline__ void load(int k0, int K) {
+    const bool k_inside = k0 + this->col < K;
+#pragma unroll
+    for (int pass = 0; pass < Chunks::kPasses; ++pass) {
+      const bool inside = k_inside && this->row + pass * Chunks::kRowsPerPass < rows_valid;
+      this->staged[pass] = inside ? load_frag_i8(first_chunk + pass * pass_stride + k0) : zero_frag_i8();
     }
   }
 };
@@ -174,9 +183,11 @@ __device__ __forceinline__ void mma_lds_slice(const int8_t (*lds_a)[Cfg::kLdsRow
   }
 }
 
-template <class Cfg, class Math, class Out>
-__device__ __forceinline__ void gemm_prefill_tile(const GemmOperands& p, const Out& out,
-                                                  int m0, int n0) {
+// One BlockM x BlockN tile through the LDS double-buffered main loop. `a_loader` moves the
+// tile's A rows (a TileLoader of rows m0.., or the MoE GEMMs' gathering loader); B rows are n0...
+template <class Cfg, class Math, class ALoader, class Out>
+__device__ __forceinline__ void gemm_prefill_tile(const GemmOperands& p, ALoader a_loader,
+                                                  const Out& out, int m0, int n0) {
   auto& lds = workgroup_lds<PrefillLds<Cfg>>();
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = lane_id();
@@ -184,8 +195,6 @@ __device__ __forceinline__ void gemm_prefill_tile(const GemmOperands& p, const O
   const int wave_row = (wave % Cfg::kWavesM) * Cfg::kWaveTileM;
   const int wave_col = (wave / Cfg::kWavesM) * Cfg::kWaveTileN;
 
-  TileLoader<Cfg::kBlockM, Cfg::kBlockK, Cfg::kThreads> a_loader(
-      p.a + static_cast<int64_t>(m0) * p.lda, p.lda, p.M - m0, tid);
   TileLoader<Cfg::kBlockN, Cfg::kBlockK, Cfg::kThreads> b_loader(
       p.b + static_cast<int64_t>(n0) * p.ldb, p.ldb, p.N - n0, tid);
 
@@ -353,7 +362,10 @@ __device__ __forceinline__ void gemm_kernel_body(const GemmOperands& p, const Ou
     gemm_decode_tile<Cfg, Math>(p, a_rows, out, m0, t.n * Cfg::kBlockN,
                                 workgroup_lds<DecodeLds<Cfg, Math>>());
   } else {
-    gemm_prefill_tile<Cfg, Math, Out>(p, out, t.m * Cfg::kBlockM, t.n * Cfg::kBlockN);
+    const int m0 = t.m * Cfg::kBlockM;
+    TileLoader<Cfg::kBlockM, Cfg::kBlockK, Cfg::kThreads> a_loader(
+        p.a + static_cast<int64_t>(m0) * p.lda, p.lda, p.M - m0, static_cast<int>(threadIdx.x));
+    gemm_prefill_tile<Cfg, Math>(p, a_loader, out, m0, t.n * Cfg::kBlockN);
   }
 }
 

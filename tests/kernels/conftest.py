@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,8 @@ import pytest
 from kernel_harness import KERNELS_DIR, REPO, Launch, RunLaunches
 from vllm_rdna_w8a8.build import build, find_clang, get_target
 from vllm_rdna_w8a8.emulation import build_emulator, sanitizer_env
-from vllm_rdna_w8a8.settings import EMULATE_ENV
+from vllm_rdna_w8a8.runtime.hip import EMULATOR_LIBRARY_ENV
+from vllm_rdna_w8a8.settings import EMULATE_ENV, OPS_ENV
 
 HERE = Path(__file__).resolve().parent
 PROBE_SOURCES = sorted((HERE / "probe").glob("*.hip"))
@@ -59,6 +60,21 @@ def kernel_objects() -> Path:
 @pytest.fixture(scope="session")
 def sanitized_emulator() -> Path:
     return build_emulator([*sorted(KERNELS_DIR.glob("*.hip")), *PROBE_SOURCES], sanitize=True)
+
+
+@pytest.fixture(scope="session")
+def sanitized_ops_env(sanitized_emulator: Path) -> Callable[[str], dict[str, str]]:
+    """The environment (threads scheduled in `schedule` order) of a subprocess that runs the
+    production ops (ops/, moe/hip_backend.py) on CPU tensors through the sanitized emulator,
+    emulating TARGET."""
+
+    def env(schedule: str = "forward") -> dict[str, str]:
+        environment = sanitizer_env({**os.environ, EMULATE_ENV: TARGET, SCHEDULE_ENV: schedule,
+                                     EMULATOR_LIBRARY_ENV: str(sanitized_emulator)})
+        environment.pop(OPS_ENV, None)
+        return environment
+
+    return env
 
 
 @pytest.fixture(scope="session")

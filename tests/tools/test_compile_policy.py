@@ -56,6 +56,19 @@ def test_every_decode_row_has_its_fused_kernels_for_every_target(gemm_reports: l
     assert not missing, "not compiled: " + "; ".join(missing)
 
 
+def test_every_table_row_has_its_moe_kernels_for_every_target(gemm_reports: list[KernelReport]) -> None:
+    import torch
+
+    from vllm_rdna_w8a8.moe.hip_backend import moe_kernel_name
+
+    rows = load_tile_configs(DEFAULT_KERNELS_DIR / "gemm_configs.def")
+    present = {(r.kernel, r.target) for r in gemm_reports}
+    wanted = [moe_kernel_name(config, dtype) for config in rows for dtype in (torch.float16, torch.bfloat16)]
+    missing = [f"{name} for {target}" for name in wanted for target in GFX11_TARGETS
+               if (name, target) not in present]
+    assert not missing, "not compiled: " + "; ".join(missing)
+
+
 def test_gemm_kernels_follow_the_compile_policy(gemm_reports: list[KernelReport]) -> None:
     problems = [problem for report in gemm_reports for problem in gemm_policy_violations(report)]
     assert not problems, "\n".join(problems)

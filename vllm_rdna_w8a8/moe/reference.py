@@ -173,7 +173,7 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     Computed on the halves of one float32 copy (rows 2I apart), which torch's CPU loop walks
     row by row, so every value depends on its column only: torch's float32 silu differs in
     the last bit between its vectorised body and its scalar tail, and over a contiguous
-    [n * I] buffer the tail would move with n. The grouped GEMMs (ops/moe_hip.py) call this
+    [n * I] buffer the tail would move with n. The grouped GEMMs (moe/hip_backend.py) call this
     on all slots at once and get the bits of the per-expert rows here.
     """
     intermediate = gate_up.shape[1] // 2

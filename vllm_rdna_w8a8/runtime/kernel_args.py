@@ -29,13 +29,22 @@ FUSED_DECODE_GEMM_KERNEL_ARGS: KernelArgs = (
     ("M", "int32"), ("N", "int32"), ("K", "int32"), ("ldx", "int32"), ("ldb", "int32"),
     ("ldc", "int32"), ("flags", "uint32"),
 )
+# The MoE grouped GEMMs (kernels/moe_gemm.hip): A rows gathered through sorted_slots, one
+# expert per row block (block_experts), one output row per slot.
+MOE_GEMM_KERNEL_ARGS: KernelArgs = (
+    ("a", "pointer"), ("b", "pointer"), ("c", "pointer"), ("a_scale", "pointer"),
+    ("b_scale", "pointer"), ("sorted_slots", "pointer"), ("block_experts", "pointer"),
+    ("blocks", "int32"), ("slots", "int32"), ("slots_per_a_row", "int32"), ("N", "int32"),
+    ("K", "int32"), ("lda", "int32"), ("ldb", "int32"), ("ldc", "int32"), ("flags", "uint32"),
+)
 # Kernel name prefix -> its argument list (kernels/quant_int8.hip, kernels/common/gemm.h,
-# kernels/common/decode_quant.h).
+# kernels/common/decode_quant.h, kernels/moe_gemm.hip).
 _BY_PREFIX: tuple[tuple[str, KernelArgs], ...] = (
     ("w8a8_quant_i8_", QUANT_KERNEL_ARGS),
     ("w8a8_i8_gemm_", GEMM_KERNEL_ARGS),
     ("w8a8_f8_gemm_", GEMM_KERNEL_ARGS),
     ("w8a8_i8q_", FUSED_DECODE_GEMM_KERNEL_ARGS),
+    ("w8a8_i8_moe_", MOE_GEMM_KERNEL_ARGS),
 )
 
 

@@ -1,0 +1,159 @@
+// W8A8 mixture-of-experts grouped GEMM for gfx11: the two expert GEMMs of a MoE layer
+// (gate_up = x w13[e]^T, down = act w2[e]^T) over the (token, expert) slots of every expert in
+// one launch each. One entry point `w8a8_i8_moe_{f16,bf16}_gemm_<tag>` per row of
+// gemm_configs.def and activation dtype (the output dtype); the main loops are common/gemm.h's:
+//   stream_weights rows (decode, few tokens per expert): one 16-row tile of an expert's slots,
+//     that expert's weights streamed to registers, K split across waves;
+//   lds_double_buffer rows (prefill): the A tile gathered row by row into LDS, B = w[e] tiles.
+// The host (vllm_rdna_w8a8/moe/hip_backend.py) sorts the slots by expert with torch ops and pads
+// each expert's run to a multiple of BLOCK_M, without reading anything back:
+//   sorted_slots [blocks * BLOCK_M]: the slot (token * top_k + j) of each padded row, -1 for
+//     padding; block_experts [blocks]: the expert of each BLOCK_M row block, -1 for the blocks
+//     past the last expert's rows (the grid is an upper bound; they exit at once).
+// Row r of a block reads A row sorted_slots[r] / slots_per_a_row (top_k for gate_up: every
+// slot of a token shares its quantized x row; 1 for down: one act row per slot) and writes
+// output row sorted_slots[r]: c has one row per slot, in slot order, for the host's top-k
+// combine. The epilogue is the dense GEMMs': a_scale [A rows] per token (flag) or [1],
+// b_scale [E, N] per channel (flag) or [E, 1], no zero point, no bias:
+//   c[slot][n] = a_scale[a_row] * (b_scale[e][n] * float(sum_k a[a_row][k] * b[e][n][k])).
+// Arguments (in order): a [A rows, lda] int8; b [E, N, ldb] int8, experts contiguous;
+// c [slots, ldc] fp16/bf16; a_scale; b_scale; sorted_slots; block_experts; int32 blocks,
+// slots, slots_per_a_row, N, K, lda, ldb, ldc; uint32 flags (kFlagPerTokenAScale,
+// kFlagPerChannelBScale). Launch: grid (blocks * ceil(N / BLOCK_N), 1, 1), block
+// (32 * WAVES_M * WAVES_N * WAVES_K, 1, 1); K, lda, ldb multiples of 16, a and b 16-byte aligned.
+//
+// Floors on the RX 7900 XTX (gfx1100), arithmetic from paper peaks, not measurements
+// (96 CUs x 512 int8 ops/clk x 2.5 GHz = 122.9 Tops; DRAM 960 GB/s). Qwen3-30B-A3B layer,
+// E = 128, top_k = 8, H = 2048, I = 768 (gate_up N = 1536, K = 2048; down N = 2048, K = 768):
+//   decode, one token: 8 experts' weights, 8 * (1536 * 2048 + 2048 * 768) = 37.7 MB
+//     -> memory floor 39 us per layer; WMMA work with M padded to 16 per expert: 1.2 Gop -> 10 us.
+//   prefill, 4096 tokens (256 slots per expert on average): 2 * 32768 * (1536 * 2048 +
+//     2048 * 768) = 309 Gop -> compute floor 2.5 ms; all 128 experts' weights 604 MB
+//     -> memory floor 0.63 ms. Compute binds.
+#include "common/gemm.h"
+
+namespace rdna_w8a8 {
+
+// The routing of one grouped GEMM launch (see the top of this file).
+struct MoeRouting {
+  const int32_t* sorted_slots;   // [blocks * BLOCK_M]: slot of each padded row, -1 padding
+  const int32_t* block_experts;  // [blocks]: expert of each row block, -1 past the last
+  int32_t blocks;                // row blocks of the launch (an upper bound)
+  int32_t slots;                 // rows of c
+  int32_t slots_per_a_row;       // A row of a slot: slot / slots_per_a_row
+
+  __device__ __forceinline__ int a_row(int32_t slot) const { return slot / slots_per_a_row; }
+  // A row 0 for padding rows: read like any row, their outputs never stored.
+  __device__ __forceinline__ int a_row_or_zero(int32_t slot) const { return slot < 0 ? 0 : a_row(slot); }
+};
+
+// The dense epilogue on gathered rows: padded row m of the tile stores to row sorted_slots[m]
+// with the scale of its A row; padding rows store nothing.
+struct MoeEpilogue {
+  struct Row {
+    RowTerms terms;
+    int32_t slot;  // -1: a padding row, never stored
+  };
+  using Column = ColumnTerms;
+
+  Epilogue slots_out;  // c [slots, ldc], a_scale by A row, b_scale of the tile's expert
+  MoeRouting routing;
+
+  __device__ __forceinline__ Column column(int n) const { return slots_out.column(n); }
+  __device__ __forceinline__ Row row(int m) const {
+    const int32_t slot = routing.sorted_slots[m];
+    if (slot < 0) return Row{RowTerms{1.f, 1}, -1};
+    return Row{slots_out.row(routing.a_row(slot)), slot};
+  }
+  template <class AccElem>
+  __device__ __forceinline__ void store(int, int n, AccElem acc, Row r, Column col) const {
+    if (r.slot >= 0) slots_out.store(r.slot, n, acc, r.terms, col);
+  }
+};
+
+// The prefill A tile gathered through sorted_slots: TileChunks' chunks of rows m0.., each from
+// its slot's A row, k past K zeros. A padding row reads A row 0 instead (a valid row, and a
+// global address: a null pointer would turn the loads into flat ones); its output row is never
+// stored, so the loop tests no row.
+template <int Rows, int BlockK, int Threads>
+struct GatheredTileLoader : TileChunks<Rows, BlockK, Threads> {
+  using Chunks = TileChunks<Rows, BlockK, Threads>;
+  const int8_t* chunk[Chunks::kPasses];  // this thread's chunk of each pass at k = 0
+
+  __device__ __forceinline__ GatheredTileLoader(const int8_t* a, int lda, const MoeRouting& routing,
+                                                int m0, int tid)
+      : Chunks(tid) {
+#pragma unroll
+    for (int pass = 0; pass < Chunks::kPasses; ++pass) {
+      const int32_t slot = routing.sorted_slots[m0 + this->row + pass * Chunks::kRowsPerPass];
+      chunk[pass] = a + static_cast<int64_t>(routing.a_row_or_zero(slot)) * lda + this->col;
+    }
+  }
+
+  __device__ __forceinline__ void load(int k0, int K) {
+    const bool k_inside = k0 + this->col < K;
+#pragma unroll
+    for (int pass = 0; pass < Chunks::kPasses; ++pass) {
+      this->staged[pass] = k_inside ? load_frag_i8(chunk[pass] + k0) : zero_frag_i8();
+    }
+  }
+};
+
+template <class Cfg, class Math>
+__device__ __forceinline__ void moe_gemm_kernel_body(const int8_t* a, const int8_t* b,
+                                                     const MoeRouting& routing,
+                                                     const Epilogue& all_experts_out, int N,
+                                                     int K, int lda, int ldb) {
+  const int tiles_n = ceil_div(N, Cfg::kBlockN);
+  const int tile = static_cast<int>(blockIdx.x);
+  if (tile >= routing.blocks * tiles_n) return;  // whole workgroup: an oversized grid is harmless
+  const TileIndex t = grouped_tile(tile, routing.blocks, tiles_n);
+  const int32_t expert = routing.block_experts[t.m];
+  if (expert < 0) return;  // past the last expert's rows: the grid's surplus
+  const int m0 = t.m * Cfg::kBlockM;
+  const int n0 = t.n * Cfg::kBlockN;
+  const int8_t* expert_b = b + static_cast<int64_t>(expert) * N * ldb;
+  // M is unused by the main loops here: the A rows come through the routing.
+  const GemmOperands p{a, expert_b, 0, N, K, lda, ldb};
+  Epilogue expert_out = all_experts_out;
+  expert_out.b_scale += static_cast<int64_t>(expert) * ((expert_out.flags & kFlagPerChannelBScale) ? N : 1);
+  const MoeEpilogue out{expert_out, routing};
+  if constexpr (Cfg::kStreamsWeights) {
+    const int32_t slot = routing.sorted_slots[m0 + operand_index(lane_id())];
+    // A padding row (slot < 0) reads A row 0: its output is never stored (MoeEpilogue).
+    const Int8Rows a_rows(a + static_cast<int64_t>(routing.a_row_or_zero(slot)) * lda, K);
+    gemm_decode_tile<Cfg, Math>(p, a_rows, out, m0, n0, workgroup_lds<DecodeLds<Cfg, Math>>());
+  } else {
+    const GatheredTileLoader<Cfg::kBlockM, Cfg::kBlockK, Cfg::kThreads> a_loader(
+        a, lda, routing, m0, static_cast<int>(threadIdx.x));
+    gemm_prefill_tile<Cfg, Math>(p, a_loader, out, m0, n0);
+  }
+}
+
+}  // namespace rdna_w8a8
+
+// One grouped GEMM entry point `name` for tile configuration (BM, BN, BK, WM, WN, WK, LOOP),
+// operand policy `math` and output flags `output_flags` (kFlagOutputBf16 or 0).
+#define W8A8_DEFINE_MOE_GEMM_KERNEL(name, math, output_flags, BM, BN, BK, WM, WN, WK, LOOP)    \
+  extern "C" __global__ void __launch_bounds__(::rdna_w8a8::kWaveSize * (WM) * (WN) * (WK))    \
+      name(const int8_t* __restrict__ a, const int8_t* __restrict__ b, void* __restrict__ c,   \
+           const float* __restrict__ a_scale, const float* __restrict__ b_scale,               \
+           const int32_t* __restrict__ sorted_slots, const int32_t* __restrict__ block_experts, \
+           int32_t blocks, int32_t slots, int32_t slots_per_a_row, int32_t N, int32_t K,       \
+           int32_t lda, int32_t ldb, int32_t ldc, uint32_t flags) {                            \
+    using Config = ::rdna_w8a8::GemmConfig<BM, BN, BK, WM, WN, WK, ::rdna_w8a8::MainLoop::LOOP>; \
+    const ::rdna_w8a8::Epilogue out{c,  a_scale, b_scale, nullptr, nullptr, nullptr, slots, N, \
+                                    ldc, (flags) | (output_flags)};                             \
+    ::rdna_w8a8::moe_gemm_kernel_body<Config, math>(                                           \
+        a, b, ::rdna_w8a8::MoeRouting{sorted_slots, block_experts, blocks, slots, slots_per_a_row}, \
+        out, N, K, lda, ldb);                                                                  \
+  }                                                                                            \
+  RDNA_EXPORT_KERNEL(name)
+
+#define W8A8_GEMM_CONFIG(tag, BM, BN, BK, WM, WN, WK, LOOP)                                     \
+  W8A8_DEFINE_MOE_GEMM_KERNEL(w8a8_i8_moe_f16_gemm_##tag, ::rdna_w8a8::Int8Math, 0u, BM, BN, BK, \
+                              WM, WN, WK, LOOP)                                                 \
+  W8A8_DEFINE_MOE_GEMM_KERNEL(w8a8_i8_moe_bf16_gemm_##tag, ::rdna_w8a8::Int8Math,               \
+                              ::rdna_w8a8::kFlagOutputBf16, BM, BN, BK, WM, WN, WK, LOOP)
+#include "gemm_configs.def"
+#undef W8A8_GEMM_CONFIG
