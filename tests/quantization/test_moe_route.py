@@ -85,7 +85,10 @@ def test_off_gfx11_upstream_keeps_the_experts(plugin_messages, amx: None, monkey
 def test_on_gfx11_without_our_moe_kernels_upstream_keeps_the_experts(plugin_messages, amx: None,
                                                                      monkeypatch: pytest.MonkeyPatch,
                                                                      w8a8_int8: dict) -> None:
+    from vllm_rdna_w8a8.scaled_mm import support
+
     monkeypatch.setitem(sys.modules, moe_ops.HIP_MODULE, None)  # a build without moe/hip_backend.py
+    monkeypatch.setattr(support, "hip_kernels_usable", lambda *kind: (True, None))  # the dense objects load
     monkeypatch.setenv(settings.EMULATE_ENV, "gfx1100")
     monkeypatch.delenv(settings.OPS_ENV, raising=False)
     assert _method_name(_experts_layer(_quant_config("compressed-tensors", w8a8_int8))) == UPSTREAM_INT8[
