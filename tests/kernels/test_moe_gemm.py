@@ -105,3 +105,44 @@ def test_moe_layer_on_the_grouped_gemms_equals_the_reference(
                             cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert f"CHECKED {EXPECTED}" in result.stdout, result.stdout[-3000:]
+
+
+MODEL_SHAPE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from vllm_rdna_w8a8.moe import hip_backend, reference
+    from vllm_rdna_w8a8.runtime import launcher
+
+    launcher._default = launcher.Launcher(Path(sys.argv[1]))
+    # A Qwen3-30B-A3B expert layer: E = 128, H = 2048, I = 768, top_k = 8 (H_pad = 2048: the stored
+    # rows carry 128 bytes of anti-aliasing padding), the dispatch's own tiles.
+    generator = torch.Generator().manual_seed(15)
+    experts, hidden, intermediate, top_k = 128, 2048, 768, 8
+    w13 = torch.randint(-127, 128, (experts, 2 * intermediate, hidden), dtype=torch.int8, generator=generator)
+    w2 = torch.randint(-127, 128, (experts, hidden, intermediate), dtype=torch.int8, generator=generator)
+    w13_scale = torch.rand(experts, 2 * intermediate, generator=generator) / 3000
+    w2_scale = torch.rand(experts, hidden, generator=generator) / 3000
+    stored13, stored2 = hip_backend.prepare_int8_moe_weights(w13, w2)
+    assert stored13.stride(1) == hidden + 128
+    for tokens in (1, 4):
+        x = torch.randn(tokens, hidden, generator=generator).to(torch.bfloat16)
+        weights, ids = reference.route(torch.randn(tokens, experts, generator=generator), top_k, True)
+        got = hip_backend.int8_moe(x, stored13, w13_scale, stored2, w2_scale, weights, ids)
+        want = reference.int8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids)
+        assert torch.equal(got.view(torch.int16), want.view(torch.int16)), tokens
+    print("MODEL SHAPE OK")
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_real_model_expert_layer_at_decode_equals_the_reference(
+        kernel_objects: Path, sanitized_ops_env: Callable[[str], dict[str, str]]) -> None:
+    result = subprocess.run([sys.executable, "-c", MODEL_SHAPE_SCRIPT, str(kernel_objects)], env=sanitized_ops_env(),
+                            cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "MODEL SHAPE OK" in result.stdout
