@@ -157,8 +157,10 @@ __device__ __forceinline__ Quantizer<Mode> dynamic_quantizer(Range range, float&
   return Quantizer<Mode>{range.hi == 0.f ? 0.f : 127.f / range.hi, 0};
 }
 
-// fp16/bf16 elements per 16-byte load; their int8 values fill 8 bytes.
-constexpr int kQuantElementsPerVector = 8;
+// kQuantElementsPerVector fp16/bf16 values per 16-byte load (kernel_abi.def); their int8
+// values fill 8 bytes.
+static_assert(kQuantElementsPerVector * sizeof(uint16_t) == kVectorLoadBytes,
+              "an activation load is one 128-bit load");
 
 // Eight values of a row -> their int8 values packed little-endian in two dwords.
 template <class Mode>

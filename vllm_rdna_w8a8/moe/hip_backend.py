@@ -41,6 +41,7 @@ from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig
 from vllm_rdna_w8a8.moe import reference as moe_reference
 from vllm_rdna_w8a8.ops.hip_backend import (
     A_SCALE_PER_TOKEN,
+    ALIGNMENT_BYTES,
     B_SCALE_PER_CHANNEL,
     _check_aligned,
     _check_rows,
@@ -53,7 +54,6 @@ from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, MAX_INT8_K, padded_k
 from vllm_rdna_w8a8.runtime.kernel_args import MOE_GEMM_KERNEL_ARGS, kinds
 
 _MOE_ARG_KINDS = kinds(MOE_GEMM_KERNEL_ARGS)
-_ALIGNMENT_BYTES = 16
 PADDING_SLOT = -1  # sorted_slots entry of a padding row
 NO_EXPERT = -1  # block_experts entry of a row block past the last expert's rows
 
@@ -89,8 +89,8 @@ def _readable_in_place(weight: torch.Tensor) -> bool:
     experts, n, k = weight.shape
     row_stride = weight.stride(1)
     last_byte = weight.storage_offset() + (experts * n - 1) * row_stride + padded_k(k)
-    return (weight.stride(2) == 1 and row_stride % _ALIGNMENT_BYTES == 0 and row_stride >= padded_k(k)
-            and weight.stride(0) == n * row_stride and weight.data_ptr() % _ALIGNMENT_BYTES == 0
+    return (weight.stride(2) == 1 and row_stride % ALIGNMENT_BYTES == 0 and row_stride >= padded_k(k)
+            and weight.stride(0) == n * row_stride and weight.data_ptr() % ALIGNMENT_BYTES == 0
             and last_byte <= weight.untyped_storage().nbytes())
 
 

@@ -45,10 +45,11 @@ FUSED_STATIC_SCALE = abi_constant("FUSED_STATIC_SCALE")
 FUSED_ASYMMETRIC = abi_constant("FUSED_ASYMMETRIC")
 
 QUANT_BLOCK_THREADS = abi_constant("QUANT_BLOCK_THREADS")
-_ALIGNMENT_BYTES = 16
-# The fused decode GEMMs read activations only in 16-byte loads of 8 fp16/bf16 values
-# (kernels/common/decode_quant.h): rows 16-byte aligned and K a multiple of 8.
-_FUSED_ELEMENTS_PER_LOAD = 8
+# Rows loaded whole start on this boundary. The fused decode GEMMs read activations only in
+# such loads of FUSED_ELEMENTS_PER_LOAD fp16/bf16 values (kernels/common/decode_quant.h):
+# rows aligned and K a multiple of it.
+ALIGNMENT_BYTES = abi_constant("ALIGNMENT_BYTES")
+FUSED_ELEMENTS_PER_LOAD = abi_constant("FUSED_ELEMENTS_PER_LOAD")
 
 
 if TYPE_CHECKING:  # the launcher is imported on first use (see _launcher)
@@ -106,8 +107,8 @@ def _check_rows(name: str, tensor: torch.Tensor, ld_multiple: int = 1) -> int:
 
 
 def _check_aligned(name: str, tensor: torch.Tensor) -> None:
-    if tensor.data_ptr() % _ALIGNMENT_BYTES:
-        raise ValueError(f"{name} must start on a {_ALIGNMENT_BYTES}-byte boundary")
+    if tensor.data_ptr() % ALIGNMENT_BYTES:
+        raise ValueError(f"{name} must start on a {ALIGNMENT_BYTES}-byte boundary")
 
 
 def _check_vector(name: str, tensor: torch.Tensor | None) -> None:
@@ -190,7 +191,7 @@ def int8_quant_scaled_mm(
     if m == 0 or plan.n == 0:
         return out
     x_address = x.data_ptr()
-    if plan.loads_whole and ldx % _FUSED_ELEMENTS_PER_LOAD == 0 and x_address % _ALIGNMENT_BYTES == 0:
+    if plan.loads_whole and ldx % FUSED_ELEMENTS_PER_LOAD == 0 and x_address % ALIGNMENT_BYTES == 0:
         config = fused_decode_config(plan.target, m, plan.n, plan.k_padded)
         if config is not None:
             launch, grid = plan.fused_launch(m, config)
@@ -242,7 +243,7 @@ class _LayerPlan:
         self.target = _target(device_index)
         self.n, self.k_padded = b.shape
         self.k = x.shape[1]
-        self.loads_whole = self.k % _FUSED_ELEMENTS_PER_LOAD == 0
+        self.loads_whole = self.k % FUSED_ELEMENTS_PER_LOAD == 0
         self.static = x_scale is not None
         self.symmetric = symmetric
         self.input_dtype = "bf16" if x.dtype == torch.bfloat16 else "f16"
