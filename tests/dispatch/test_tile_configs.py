@@ -41,6 +41,10 @@ def test_kernel_names() -> None:
     assert config.kernel_name("f8") == "w8a8_f8_gemm_m16n32k256_w1x1x4"
     with pytest.raises(ValueError, match="kind must be one of"):
         config.kernel_name("int8")
+    assert config.moe_kernel_name("bf16") == "w8a8_i8_moe_bf16_gemm_m16n32k256_w1x1x4"
+    assert config.moe_kernel_name("f16", "f8") == "w8a8_f8_moe_f16_gemm_m16n32k256_w1x1x4"
+    with pytest.raises(ValueError, match="MoE kernel activations must be one of"):
+        config.moe_kernel_name("f32")
 
 
 def test_lds_bytes_hand_checked() -> None:

@@ -98,6 +98,32 @@ def test_on_gfx11_without_our_moe_kernels_upstream_keeps_the_experts(plugin_mess
         f"experts: our int8 MoE HIP kernels are not in this build ({moe_ops.HIP_MODULE} is missing)"]
 
 
+def test_a_damaged_moe_code_object_keeps_the_experts_upstream_and_the_dense_layers_ours(
+        plugin_messages, amx: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, w8a8_int8: dict) -> None:
+    # The readiness check used to look at the dense objects only: our experts were chosen and
+    # the first grouped GEMM launch, in vLLM's profile run, stopped the engine.
+    from vllm_rdna_w8a8.runtime import launcher
+    from vllm_rdna_w8a8.scaled_mm import support
+    from vllm_rdna_w8a8.testing.damaged_code_object import copy_with_damage, with_header_field
+
+    damaged = copy_with_damage(launcher.OBJECTS_DIR / "gfx1100", tmp_path / "objects", "moe_gemm.hsaco",
+                               lambda image: with_header_field(image, "e_type", 1))
+    monkeypatch.setattr(launcher, "_default", launcher.Launcher(tmp_path / "objects"))
+    monkeypatch.setenv(settings.EMULATE_ENV, "gfx1100")
+    monkeypatch.delenv(settings.OPS_ENV, raising=False)
+    support.code_object_problem.cache_clear()
+    try:
+        method = _method_name(_experts_layer(_quant_config("compressed-tensors", w8a8_int8)))
+        dense = support.hip_kernels_usable("i8")
+    finally:
+        support.code_object_problem.cache_clear()
+    assert method == UPSTREAM_INT8["compressed-tensors"]
+    assert plugin_messages() == [
+        f"{FIRST} are served by upstream's CompressedTensorsW8A8Int8MoEMethod with CPUExpertsInt8; not our int8 "
+        f"experts: code object unusable: {damaged}: ELF type 1 is not a linked code object (ET_DYN, 3)"]
+    assert dense == (True, None)
+
+
 def test_fp8_experts_are_not_ours_on_gfx11(emulated_reference: None, w8a8_int8: dict) -> None:
     # (upstream's fp8 MoE method itself needs a whole model config to build)
     from vllm.model_executor.layers.quantization.utils.quant_utils import kFp8DynamicTokenSym, kFp8StaticChannelSym

@@ -43,6 +43,7 @@ MAIN_LOOPS = (LDS_DOUBLE_BUFFER, STREAM_WEIGHTS)
 # (lo, hi) float pair per wave and tile row, and (a_scale, azp) per tile row, 8 bytes each.
 FUSED_LDS_BYTES_PER_TILE_ROW = 8
 FUSED_INPUT_DTYPES = ("f16", "bf16")  # activations the fused decode GEMMs quantize
+MOE_ACTIVATION_DTYPES = ("f16", "bf16")  # activations (and outputs) of the MoE grouped GEMMs
 # The fused decode GEMMs quantize the rows of one decode (stream_weights) tile: beyond that,
 # every N tile would quantize the same rows again, and prefill reuses one int8 A tile for
 # many N tiles, so quantizing once in its own launch is cheaper.
@@ -146,6 +147,15 @@ class TileConfig:
         if input_dtype not in FUSED_INPUT_DTYPES:
             raise ValueError(f"fused kernel input must be one of {FUSED_INPUT_DTYPES}, got {input_dtype!r}")
         return f"w8a8_i8q_{input_dtype}_gemm_{self.tag}"
+
+    def moe_kernel_name(self, activation_dtype: str, kind: str = "i8") -> str:
+        """`w8a8_<i8|f8>_moe_<f16|bf16>_gemm_<tag>`: the grouped GEMM over experts
+        (kernels/moe_gemm.hip), built for every row."""
+        if activation_dtype not in MOE_ACTIVATION_DTYPES:
+            raise ValueError(f"MoE kernel activations must be one of {MOE_ACTIVATION_DTYPES}, got {activation_dtype!r}")
+        if kind not in KERNEL_KINDS:
+            raise ValueError(f"kernel kind must be one of {KERNEL_KINDS}, got {kind!r}")
+        return f"w8a8_{kind}_moe_{activation_dtype}_gemm_{self.tag}"
 
 
 def validate_tile_config(config: TileConfig) -> None:

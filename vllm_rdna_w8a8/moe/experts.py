@@ -35,10 +35,12 @@ UNSUPPORTED_LAYER_OPTIONS = ("has_bias", "swiglu_limit", "swiglu_alpha", "swiglu
 
 def experts_usable() -> tuple[bool, str | None]:
     """(ok, reason): gfx11 (ROCm or the emulated backend) and an implementation of the op
-    for it: the reference when VLLM_RDNA_W8A8_OPS=reference, else our HIP kernels."""
-    from vllm_rdna_w8a8.scaled_mm.support import hip_kernels_usable
+    for it: the reference when VLLM_RDNA_W8A8_OPS=reference, else our HIP kernels, every
+    one of which loads (checked now: a load failing in vLLM's profile run would stop the
+    engine instead of leaving the experts on upstream's method)."""
+    from vllm_rdna_w8a8.scaled_mm.support import MOE_KIND, hip_kernels_usable
 
-    usable, reason = hip_kernels_usable("i8")
+    usable, reason = hip_kernels_usable(MOE_KIND)
     if not usable:
         return False, reason
     if settings.ops_backend() != "reference" and not moe_ops.hip_available():
