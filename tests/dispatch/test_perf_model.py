@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
 from vllm_rdna_w8a8.build.targets import get_target
@@ -223,3 +226,69 @@ def test_moe_expert_floors_hand_checked() -> None:
     prefill = perf_model.moe_expert_floors("gfx1151", qwen, 1, 4096)  # 256 tokens per expert
     assert prefill.binding == "compute"
     assert prefill.compute_us == pytest.approx(2 * 4096 * 8 * (1536 * 2048 + 2048 * 768) / (40 * 512 * 2.9e9) * 1e6)
+
+
+def test_reread_charge_per_cache_level() -> None:
+    """A 16-row streaming tile reads all of B once per 16 rows: at M = 32 once again. Those bytes
+    are served by L2 when B fits it (gfx1100: 6 MiB), else by the Infinity Cache (96 MiB), else by
+    DRAM; on gfx1103 (2 MiB L2, no Infinity Cache) by L2 or DRAM. A's re-reads (one per 32-column tile) have the
+    rows of one tile group as working set, here 32 x 4096 bytes: L2."""
+    m, k = 32, 4096
+    for target, n, level in (("gfx1100", 1024, "l2"), ("gfx1100", 4096, "mall"), ("gfx1100", 28672, "dram"),
+                             ("gfx1103", 256, "l2"), ("gfx1103", 1024, "dram")):
+        charges = perf_model.reread_bytes(target, DECODE, m, n, k)
+        a_again = (n // 32 - 1) * m * k
+        expected = {name: 0.0 for name in perf_model.REREAD_LEVELS}
+        expected[level] += n * k
+        expected["l2"] += a_again
+        assert charges == expected, (target, n)
+    # the prefill tile reads B (16 MiB: Infinity Cache) once per 128 rows and A again per column
+    # tile, whose working set is one tile group's 1024 rows x K (4 MiB: L2)
+    charges = perf_model.reread_bytes("gfx1100", PREFILL, 4096, 4096, 4096)
+    assert charges == {"l2": 31 * 4096 * 4096, "mall": 31 * 4096 * 4096, "dram": 0.0}
+    assert perf_model.reread_level("gfx1151", 2 * 1024 * 1024) == "l2"
+    assert perf_model.reread_level("gfx1151", 2 * 1024 * 1024 + 1) == "mall"
+    assert perf_model.reread_level("gfx1151", 32 * 1024 * 1024 + 1) == "dram"
+
+
+def test_rereads_beyond_l2_are_charged_in_the_dram_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same prediction with an L2 that holds everything differs only by the re-read bytes."""
+    m, n, k = 256, 4096, 4096
+    charged = perf_model.predict("gfx1100", DECODE, m, n, k)
+    beyond = sum(perf_model.reread_bytes("gfx1100", DECODE, m, n, k)[level] for level in ("mall", "dram"))
+    assert charged.reread_beyond_l2_bytes == beyond == 15 * n * k
+    roomy = {name: dataclasses.replace(peaks, l2_bytes=2**40) for name, peaks in perf_model.DEVICE_PEAKS.items()}
+    monkeypatch.setattr(perf_model, "DEVICE_PEAKS", roomy)
+    free = perf_model.predict("gfx1100", DECODE, m, n, k)
+    assert free.reread_beyond_l2_bytes == 0
+    total = perf_model.gemm_bytes(m, n, k)
+    assert charged.dram_us == pytest.approx(free.dram_us * (total + beyond) / total)
+    assert charged.compute_us == free.compute_us and charged.l2_us == free.l2_us
+
+
+def test_tile_group_matches_the_kernels_tile_order() -> None:
+    gemm_h = (Path(__file__).resolve().parents[2] / "kernels" / "common" / "gemm.h").read_text()
+    assert f"constexpr int kTileGroupM = {perf_model.TILE_GROUP_M};" in gemm_h
+
+
+LLAMA3_8B_TP1 = ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336))
+
+
+@pytest.mark.parametrize("target", sorted(perf_model.DEVICE_PEAKS))
+def test_streaming_tiles_lose_prefill_when_the_weights_exceed_l2(target: str) -> None:
+    """At prefill sizes a stream_weights tile streams B from beyond L2 once per 16 rows: the model
+    must never predict it faster than the best prefill tile there (the shipped tables once picked
+    m16n16k512 at M = 256 for 75 of 78 int8 shapes on gfx1100)."""
+    from vllm_rdna_w8a8.dispatch.tile_configs import load_tile_configs
+
+    configs = load_tile_configs()
+    l2_bytes = perf_model.DEVICE_PEAKS[target].l2_bytes
+    for kind in ("i8", "f8"):
+        for n, k in LLAMA3_8B_TP1:
+            assert n * k > l2_bytes
+            for m in (256, 1024, 4096):
+                ranked = perf_model.rank_configs(target, configs, m, n, k, kind)
+                best_stream = min(p.time_us for p in ranked if p.config.is_decode)
+                best_prefill = min(p.time_us for p in ranked if not p.config.is_decode)
+                assert best_prefill < best_stream, (kind, m, n, k)
+                assert not ranked[0].config.is_decode, (kind, m, n, k)

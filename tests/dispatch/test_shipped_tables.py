@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
-from vllm_rdna_w8a8.dispatch import tables
+from vllm_rdna_w8a8.dispatch import perf_model, tables
 from vllm_rdna_w8a8.dispatch.model_shapes import table_shapes
 from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, load_tile_configs
 from vllm_rdna_w8a8.tune import generate_tables
@@ -55,3 +55,26 @@ def test_isa_report_occupancy_agrees_with_shipped_choices(target: str) -> None:
         n, k = (int(part.split("=")[1]) for part in key.split(","))
         for bucket, entry in buckets.items():
             assert shipped.lookup("i8", n, k, int(bucket)).tag == entry["tag"], (target, key, bucket)
+
+
+@pytest.mark.parametrize("target", sorted(GFX11_TARGETS))
+def test_no_shipped_streaming_pick_whose_rereads_alone_lose_to_prefill(target: str) -> None:
+    """A stream_weights row streams B again per 16 rows. Wherever the bytes it re-reads from beyond
+    L2 (`perf_model.reread_bytes`, at the paper DRAM bandwidth: a floor) take longer than the best
+    prefill row's whole prediction, the shipped table must not pick it (the tables once picked
+    m16n16k512 for int8 at M = 256 on 75 of 78 shapes on gfx1100, and at M = 4096 on 21)."""
+    configs = load_tile_configs()
+    by_tag = {config.tag: config for config in configs}
+    prefill_rows = [config for config in configs if not config.is_decode]
+    table = tables.load_table(tables.shipped_table_path(target), target, frozenset(by_tag))
+    assert table is not None
+    for kind in ("i8", "f8"):
+        for n, k in table_shapes():
+            for bucket in tables.M_BUCKETS:
+                config = by_tag[table.lookup(kind, n, k, bucket).tag]
+                if not config.is_decode:
+                    continue
+                rereads = perf_model.reread_bytes(target, config, bucket, n, k)
+                reread_floor_us = (rereads["mall"] + rereads["dram"]) / perf_model.dram_bytes_per_s(target) * 1e6
+                best_prefill_us = perf_model.rank_configs(target, prefill_rows, bucket, n, k, kind)[0].time_us
+                assert reread_floor_us <= best_prefill_us, (kind, n, k, bucket, config.tag)

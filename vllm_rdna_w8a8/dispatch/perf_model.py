@@ -11,10 +11,16 @@ For one config and one shape (M, N, K) the predicted time is the largest of
            resident waves allow and by the wave's WMMA share of its issue slots
            (operand fragment loads cost);
   DRAM:    bytes that must cross the DRAM interface (A, B, output, scales, each
-           once), at the target's DRAM bandwidth x the sustained DRAM fraction,
+           once, plus the re-reads that miss L2, below), at the target's DRAM bandwidth x the sustained DRAM fraction,
            scaled down when the bytes the resident waves keep in flight cannot
            cover the DRAM latency;
   L2:      bytes the busiest CU pulls from L2 (its tiles' A and B panels).
+Operands are read again by every tile that needs them: B by each of the tiles_m row tiles
+(a stream_weights tile, 16 rows, streams all of B again per 16 rows), A by each of the
+tiles_n column tiles. Those re-reads (`reread_bytes`) are served by the level the operand
+fits in (`reread_level`: the target's L2, else its Infinity Cache (MALL), else DRAM); beyond
+L2 they cross the DRAM term's interface (MALL hits at DRAM bandwidth: no MALL bandwidth is
+sourced, `CacheFacts`).
 The WMMA share of a wave's issue time comes from the static instruction mix of the compiled
 main loop, shipped in main_loop_mix.json (`kernel_mix`). The fused quantize + int8 GEMM
 launch (FUSED_KIND, decode rows at M <= 16) reads fp16/bf16 A and keeps no int8 A and no
@@ -57,13 +63,19 @@ SIMDS_PER_CU = 2
 WMMA_ISSUE_CLK = 32
 
 
+_MIB = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class DevicePeaks:
-    """Paper figures of the largest product of a target (AMD product spec pages)."""
+    """Paper figures of the largest product of a target (AMD product spec pages) and its
+    cache sizes (ROCm's GPU specification table)."""
 
     product: str
     boost_clock_ghz: float
     dram_gb_per_s: float
+    l2_bytes: int
+    mall_bytes: int  # the last-level Infinity Cache (MALL); 0 where the target has none
 
 
 # Sources: AMD's product specification pages (amd.com/en/products/graphics/desktops/radeon
@@ -71,14 +83,26 @@ class DevicePeaks:
 # (7900 XTX: 20 Gbps x 384 bit; 7800 XT: 19.5 Gbps x 256 bit; 7600: 18 Gbps x 128 bit;
 # APUs: LPDDR5X-7500 x 128 bit for 780M and 890M systems (DDR5-5600 systems have 89.6 GB/s),
 # LPDDR5X-8000 x 256 bit for Strix Halo).
+# Cache sizes: ROCm's "AMD GPU specifications" table (rocm.docs.amd.com/en/latest/reference/gpu-specs.html,
+# docs/reference/gpu-specs.rst of ROCm/rocm-docs), columns "Infinity Cache (MiB)" and "L2 Cache (MiB)":
+# RX 7900 XTX 96 / 6, RX 7800 XT 64 / 4, RX 7600 32 / 2, Radeon 780M N/A / 2, Radeon 890M N/A / 2,
+# Radeon 8060S (Ryzen AI Max+ 395) 32 / 2.
 DEVICE_PEAKS: dict[str, DevicePeaks] = {
-    "gfx1100": DevicePeaks("Radeon RX 7900 XTX", 2.5, 960.0),
-    "gfx1101": DevicePeaks("Radeon RX 7800 XT", 2.43, 624.0),
-    "gfx1102": DevicePeaks("Radeon RX 7600", 2.655, 288.0),
-    "gfx1103": DevicePeaks("Radeon 780M", 2.7, 120.0),
-    "gfx1150": DevicePeaks("Radeon 890M", 2.9, 120.0),
-    "gfx1151": DevicePeaks("Radeon 8060S", 2.9, 256.0),
+    "gfx1100": DevicePeaks("Radeon RX 7900 XTX", 2.5, 960.0, 6 * _MIB, 96 * _MIB),
+    "gfx1101": DevicePeaks("Radeon RX 7800 XT", 2.43, 624.0, 4 * _MIB, 64 * _MIB),
+    "gfx1102": DevicePeaks("Radeon RX 7600", 2.655, 288.0, 2 * _MIB, 32 * _MIB),
+    "gfx1103": DevicePeaks("Radeon 780M", 2.7, 120.0, 2 * _MIB, 0),
+    "gfx1150": DevicePeaks("Radeon 890M", 2.9, 120.0, 2 * _MIB, 0),
+    "gfx1151": DevicePeaks("Radeon 8060S", 2.9, 256.0, 2 * _MIB, 32 * _MIB),
 }
+# Levels that serve an operand's re-reads (`reread_level`). No sustained MALL bandwidth is
+# sourced for any target (AMD's 5.3 TB/s for Navi 31 is the peak of its die-to-die links, not of
+# the cache), so the model charges MALL hits at DRAM bandwidth: conservative, it only says that a
+# re-read beyond L2 is not free.
+REREAD_LEVELS = ("l2", "mall", "dram")
+# Row tiles per group of the kernels' tile order (kTileGroupM in kernels/common/gemm.h,
+# grouped_tile): workgroup ids sweep every column tile of a group of this many row tiles.
+TILE_GROUP_M = 8
 
 # Model assumptions (not specs, not measured here; change them when hardware says otherwise):
 # Sustained fractions of the paper peaks, from third-party RX 7900 measurements collected in
@@ -299,6 +323,33 @@ def two_launch_bytes(m: int, n: int, k: int) -> int:
     return ACTIVATION_BYTES * m * k + (m * k + SCALE_BYTES * m) + gemm_bytes(m, n, k)
 
 
+def reread_level(target_name: str, working_set_bytes: float) -> str:
+    """The cache level that serves re-reads of an operand of `working_set_bytes` on the target:
+    "l2" when it fits the L2, else "mall" when the target has an Infinity Cache it fits, else "dram"."""
+    peaks = DEVICE_PEAKS[get_target(target_name).name]
+    if working_set_bytes <= peaks.l2_bytes:
+        return "l2"
+    return "mall" if working_set_bytes <= peaks.mall_bytes else "dram"
+
+
+def reread_bytes(target_name: str, config: TileConfig, m: int, n: int, k: int, a_element_bytes: int = 1,
+                 b_cost: float = 1.0) -> dict[str, float]:
+    """Bytes `config` reads again beyond each operand's first read, by the level serving them
+    (REREAD_LEVELS): each of the tiles_m row tiles reads all of B's N x K (a stream_weights tile,
+    BLOCK_M = 16, streams B once per 16 rows), each of the tiles_n column tiles all of A's M x K.
+    The working set of a re-read is what the kernel's tile order touches between two reads of one
+    panel: for B all of it (one group of TILE_GROUP_M row tiles sweeps every column before the next
+    group reads B again), for A the rows of one such group. Concurrent tiles of a group sharing a B
+    panel in L2 are not credited (conservative). `b_cost` weighs B's bytes (cache aliasing)."""
+    tiles_m, tiles_n = -(-m // config.block_m), -(-n // config.block_n)
+    a_group_rows = min(m, TILE_GROUP_M * config.block_m)
+    charges = dict.fromkeys(REREAD_LEVELS, 0.0)
+    for working_set, again in ((n * k, (tiles_m - 1) * n * k * b_cost),
+                               (a_group_rows * k * a_element_bytes, (tiles_n - 1) * m * k * a_element_bytes)):
+        charges[reread_level(target_name, working_set)] += again
+    return charges
+
+
 def floors(target_name: str, m: int, n: int, k: int) -> Floors:
     ops, moved = gemm_ops(m, n, k), gemm_bytes(m, n, k)
     return _floors(target_name, ops, moved)
@@ -333,6 +384,7 @@ class Prediction:
     compute_us: float
     dram_us: float
     l2_us: float
+    reread_beyond_l2_bytes: float  # re-reads served by the MALL or DRAM (`reread_bytes`), in the DRAM term
     tiles: int
     padding_waste: float  # fraction of executed WMMA ops that are zero padding
     resident_workgroups: int
@@ -397,10 +449,12 @@ def predict(
     bytes_in_flight = active_cus * concurrent_workgroups * config.waves * occupancy.global_bytes_per_wave_iteration
     bytes_needed_in_flight = peaks.dram_gb_per_s * ASSUMED_DRAM_LATENCY_NS  # GB/s x ns = bytes
     latency_cover = min(1.0, bytes_in_flight / bytes_needed_in_flight)
-    dram_bytes = (fused_gemm_bytes if fused else gemm_bytes)(m, n, k) + (b_cost - 1) * n * k
+    a_element_bytes = ACTIVATION_BYTES if fused else 1
+    rereads = reread_bytes(target.name, config, m, n, k, a_element_bytes, b_cost)
+    beyond_l2 = rereads["mall"] + rereads["dram"]
+    dram_bytes = (fused_gemm_bytes if fused else gemm_bytes)(m, n, k) + (b_cost - 1) * n * k + beyond_l2
     dram_s = dram_bytes / (peaks.dram_gb_per_s * 1e9 * ASSUMED_SUSTAINED_DRAM_FRACTION * latency_cover)
 
-    a_element_bytes = ACTIVATION_BYTES if fused else 1
     l2_bytes_busiest_cu = tiles_on_busiest_cu * (a_element_bytes * config.block_m + b_cost * config.block_n) * k_padded
     l2_s = l2_bytes_busiest_cu / (ASSUMED_L2_BYTES_PER_CLK_PER_CU * clock_hz)
 
@@ -409,7 +463,7 @@ def predict(
     return Prediction(
         config=config, time_us=time_s * 1e6, bound=bound,
         compute_us=compute_s * 1e6, dram_us=dram_s * 1e6, l2_us=l2_s * 1e6,
-        tiles=tiles, padding_waste=1.0 - gemm_ops(m, n, k) / executed_ops,
+        reread_beyond_l2_bytes=beyond_l2, tiles=tiles, padding_waste=1.0 - gemm_ops(m, n, k) / executed_ops,
         resident_workgroups=resident, occupancy_source=occupancy.source,
         issue_source="assumed" if mix is None else "isa_mix",
     )
