@@ -1,7 +1,10 @@
 // W8A8 mixture-of-experts grouped GEMM for gfx11: the two expert GEMMs of a MoE layer
 // (gate_up = x w13[e]^T, down = act w2[e]^T) over the (token, expert) slots of every expert in
-// one launch each. One entry point `w8a8_i8_moe_{f16,bf16}_gemm_<tag>` per row of
-// gemm_configs.def and activation dtype (the output dtype); the main loops are common/gemm.h's:
+// one launch each. Entry points `w8a8_i8_moe_{f16,bf16}_gemm_<tag>` (int8, Int8Math: exact
+// int32 sums) and `w8a8_f8_moe_{f16,bf16}_gemm_<tag>` (fp8 e4m3fn, Fp8Math: widened exactly to
+// f16 in registers as fp8_gemm.hip's, fp32 sums) per row of gemm_configs.def and activation
+// dtype (the output dtype); one kernel body, the operand policy a template parameter; the main
+// loops are common/gemm.h's:
 //   stream_weights rows (decode, few tokens per expert): one 16-row tile of an expert's slots,
 //     that expert's weights streamed to registers, K split across waves;
 //   lds_double_buffer rows (prefill): the A tile gathered row by row into LDS, B = w[e] tiles.
@@ -16,8 +19,9 @@
 // combine. The epilogue is the dense GEMMs': a_scale [A rows] per token (flag) or [1],
 // b_scale [E, N] per channel (flag) or [E, 1], no zero point, no bias:
 //   c[slot][n] = a_scale[a_row] * (b_scale[e][n] * float(sum_k a[a_row][k] * b[e][n][k])).
-// Arguments (in order): a [A rows, lda] int8; b [E, N, ldb] int8, experts contiguous;
-// c [slots, ldc] fp16/bf16; a_scale; b_scale; sorted_slots; block_experts; int32 blocks,
+// (fp8: a_scale [1] is the static per-tensor scale of the GEMM stage.)
+// Arguments (in order): a [A rows, lda] int8 / e4m3fn bytes; b [E, N, ldb] the same, experts
+// contiguous; c [slots, ldc] fp16/bf16; a_scale; b_scale; sorted_slots; block_experts; int32 blocks,
 // slots, slots_per_a_row, N, K, lda, ldb, ldc; uint32 flags (kFlagPerTokenAScale,
 // kFlagPerChannelBScale). Launch: grid (blocks * ceil(N / BLOCK_N), 1, 1), block
 // (32 * WAVES_M * WAVES_N * WAVES_K, 1, 1); K, lda, ldb multiples of 16, a and b 16-byte aligned.
@@ -154,6 +158,10 @@ __device__ __forceinline__ void moe_gemm_kernel_body(const int8_t* a, const int8
   W8A8_DEFINE_MOE_GEMM_KERNEL(w8a8_i8_moe_f16_gemm_##tag, ::rdna_w8a8::Int8Math, 0u, BM, BN, BK, \
                               WM, WN, WK, LOOP)                                                 \
   W8A8_DEFINE_MOE_GEMM_KERNEL(w8a8_i8_moe_bf16_gemm_##tag, ::rdna_w8a8::Int8Math,               \
+                              ::rdna_w8a8::kFlagOutputBf16, BM, BN, BK, WM, WN, WK, LOOP)     \
+  W8A8_DEFINE_MOE_GEMM_KERNEL(w8a8_f8_moe_f16_gemm_##tag, ::rdna_w8a8::Fp8Math, 0u, BM, BN, BK,  \
+                              WM, WN, WK, LOOP)                                                 \
+  W8A8_DEFINE_MOE_GEMM_KERNEL(w8a8_f8_moe_bf16_gemm_##tag, ::rdna_w8a8::Fp8Math,                \
                               ::rdna_w8a8::kFlagOutputBf16, BM, BN, BK, WM, WN, WK, LOOP)
 #include "gemm_configs.def"
 #undef W8A8_GEMM_CONFIG

@@ -8,7 +8,20 @@ on the CPU tensors of the production path:
   gives them and as prepare_int8_moe_weights stores them;
 - the grouped GEMM's int32 sums exactly: small operands and unit scales make every output the
   sum itself (|sum| <= 160, exact in bf16 and fp16);
-in both thread orders of the emulator (a missing barrier shows as a difference)."""
+in both thread orders of the emulator (a missing barrier shows as a difference).
+
+The fp8 grouped GEMMs `w8a8_f8_moe_{f16,bf16}_gemm_<tag>` the same way (`fp8_moe` against
+moe.reference.fp8_moe), where the kernel sums in float32 and the reference exactly in float64:
+- the layer with weights in {0, +-1} (their scales carry the magnitudes): every e4m3fn value is
+  a multiple of 2^-9 and at most 448, so every partial sum of K_pad <= 48 products is a multiple
+  of 2^-9 below 48 * 448 < 2^15, exact in float32's 24 bits in any order. The kernel's sums are
+  then the reference's, and so is every later step: the tolerance is zero, bit for bit, through
+  both GEMMs, the fp8 quantizations between them (dynamic per token and static per tensor) and
+  the combine; per-channel and per-tensor weight scales, the same routing cases as int8;
+- the grouped GEMM alone with arbitrary e4m3fn bytes (+-448 rows, subnormal rows, a zero row):
+  the dense fp8 GEMM tests' rule (tests/kernels/test_gemm_fp8.py): within half an output ulp
+  plus the fp32 epilogue's rounding plus the fp32 sum's bound (K + 8) eps32 sum|a||b|, times
+  the scales."""
 
 from __future__ import annotations
 
@@ -22,7 +35,8 @@ import pytest
 
 from kernel_harness import REPO, tile_configs
 
-SCRIPT = textwrap.dedent(
+# The layer cases both schemes' scripts run (sys.argv[1]: the code objects to load).
+LAYER_CASES = textwrap.dedent(
     """
     import sys
     from pathlib import Path
@@ -51,7 +65,10 @@ SCRIPT = textwrap.dedent(
         weights, ids = ids_routed(150, 2)
         ids[:, 0], ids[:, 1] = 1, torch.where(ids[:, 1] == 1, 0, ids[:, 1])  # expert 1: 150 slots
         yield "prefill-150", weights, ids.to(torch.int64)
-
+    """
+)
+SCRIPT = LAYER_CASES + textwrap.dedent(
+    """
     checked = 0
     for config in load_tile_configs():
         with forced_gemm_config(config):
@@ -84,7 +101,7 @@ SCRIPT = textwrap.dedent(
                 a = torch.zeros(7, 48, dtype=torch.int8)
                 a[:, :HIDDEN] = torch.randint(-2, 3, (7, HIDDEN), dtype=torch.int8, generator=generator)
                 weight = torch.randint(-2, 3, (EXPERTS, 32, HIDDEN), dtype=torch.int8, generator=generator)
-                out = moe_hip.grouped_int8_gemm(a, torch.ones(7), weight, torch.ones(EXPERTS, 32), ids, 2, dtype)
+                out = moe_hip.grouped_gemm(a, torch.ones(7), weight, torch.ones(EXPERTS, 32), ids, 2, dtype)
                 slots = torch.arange(14)
                 sums = (a[slots // 2, :HIDDEN].long().unsqueeze(1) * weight[ids.reshape(-1).long()].long()).sum(-1)
                 assert torch.equal(out.double(), sums.double()), (config.tag, str(dtype))
@@ -97,14 +114,90 @@ EXPECTED = len(tile_configs()) * 2 * (4 + 1 + 1)
 RUN_TIMEOUT_S = 1800
 
 
-# A few minutes under ASan on this 2-core box: the reverse thread order only with the slow tests.
+FP8_SCRIPT = LAYER_CASES + textwrap.dedent(
+    """
+    import numpy as np
+
+    sys.path.insert(0, "tests/kernels")
+    from kernel_harness import E4M3FN_MAX_BYTE, E4M3FN_NAN_BYTES, assert_within_output_rounding, e4m3fn_values
+
+    rng = np.random.default_rng(16)
+    VALUES = e4m3fn_values()
+    FINITE = np.array([byte for byte in range(256) if byte not in E4M3FN_NAN_BYTES], np.uint8)
+
+    def unit_weight(n, k):  # values in {0, +-1}: exact float32 sums (module docstring)
+        return torch.randint(-1, 2, (EXPERTS, n, k), generator=generator).to(torch.float8_e4m3fn)
+
+    def fp8_bytes(shape):
+        return torch.from_numpy(rng.choice(FINITE, size=shape)).view(torch.float8_e4m3fn)
+
+    checked = 0
+    for config in load_tile_configs():
+        with forced_gemm_config(config):
+            for dtype in (torch.float16, torch.bfloat16):
+                bf16 = dtype == torch.bfloat16
+                w13, w2 = unit_weight(2 * INTERMEDIATE, HIDDEN), unit_weight(HIDDEN, INTERMEDIATE)
+                # per channel for one stage, per tensor for the other, swapped with the dtype
+                w13_scale = torch.rand(EXPERTS, 1 if bf16 else 2 * INTERMEDIATE, generator=generator) / 50
+                w2_scale = torch.rand(EXPERTS, HIDDEN if bf16 else 1, generator=generator) / 50
+                for index, (name, weights, ids) in enumerate(cases()):
+                    x = (torch.randn(ids.shape[0], HIDDEN, generator=generator) * 3).to(dtype)
+                    x[0, :5] = 0
+                    if x.shape[0] > 2:
+                        x[2] = 0
+                    # dynamic per-token scales, then static per-tensor ones (x clamps to +-448)
+                    static = (torch.tensor([0.004]), torch.tensor([0.002])) if index % 2 else (None, None)
+                    want = reference.fp8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids, *static)
+                    got = moe_hip.fp8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids, *static)
+                    what = (config.tag, str(dtype), name, static[0] is None)
+                    assert got.dtype == dtype and got.shape == x.shape, what
+                    assert torch.equal(got.view(torch.int16), want.view(torch.int16)), what
+                    checked += 1
+
+                # the grouped GEMM on arbitrary e4m3fn bytes, within the dense fp8 rule: K = 40
+                # (the weight re-stored with zero padding) and K = 48 (read in place)
+                weights, ids = ids_routed(7, 2)
+                for k, per_token, per_channel in ((HIDDEN, True, True), (48, False, False)):
+                    a = torch.zeros(7, 48, dtype=torch.float8_e4m3fn)  # zero past K, as quantized
+                    a[:, :k] = fp8_bytes((7, k))
+                    a.view(torch.uint8)[0, :k] = E4M3FN_MAX_BYTE  # 448
+                    a.view(torch.uint8)[1, :k] = torch.from_numpy(rng.choice([1, 2, 5, 7, 0x81, 0x86], k))
+                    a[2] = 0
+                    weight = fp8_bytes((EXPERTS, 32, k))
+                    weight.view(torch.uint8)[:, 0] = E4M3FN_MAX_BYTE | 0x80  # -448
+                    assert moe_hip._readable_in_place(weight) == (k == 48)
+                    a_scale = torch.rand(7 if per_token else 1, generator=generator) / 100
+                    weight_scale = torch.rand(EXPERTS, 32 if per_channel else 1, generator=generator) / 100
+                    out = moe_hip.grouped_gemm(a, a_scale, weight, weight_scale, ids, 2, dtype)
+                    rows, experts = np.arange(14) // 2, ids.reshape(-1).long().numpy()
+                    a_values = VALUES[a.view(torch.uint8)[rows, :k].numpy()]
+                    b_values = VALUES[weight.view(torch.uint8)[experts].numpy()]
+                    scales = (a_scale.double().numpy()[rows if per_token else [0] * 14][:, None]
+                              * weight_scale.double().numpy()[experts])
+                    exact = scales * np.einsum("sk,snk->sn", a_values, b_values)
+                    sum_error = scales * (k + 8) * np.finfo(np.float32).eps * np.einsum(
+                        "sk,snk->sn", np.abs(a_values), np.abs(b_values))
+                    assert_within_output_rounding(out.double().numpy(), exact, np.abs(exact), bf16,
+                                                  str((config.tag, str(dtype), k)), sum_error)
+                    checked += 1
+    print("CHECKED", checked)
+    """
+)
+# per config and dtype: 4 layer cases, 2 grouped GEMMs on arbitrary bytes
+FP8_EXPECTED = len(tile_configs()) * 2 * (4 + 2)
+SCHEMES = {"int8": (SCRIPT, EXPECTED), "fp8": (FP8_SCRIPT, FP8_EXPECTED)}
+
+
+# A few minutes each under ASan on this 2-core box: the reverse thread order only with the slow tests.
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("schedule", ["forward", pytest.param("reverse", marks=pytest.mark.slow)])
 def test_moe_layer_on_the_grouped_gemms_equals_the_reference(
-        kernel_objects: Path, sanitized_ops_env: Callable[[str], dict[str, str]], schedule: str) -> None:
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(kernel_objects)], env=sanitized_ops_env(schedule),
+        kernel_objects: Path, sanitized_ops_env: Callable[[str], dict[str, str]], schedule: str, scheme: str) -> None:
+    script, expected = SCHEMES[scheme]
+    result = subprocess.run([sys.executable, "-c", script, str(kernel_objects)], env=sanitized_ops_env(schedule),
                             cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    assert f"CHECKED {EXPECTED}" in result.stdout, result.stdout[-3000:]
+    assert f"CHECKED {expected}" in result.stdout, result.stdout[-3000:]
 
 
 MODEL_SHAPE_SCRIPT = textwrap.dedent(

@@ -113,13 +113,16 @@ def test_grouped_gemm_refuses_operands_that_do_not_fit() -> None:
     a, a_scale = torch.zeros(1, 32, dtype=torch.int8), torch.ones(1)
     weight, scale = torch.zeros(2, 16, 40, dtype=torch.int8), torch.ones(2, 16)
     with pytest.raises(ValueError, match="a needs 48 columns"):
-        moe_hip.grouped_int8_gemm(a, a_scale, weight, scale, ids, 2, torch.float16)
+        moe_hip.grouped_gemm(a, a_scale, weight, scale, ids, 2, torch.float16)
     with pytest.raises(ValueError, match=r"weight_scale must be float32 \[2, 16\]"):
-        moe_hip.grouped_int8_gemm(torch.zeros(1, 48, dtype=torch.int8), a_scale, weight, scale[:1], ids, 2,
-                                  torch.float16)
+        moe_hip.grouped_gemm(torch.zeros(1, 48, dtype=torch.int8), a_scale, weight, scale[:1], ids, 2,
+                             torch.float16)
     with pytest.raises(ValueError, match="one row per 1 slots"):
-        moe_hip.grouped_int8_gemm(torch.zeros(1, 48, dtype=torch.int8), a_scale, weight, scale, ids, 1,
-                                  torch.float16)
+        moe_hip.grouped_gemm(torch.zeros(1, 48, dtype=torch.int8), a_scale, weight, scale, ids, 1,
+                             torch.float16)
+    with pytest.raises(TypeError, match="must both be int8 or both float8_e4m3fn"):
+        moe_hip.grouped_gemm(torch.zeros(1, 48, dtype=torch.int8), a_scale, weight.to(torch.float8_e4m3fn), scale,
+                             ids, 2, torch.float16)
 
 
 def test_kernel_names_follow_the_activation_dtype() -> None:
@@ -128,3 +131,41 @@ def test_kernel_names_follow_the_activation_dtype() -> None:
     config = load_tile_configs()[0]
     assert moe_hip.moe_kernel_name(config, torch.bfloat16) == f"w8a8_i8_moe_bf16_gemm_{config.tag}"
     assert moe_hip.moe_kernel_name(config, torch.float16) == f"w8a8_i8_moe_f16_gemm_{config.tag}"
+    assert moe_hip.moe_kernel_name(config, torch.bfloat16, "f8") == f"w8a8_f8_moe_bf16_gemm_{config.tag}"
+
+
+def test_fp8_weights_with_padding_columns_are_re_stored_with_zeros() -> None:
+    """fp8 padding is read only when it is known zero: a padding byte could be an e4m3fn NaN
+    (0x7f), and 0 * NaN is NaN where int8 padding adds nothing."""
+    nan_padded = torch.full((2 * 16 * 48,), 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    view = nan_padded.as_strided((2, 16, 40), (16 * 48, 48, 1))
+    assert not moe_hip._readable_in_place(view)
+    assert moe_hip._readable_in_place(torch.zeros(2, 16, 48, dtype=torch.float8_e4m3fn))
+    stored = moe_hip.store_expert_weight(view)
+    assert stored.dtype == torch.float8_e4m3fn and stored.shape == view.shape
+    assert torch.equal(stored.view(torch.uint8), view.view(torch.uint8))
+    padding = torch.as_strided(stored, (2, 16, 48), stored.stride())[:, :, 40:]
+    assert (padding.view(torch.uint8) == 0).all()
+
+
+def _fp8_layer() -> list[torch.Tensor | None]:
+    x, w13, _, w2, _, weights, ids = _layer()
+    return [x, w13.to(torch.float8_e4m3fn), torch.ones(4, 1), w2.to(torch.float8_e4m3fn), torch.ones(4, 32),
+            weights, ids, None, None]
+
+
+@pytest.mark.parametrize(("position", "value", "error", "message"), [
+    (2, torch.ones(4, 16, dtype=torch.float64), TypeError, "w13_scale must be float32"),
+    (4, torch.ones(4, 2), ValueError, r"w2_scale must have shape \[4, 32\] or \[4, 1\]"),
+    (1, torch.zeros(4, 16, 32, dtype=torch.int8), ValueError, "w13 and w2 must be .* float8_e4m3fn"),
+    (7, torch.ones(2), ValueError, "a13_scale must be None .* or a floating-point tensor with one element"),
+    (8, torch.ones(1, dtype=torch.int32), ValueError, "a2_scale must be None"),
+    (8, torch.ones(1, device="meta"), ValueError, "a2_scale is on meta"),
+    (6, torch.tensor([[0, 4], [1, 2], [2, 3]]), ValueError, r"topk_ids must lie in \[0, 4\)"),
+])
+def test_bad_fp8_arguments_are_named_before_any_launch(position: int, value: torch.Tensor, error: type,
+                                                       message: str) -> None:
+    args = _fp8_layer()
+    args[position] = value
+    with pytest.raises(error, match=message):
+        moe_hip.fp8_moe(*args)

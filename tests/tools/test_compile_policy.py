@@ -63,7 +63,8 @@ def test_every_table_row_has_its_moe_kernels_for_every_target(gemm_reports: list
 
     rows = load_tile_configs(DEFAULT_KERNELS_DIR / "gemm_configs.def")
     present = {(r.kernel, r.target) for r in gemm_reports}
-    wanted = [moe_kernel_name(config, dtype) for config in rows for dtype in (torch.float16, torch.bfloat16)]
+    wanted = [moe_kernel_name(config, dtype, kind) for config in rows for dtype in (torch.float16, torch.bfloat16)
+              for kind in KERNEL_KINDS]
     missing = [f"{name} for {target}" for name in wanted for target in GFX11_TARGETS
                if (name, target) not in present]
     assert not missing, "not compiled: " + "; ".join(missing)

@@ -1,26 +1,31 @@
-"""The W8A8 int8 MoE layer on our HIP kernels: `int8_moe`, with moe/reference.int8_moe's
-signature and result bit for bit (the HIP implementation of moe/op.py's op). It lives in
-moe/, not ops/, because it builds on the MoE reference (moe -> ops, never back).
+"""The W8A8 MoE layers on our HIP kernels: `int8_moe` and `fp8_moe`, with the signatures of
+moe/reference.int8_moe / fp8_moe (the HIP implementation of moe/op.py's op). int8 gives the
+reference's result bit for bit; fp8 agrees to the kernel's float32 sums (the reference sums
+exactly in float64), bit for bit wherever the float32 sums are exact. It lives in moe/, not
+ops/, because it builds on the MoE reference (moe -> ops, never back).
 
 Per call, without reading anything back to the host (no synchronisation):
 1. the (token, slot) pairs sorted by expert with torch ops, each expert's run padded to
    the GEMM tile's BLOCK_M (`expert_blocks`: sorted_slots, block_experts; the grid is an
    upper bound whose surplus workgroups exit at once);
-2. x quantized per token (w8a8_quant_i8_*), once: every slot of a token reads the same row;
-3. gate_up [M * top_k, 2I] = one grouped GEMM launch (w8a8_i8_moe_<dtype>_gemm_<tag>,
+2. x quantized once (every slot of a token reads the same row): int8 per token with
+   w8a8_quant_i8_*; fp8 with reference.quantize_fp8 (torch ops: vLLM's QuantFP8, dynamic per
+   token or the static per-tensor scale; there is no HIP fp8 quantization kernel, the dense
+   fp8 layers leave it to vLLM's QuantFP8 too), zero-padded to K_pad;
+3. gate_up [M * top_k, 2I] = one grouped GEMM launch (w8a8_{i8,f8}_moe_<dtype>_gemm_<tag>,
    kernels/moe_gemm.hip) over all experts, one output row per slot;
 4. act = reference.silu_and_mul(gate_up) (torch; float32, one rounding), quantized per
-   slot (w8a8_quant_i8_*);
+   slot (or with the second stage's static scale) as in step 2;
 5. down [M * top_k, H] = the second grouped GEMM launch;
 6. reference.combine: the top-k weighted sum in float32 in slot order (torch).
-Each step is the reference's arithmetic on the same values, so the result has its bits.
+Each step is the reference's arithmetic on the same values (the fp8 GEMM sums in float32).
 
-Weight layout (`prepare_int8_moe_weights`, called once at load by the experts class): each
-[E, N, K] int8 weight as a view of a buffer whose rows are padded with zeros to K_pad (K
+Weight layout (`prepare_int8_moe_weights`, called once at load by the experts class;
+`store_expert_weight` for fp8 alike): each [E, N, K] int8 / float8_e4m3fn weight as a view of a buffer whose rows are padded with zeros to K_pad (K
 rounded up to 16; plus 128 bytes where K_pad is a multiple of 2048, as the dense layers'
 `scaled_mm.weights.weight_row_stride`, against cache-channel aliasing), experts one after
 another. The view keeps the logical shape [E, N, K], so the reference and the op's fake
-accept it as they accept the checkpoint's tensor. `int8_moe` reads any weight whose
+accept it as they accept the checkpoint's tensor. The layers read any weight whose
 experts are contiguous, rows 16-byte aligned and readable up to K_pad in place (the
 quantized activations are zero past K, so whatever the padding holds adds nothing); other
 weights are re-stored so on every call (a copy).
@@ -31,6 +36,7 @@ that check would read them back to the host on every layer call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,13 +60,14 @@ from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, MAX_INT8_K, padded_k
 from vllm_rdna_w8a8.runtime.kernel_args import MOE_GEMM_KERNEL_ARGS, kinds
 
 _MOE_ARG_KINDS = kinds(MOE_GEMM_KERNEL_ARGS)
+_KIND_OF_OPERAND = {torch.int8: "i8", torch.float8_e4m3fn: "f8"}  # the kernels' operand kinds
 PADDING_SLOT = -1  # sorted_slots entry of a padding row
 NO_EXPERT = -1  # block_experts entry of a row block past the last expert's rows
 
 
-def moe_kernel_name(config: TileConfig, activation_dtype: torch.dtype) -> str:
-    """`w8a8_i8_moe_<f16|bf16>_gemm_<tag>` (kernels/moe_gemm.hip)."""
-    return f"w8a8_i8_moe_{'bf16' if activation_dtype == torch.bfloat16 else 'f16'}_gemm_{config.tag}"
+def moe_kernel_name(config: TileConfig, activation_dtype: torch.dtype, kind: str = "i8") -> str:
+    """`w8a8_<i8|f8>_moe_<f16|bf16>_gemm_<tag>` (kernels/moe_gemm.hip)."""
+    return config.moe_kernel_name("bf16" if activation_dtype == torch.bfloat16 else "f16", kind)
 
 
 def weight_row_stride(k: int) -> int:
@@ -70,10 +77,11 @@ def weight_row_stride(k: int) -> int:
 
 
 def store_expert_weight(weight: torch.Tensor) -> torch.Tensor:
-    """[E, N, K] int8 -> the same values as a view of an [E, N, weight_row_stride(K)] buffer
-    with zero padding columns (the module docstring's layout)."""
-    if not isinstance(weight, torch.Tensor) or weight.dtype != torch.int8 or weight.dim() != 3:
-        raise ValueError(f"expected an [E, N, K] int8 expert weight, got {_describe(weight)}")
+    """[E, N, K] int8 or float8_e4m3fn -> the same values as a view of an
+    [E, N, weight_row_stride(K)] buffer with zero padding columns (the module docstring's
+    layout)."""
+    if not isinstance(weight, torch.Tensor) or weight.dtype not in _KIND_OF_OPERAND or weight.dim() != 3:
+        raise ValueError(f"expected an [E, N, K] int8 or float8_e4m3fn expert weight, got {_describe(weight)}")
     k = weight.shape[2]
     stored = torch.nn.functional.pad(weight, (0, weight_row_stride(k) - k))
     return stored[:, :, :k]
@@ -85,8 +93,12 @@ def prepare_int8_moe_weights(w13: torch.Tensor, w2: torch.Tensor) -> tuple[torch
 
 
 def _readable_in_place(weight: torch.Tensor) -> bool:
-    """Experts contiguous, K contiguous, rows 16-byte aligned and readable up to K_pad."""
+    """Experts contiguous, K contiguous, rows 16-byte aligned and readable up to K_pad; fp8
+    only without padding columns (K % 16 == 0): a padding byte may be an e4m3fn NaN, and
+    0 * NaN is NaN, where int8 padding adds nothing whatever it holds."""
     experts, n, k = weight.shape
+    if weight.dtype == torch.float8_e4m3fn and k != padded_k(k):
+        return False
     row_stride = weight.stride(1)
     last_byte = weight.storage_offset() + (experts * n - 1) * row_stride + padded_k(k)
     return (weight.stride(2) == 1 and row_stride % ALIGNMENT_BYTES == 0 and row_stride >= padded_k(k)
@@ -143,19 +155,59 @@ def int8_moe(
     scales [E, H]; topk_weights [M, top_k], topk_ids [M, top_k] int32/int64 -> [M, H]."""
     moe_reference.check_int8_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
     _check_hip_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
+
+    def quantize(rows: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        q, scale, _ = scaled_int8_quant(rows, None, None, True, padded_k(rows.shape[1]))
+        return q, scale
+
+    return _swiglu_moe(x, (w13, w2), (w13_scale, w2_scale), topk_weights, topk_ids, quantize)
+
+
+def fp8_moe(
+    x: torch.Tensor,
+    w13: torch.Tensor,
+    w13_scale: torch.Tensor,
+    w2: torch.Tensor,
+    w2_scale: torch.Tensor,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+    a13_scale: torch.Tensor | None = None,
+    a2_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Same contract as `moe.reference.fp8_moe`: float8_e4m3fn weights with float32 scales
+    [E, N] (per channel) or [E, 1] (per tensor); `a13_scale` / `a2_scale` the static
+    per-tensor activation scales [1] of the two GEMM stages, None for dynamic per-token ones.
+    Equal to the reference up to the kernels' float32 sums (exact where those are)."""
+    moe_reference.check_fp8_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
+    static_scales = (_static_scale("a13_scale", a13_scale), _static_scale("a2_scale", a2_scale))
+    given = {name: scale for name, scale in zip(("a13_scale", "a2_scale"), static_scales) if scale is not None}
+    _check_hip_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, given)
+
+    def quantize(rows: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        q, scale = moe_reference.quantize_fp8(rows, static_scales[stage])
+        k = rows.shape[1]
+        return torch.nn.functional.pad(q, (0, padded_k(k) - k)), scale
+
+    return _swiglu_moe(x, (w13, w2), (w13_scale, w2_scale), topk_weights, topk_ids, quantize)
+
+
+def _swiglu_moe(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor],
+                scales: tuple[torch.Tensor, torch.Tensor], topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                quantize: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Steps 2-6 of the module docstring for checked arguments; `quantize(rows, stage)` (stage
+    0: x, 1: act) -> (rows quantized and zero-padded to K_pad, their scales [rows] or [1])."""
     tokens, hidden = x.shape
     if tokens == 0:
         return x.new_empty((0, hidden))
     routings: dict[int, ExpertBlocks] = {}  # by BLOCK_M, shared by the two GEMMs
-    q, x_scale, _ = scaled_int8_quant(x, None, None, True, padded_k(hidden))
-    gate_up = grouped_int8_gemm(q, x_scale, w13, w13_scale, topk_ids, topk_ids.shape[1], x.dtype, routings)
-    act = moe_reference.silu_and_mul(gate_up)
-    q_act, act_scale, _ = scaled_int8_quant(act, None, None, True, padded_k(act.shape[1]))
-    down = grouped_int8_gemm(q_act, act_scale, w2, w2_scale, topk_ids, 1, x.dtype, routings)
+    q, x_scale = quantize(x, 0)
+    gate_up = grouped_gemm(q, x_scale, weights[0], scales[0], topk_ids, topk_ids.shape[1], x.dtype, routings)
+    q_act, act_scale = quantize(moe_reference.silu_and_mul(gate_up), 1)
+    down = grouped_gemm(q_act, act_scale, weights[1], scales[1], topk_ids, 1, x.dtype, routings)
     return moe_reference.combine(down, topk_weights)
 
 
-def grouped_int8_gemm(
+def grouped_gemm(
     a: torch.Tensor,
     a_scale: torch.Tensor,
     weight: torch.Tensor,
@@ -165,55 +217,72 @@ def grouped_int8_gemm(
     out_dtype: torch.dtype,
     routings: dict[int, ExpertBlocks] | None = None,
 ) -> torch.Tensor:
-    """One launch of w8a8_i8_moe_<dtype>_gemm_<tag>: for every slot s = token * top_k + j of
-    topk_ids [M, top_k], out[s] = a_scale[r] * (weight_scale[e] * (a[r] . weight[e])) with
+    """One launch of w8a8_<i8|f8>_moe_<dtype>_gemm_<tag>: for every slot s = token * top_k + j
+    of topk_ids [M, top_k], out[s] = a_scale[r] * (weight_scale[e] * (a[r] . weight[e])) with
     r = s // slots_per_a_row and e = topk_ids[token, j], rounded to out_dtype -> [M * top_k, N].
-    a [rows, K_pad] int8 (zero past K), a_scale [rows] float32, weight [E, N, K] int8,
-    weight_scale [E, N] float32. `routings` caches `expert_blocks` by BLOCK_M across calls."""
+    a [rows, K_pad] (zero past K) and weight [E, N, K] both int8 or both float8_e4m3fn;
+    a_scale float32 [rows] (per row) or [1] (per tensor); weight_scale float32 [E, N] (per
+    channel) or [E, 1] (per tensor). `routings` caches `expert_blocks` by BLOCK_M across calls."""
     device_index, stream = _device_and_stream(a)
     num_experts, n, k = weight.shape
     slots = topk_ids.numel()
-    k_pad = a.shape[1]
-    if a.dtype != torch.int8 or weight.dtype != torch.int8 or a_scale.dtype != torch.float32:
-        raise TypeError(f"a and weight must be int8 and a_scale float32, got {a.dtype}, {weight.dtype} "
-                        f"and {a_scale.dtype}")
-    if weight_scale.dtype != torch.float32 or tuple(weight_scale.shape) != (num_experts, n):
-        raise ValueError(f"weight_scale must be float32 [{num_experts}, {n}] (per expert and channel), "
-                         f"got {weight_scale.dtype} {list(weight_scale.shape)}")
-    if k_pad != padded_k(k) or (slots - 1) // slots_per_a_row >= a.shape[0] or a_scale.numel() != a.shape[0]:
+    rows, k_pad = a.shape
+    kind = _KIND_OF_OPERAND.get(weight.dtype)
+    if kind is None or a.dtype != weight.dtype or a_scale.dtype != torch.float32:
+        raise TypeError(f"a and weight must both be int8 or both float8_e4m3fn and a_scale float32, got "
+                        f"{a.dtype}, {weight.dtype} and {a_scale.dtype}")
+    if weight_scale.dtype != torch.float32 or tuple(weight_scale.shape) not in ((num_experts, n), (num_experts, 1)):
+        raise ValueError(f"weight_scale must be float32 [{num_experts}, {n}] (per expert and channel) or "
+                         f"[{num_experts}, 1] (per expert), got {weight_scale.dtype} {list(weight_scale.shape)}")
+    if k_pad != padded_k(k) or (slots - 1) // slots_per_a_row >= rows or a_scale.numel() not in (1, rows):
         raise ValueError(f"a {list(a.shape)} with a_scale {list(a_scale.shape)} does not serve {slots} slots "
                          f"({slots_per_a_row} per row) against weight {list(weight.shape)}: a needs "
-                         f"{padded_k(k)} columns, one row per {slots_per_a_row} slots and a scale per row")
+                         f"{padded_k(k)} columns, one row per {slots_per_a_row} slots and a scale per row "
+                         f"or one for all")
     out = torch.empty((slots, n), dtype=out_dtype, device=a.device)
     if slots == 0:
         return out
     weight = weight if _readable_in_place(weight) else store_expert_weight(weight)
     weight_scale, a_scale = weight_scale.contiguous(), a_scale.contiguous()  # alive through the launch
     # Tokens per expert if the router spread them evenly: the table's M for the tile.
-    config = pick_gemm_config(_target(device_index), -(-slots // num_experts), n, k_pad, "i8")
+    config = pick_gemm_config(_target(device_index), -(-slots // num_experts), n, k_pad, kind)
     routings = {} if routings is None else routings
     if config.block_m not in routings:
         routings[config.block_m] = expert_blocks(topk_ids, num_experts, config.block_m)
     routing = routings[config.block_m]
     lda = _check_rows("a", a, K_ALIGNMENT)
     _check_aligned("a", a)
-    _kernel(device_index, moe_kernel_name(config, out_dtype)).launch_values(
+    flags = ((A_SCALE_PER_TOKEN if a_scale.numel() == rows else 0)
+             | (B_SCALE_PER_CHANNEL if weight_scale.shape[1] == n else 0))
+    _kernel(device_index, moe_kernel_name(config, out_dtype, kind)).launch_values(
         (routing.blocks * -(-n // config.block_n), 1, 1),
         (config.threads, 1, 1),
         _MOE_ARG_KINDS,
         (a.data_ptr(), weight.data_ptr(), out.data_ptr(), a_scale.data_ptr(), weight_scale.data_ptr(),
          routing.sorted_slots.data_ptr(), routing.block_experts.data_ptr(), routing.blocks, slots,
-         slots_per_a_row, n, k_pad, lda, weight.stride(1), n, A_SCALE_PER_TOKEN | B_SCALE_PER_CHANNEL),
+         slots_per_a_row, n, k_pad, lda, weight.stride(1), n, flags),
         stream,
     )
     return out
 
 
+def _static_scale(name: str, scale: torch.Tensor | None) -> torch.Tensor | None:
+    """A static per-tensor activation scale as the kernels read it: float32 [1]."""
+    if scale is None:
+        return None
+    if not isinstance(scale, torch.Tensor) or not scale.is_floating_point() or scale.numel() != 1:
+        raise ValueError(f"{name} must be None (dynamic per-token scales) or a floating-point tensor with one "
+                         f"element (a static per-tensor scale), got {_describe(scale)}")
+    return scale.reshape(1).float()
+
+
 def _check_hip_args(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
-                    w2_scale: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> None:
-    """What the kernels need beyond the reference's shape checks."""
+                    w2_scale: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                    static_scales: dict[str, torch.Tensor] | None = None) -> None:
+    """What the kernels need beyond the reference's shape checks; `static_scales`: fp8's
+    static activation scales given, by argument name."""
     tensors = {"w13": w13, "w13_scale": w13_scale, "w2": w2, "w2_scale": w2_scale,
-               "topk_weights": topk_weights, "topk_ids": topk_ids}
+               "topk_weights": topk_weights, "topk_ids": topk_ids, **(static_scales or {})}
     for name, tensor in tensors.items():
         if tensor.device != x.device:
             raise ValueError(f"{name} is on {tensor.device}, the activations on {x.device}")
@@ -223,7 +292,7 @@ def _check_hip_args(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor,
     if not topk_weights.is_floating_point():
         raise TypeError(f"topk_weights must be a floating-point tensor, got {topk_weights.dtype}")
     for name, k in (("H (x's columns)", x.shape[1]), ("I (w2's columns)", w2.shape[2])):
-        if padded_k(k) > MAX_INT8_K:
+        if w13.dtype == torch.int8 and padded_k(k) > MAX_INT8_K:
             raise ValueError(f"{name} = {k} exceeds {MAX_INT8_K}, the largest K whose int8 sums always fit "
                              f"the int32 accumulator")
     if topk_ids.device.type == "cpu":

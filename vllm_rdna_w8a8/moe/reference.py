@@ -126,8 +126,7 @@ def fp8_moe(
     """As `int8_moe` with float8_e4m3fn weights, scales [E, N] (per channel) or [E, 1]
     (per tensor); `a13_scale` / `a2_scale`: static per-tensor activation scales [1] of the
     two GEMM stages, None for dynamic per-token ones."""
-    _check_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, torch.float8_e4m3fn,
-                    per_tensor_ok=True)
+    check_fp8_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
     static_scales = (a13_scale, a2_scale)
 
     def linear(rows: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, stage: int) -> torch.Tensor:
@@ -135,6 +134,13 @@ def fp8_moe(
         return dense.fp8_scaled_mm(q, weight, row_scale, scale, x.dtype)
 
     return swiglu_moe(x, (w13, w2), (w13_scale, w2_scale), topk_weights, topk_ids, linear)
+
+
+def check_fp8_moe_args(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor, w2: torch.Tensor,
+                       w2_scale: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> None:
+    """`fp8_moe`'s argument checks (as `check_int8_moe_args`), shared with its HIP implementation."""
+    _check_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, torch.float8_e4m3fn,
+                    per_tensor_ok=True)
 
 
 def quantize_fp8(x: torch.Tensor, static_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

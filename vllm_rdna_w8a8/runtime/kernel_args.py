@@ -45,6 +45,7 @@ _BY_PREFIX: tuple[tuple[str, KernelArgs], ...] = (
     ("w8a8_f8_gemm_", GEMM_KERNEL_ARGS),
     ("w8a8_i8q_", FUSED_DECODE_GEMM_KERNEL_ARGS),
     ("w8a8_i8_moe_", MOE_GEMM_KERNEL_ARGS),
+    ("w8a8_f8_moe_", MOE_GEMM_KERNEL_ARGS),
 )
 
 
