@@ -51,7 +51,7 @@ def test_reference_backend_serves_emulated_tensors_when_asked(monkeypatch: pytes
     monkeypatch.setenv(settings.OPS_ENV, "reference")
     args = _layer_args()
     assert torch.equal(moe.int8_moe(*args), moe_reference.int8_moe(*args))
-    assert moe.prepare_int8_moe_weights(args[1], args[3]) == (args[1], args[3])  # the reference's layout
+    assert moe.prepare_moe_weights(args[1], args[3]) == (args[1], args[3])  # the reference's layout
 
 
 def test_without_a_hip_implementation_our_device_gets_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,7 +63,7 @@ def test_without_a_hip_implementation_our_device_gets_a_clear_error(monkeypatch:
     with pytest.raises(NotImplementedError, match=r"no HIP implementation .*VLLM_RDNA_W8A8_OPS=reference"):
         moe.int8_moe(*args)
     with pytest.raises(NotImplementedError, match=re.escape(f"{moe.HIP_MODULE} is missing")):
-        moe.prepare_int8_moe_weights(args[1], args[3])
+        moe.prepare_moe_weights(args[1], args[3])
 
 
 def test_bad_arguments_are_named_by_the_op_and_its_fake(not_emulated: None) -> None:
@@ -98,3 +98,30 @@ def test_compiled_graph_keeps_the_op_opaque(not_emulated: None) -> None:
     (graph,) = graphs
     called = [node.target for node in graph.graph.nodes if node.op == "call_function"]
     assert [target for target in called if target is not operator.getitem] == [torch.ops.rdna_w8a8.int8_moe.default]
+
+
+def _fp8_layer_args(static: bool) -> tuple[torch.Tensor | None, ...]:
+    """int8_moe's arguments with e4m3fn weights, per-tensor weight scales and, when `static`,
+    per-tensor activation scales of both stages."""
+    x, w13, _, w2, _, weights, ids = _layer_args()
+    generator = torch.Generator().manual_seed(8)
+    w13_scale = torch.rand(EXPERTS, 1, generator=generator) / 50
+    w2_scale = torch.rand(EXPERTS, 1, generator=generator) / 50
+    static_scales = (torch.tensor([0.02]), torch.tensor([0.05])) if static else (None, None)
+    return (x, w13.to(torch.float8_e4m3fn), w13_scale, w2.to(torch.float8_e4m3fn), w2_scale, weights, ids,
+            *static_scales)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_fp8_op_gives_the_reference_math_and_its_fake_checks_alike(not_emulated: None, static: bool) -> None:
+    args = _fp8_layer_args(static)
+    got = moe.fp8_moe(*args)
+    assert torch.equal(got, moe_reference.fp8_moe(*args)) and torch.isfinite(got.float()).all()
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake = moe.fp8_moe(*(None if arg is None else mode.from_tensor(arg) for arg in args))
+    assert (tuple(fake.shape), fake.dtype) == ((TOKENS, HIDDEN), torch.bfloat16)
+    # (not "test_schema": torch's schema check multiplies the float8 inputs, which the CPU lacks)
+    torch.library.opcheck(moe.fp8_moe, args, test_utils=("test_faketensor", "test_autograd_registration"))
+    bad = (*args[:2], args[2][:, :0], *args[3:])
+    with pytest.raises(ValueError, match=r"w13_scale must have shape \[4, 80\] or \[4, 1\]"):
+        moe.fp8_moe(*(None if arg is None else arg.to("meta") for arg in bad))  # the fake serves meta tensors

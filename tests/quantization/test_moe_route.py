@@ -1,8 +1,10 @@
 """MoE expert layers under `--quantization rdna_w8a8`: int8 W8A8 experts (per-channel
-weights, dynamic per-token activations) of compressed-tensors and Quark checkpoints get
-our experts (`RdnaW8A8Int8Experts`) on gfx11 where the op has an implementation; every
-other case keeps upstream's MoE method. The log names the experts class once, with the
-reason when it is not ours."""
+weights, dynamic per-token activations) and fp8 W8A8 experts (per-channel weights with
+dynamic per-token activations, per-tensor weights with static per-tensor activations) of
+compressed-tensors and Quark checkpoints get our experts (`RdnaW8A8Int8Experts`,
+`RdnaW8A8Fp8Experts`) on gfx11 where the op has an implementation, and compute the
+reference math bit for bit; every other case keeps upstream's MoE method. The log names the
+experts class once, with the reason when it is not ours."""
 
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ def test_off_gfx11_upstream_keeps_the_experts(plugin_messages, amx: None, monkey
     monkeypatch.delenv(settings.EMULATE_ENV, raising=False)
     assert _method_name(_experts_layer(_quant_config(checkpoint, w8a8_int8))) == UPSTREAM_INT8[checkpoint]
     assert plugin_messages() == [
-        f"{FIRST} are served by upstream's {UPSTREAM_INT8[checkpoint]} with CPUExpertsInt8; not our int8 experts: "
+        f"{FIRST} are served by upstream's {UPSTREAM_INT8[checkpoint]} with CPUExpertsInt8; not our experts: "
         "requires ROCm on a gfx11 GPU (or VLLM_RDNA_W8A8_EMULATE on CPU); platform is cpu"]
 
 
@@ -94,8 +96,8 @@ def test_on_gfx11_without_our_moe_kernels_upstream_keeps_the_experts(plugin_mess
     assert _method_name(_experts_layer(_quant_config("compressed-tensors", w8a8_int8))) == UPSTREAM_INT8[
         "compressed-tensors"]
     assert plugin_messages() == [
-        f"{FIRST} are served by upstream's CompressedTensorsW8A8Int8MoEMethod with CPUExpertsInt8; not our int8 "
-        f"experts: our int8 MoE HIP kernels are not in this build ({moe_ops.HIP_MODULE} is missing)"]
+        f"{FIRST} are served by upstream's CompressedTensorsW8A8Int8MoEMethod with CPUExpertsInt8; not our "
+        f"experts: our MoE HIP kernels are not in this build ({moe_ops.HIP_MODULE} is missing)"]
 
 
 def test_a_damaged_moe_code_object_keeps_the_experts_upstream_and_the_dense_layers_ours(
@@ -119,30 +121,30 @@ def test_a_damaged_moe_code_object_keeps_the_experts_upstream_and_the_dense_laye
         support.code_object_problem.cache_clear()
     assert method == UPSTREAM_INT8["compressed-tensors"]
     assert plugin_messages() == [
-        f"{FIRST} are served by upstream's CompressedTensorsW8A8Int8MoEMethod with CPUExpertsInt8; not our int8 "
+        f"{FIRST} are served by upstream's CompressedTensorsW8A8Int8MoEMethod with CPUExpertsInt8; not our "
         f"experts: code object unusable: {damaged}: ELF type 1 is not a linked code object (ET_DYN, 3)"]
     assert dense == (True, None)
 
 
-def test_fp8_experts_are_not_ours_on_gfx11(emulated_reference: None, w8a8_int8: dict) -> None:
-    # (upstream's fp8 MoE method itself needs a whole model config to build)
-    from vllm.model_executor.layers.quantization.utils.quant_utils import kFp8DynamicTokenSym, kFp8StaticChannelSym
+def test_a_scheme_our_experts_do_not_compute_is_named(emulated_reference: None, w8a8_int8: dict) -> None:
+    # (upstream's fp8 MoE method itself needs a whole model config to build): dynamic
+    # per-tensor fp8 activations, which Quark accepts and our op does not compute
+    from vllm.model_executor.layers.quantization.utils.quant_utils import kFp8DynamicTensorSym, kFp8StaticTensorSym
 
     from vllm_rdna_w8a8.quantization.rdna_w8a8 import why_not_our_experts
 
     layer = _experts_layer(_quant_config("quark", w8a8_int8))
-    fp8_scheme = _quant_config("quark", w8a8_int8, quark_scheme="quark-ptpc-fp8")._moe_scheme(layer, PREFIX)
-    assert fp8_scheme == (kFp8StaticChannelSym, kFp8DynamicTokenSym)
-    assert why_not_our_experts(layer, fp8_scheme) == (
-        "they take int8 W8A8 with per-channel weights and dynamic per-token activations only "
-        "(our fp8 experts are not written yet)")
+    assert why_not_our_experts(layer, (kFp8StaticTensorSym, kFp8DynamicTensorSym)) == (
+        "they take int8 W8A8 with per-channel weights and dynamic per-token activations, or fp8 W8A8 with "
+        "per-channel weights and dynamic per-token activations or per-tensor weights and static per-tensor "
+        "activations")
 
 
 def test_a_layer_option_our_experts_do_not_compute_stays_upstream(plugin_messages, emulated_reference: None,
                                                                   amx: None, w8a8_int8: dict) -> None:
     layer = _experts_layer(_quant_config("compressed-tensors", w8a8_int8), has_bias=True)
     assert _method_name(layer) == UPSTREAM_INT8["compressed-tensors"]
-    assert plugin_messages()[0].endswith("not our int8 experts: kernel does not support has_bias")
+    assert plugin_messages()[0].endswith("not our experts: kernel does not support has_bias")
 
 
 def test_online_int8_leaves_experts_unquantized_and_says_so(plugin_messages) -> None:
@@ -166,6 +168,15 @@ def _load_random_int8_experts(layer: torch.nn.Module, checkpoint: str) -> tuple[
     return w13, w13_scale, w2, w2_scale
 
 
+def _apply_to_random_tokens(layer: torch.nn.Module, tokens: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """The loaded layer's output for random bf16 tokens and routing: (output, x, weights, ids)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(tokens, HIDDEN, generator=generator).to(torch.bfloat16)
+    weights, ids = moe_reference.route(torch.randn(tokens, EXPERTS, generator=generator), TOP_K, renormalize=True)
+    with set_current_vllm_config(VllmConfig()):
+        return layer.quant_method.apply(layer, x, weights, ids, None, None), x, weights, ids
+
+
 @pytest.mark.parametrize("checkpoint", ["compressed-tensors", "quark"])
 def test_our_experts_compute_the_reference_int8_moe(emulated_reference: None, w8a8_int8: dict,
                                                     checkpoint: str) -> None:
@@ -173,9 +184,107 @@ def test_our_experts_compute_the_reference_int8_moe(emulated_reference: None, w8
     w13, w13_scale, w2, w2_scale = _load_random_int8_experts(layer, checkpoint)
     layer.quant_method.process_weights_after_loading(layer)
     assert type(layer.quant_method.moe_kernel.fused_experts).__name__ == "RdnaW8A8Int8Experts"
-    generator = torch.Generator().manual_seed(12)
-    x = torch.randn(7, HIDDEN, generator=generator).to(torch.bfloat16)
-    weights, ids = moe_reference.route(torch.randn(7, EXPERTS, generator=generator), TOP_K, renormalize=True)
-    with set_current_vllm_config(VllmConfig()):
-        got = layer.quant_method.apply(layer, x, weights, ids, None, None)
+    got, x, weights, ids = _apply_to_random_tokens(layer, tokens=7, seed=12)
     assert torch.equal(got, moe_reference.int8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids))
+
+
+# fp8: compressed-tensors' FP8-Dynamic (channel weights, dynamic token inputs) and static
+# per-tensor schemes; Quark's `ptpc_fp8` and `fp8`
+FP8_CHECKPOINTS = {
+    "ct-fp8-dynamic": ("compressed-tensors", "channel", {"strategy": "token", "dynamic": True}),
+    "ct-fp8-static": ("compressed-tensors", "tensor", {"strategy": "tensor", "dynamic": False}),
+    "quark-ptpc-fp8": ("quark", "channel", None),
+    "quark-fp8": ("quark", "tensor", None),
+}
+FP8_METHODS = {"compressed-tensors": "RdnaW8A8CompressedTensorsFp8MoEMethod", "quark": "RdnaW8A8QuarkFp8MoEMethod"}
+
+
+def _fp8_quant_config(name: str) -> object:
+    checkpoint, weight_strategy, inputs = FP8_CHECKPOINTS[name]
+    if checkpoint == "quark":
+        return LazyRdnaW8A8Config.from_config(json.loads((QUARK_CONFIGS / f"{name}.json").read_text()))
+    return LazyRdnaW8A8Config.from_config({
+        "quant_method": "compressed-tensors",
+        "format": "float-quantized",
+        "ignore": ["lm_head"],
+        "config_groups": {"group_0": {
+            "targets": ["Linear"],
+            "weights": {"num_bits": 8, "type": "float", "symmetric": True, "strategy": weight_strategy,
+                        "dynamic": False},
+            "input_activations": {"num_bits": 8, "type": "float", "symmetric": True, **inputs},
+        }},
+    })
+
+
+@pytest.mark.parametrize("name", sorted(FP8_CHECKPOINTS))
+def test_on_gfx11_fp8_experts_are_ours_and_the_log_says_so(plugin_messages, emulated_reference: None,
+                                                           name: str) -> None:
+    method = FP8_METHODS[FP8_CHECKPOINTS[name][0]]
+    assert _method_name(_experts_layer(_fp8_quant_config(name))) == method
+    assert plugin_messages() == [f"{FIRST} are served by our RdnaW8A8Fp8Experts ({method})"]
+
+
+def _load_random_fp8_experts(layer: torch.nn.Module, per_tensor: bool) -> tuple[torch.Tensor | None, ...]:
+    """Fill the layer's checkpoint parameters as the loader would; return the op's arguments
+    for the same layer (weights, [E, N] or [E, 1] scales, static input scales or None)."""
+    generator = torch.Generator().manual_seed(21)
+
+    def fp8_weight(shape: torch.Size) -> torch.Tensor:
+        return (torch.randn(tuple(shape), generator=generator) * 64).clamp(-448, 448).to(torch.float8_e4m3fn)
+
+    w13, w2 = fp8_weight(layer.w13_weight.shape), fp8_weight(layer.w2_weight.shape)
+    layer.w13_weight.data.copy_(w13)
+    layer.w2_weight.data.copy_(w2)
+    if not per_tensor:
+        w13_scale = torch.rand(EXPERTS, layer.w13_weight.shape[1], generator=generator, dtype=torch.float32) / 2000
+        w2_scale = torch.rand(EXPERTS, HIDDEN, generator=generator, dtype=torch.float32) / 2000
+        layer.w13_weight_scale.data.copy_(w13_scale.reshape(layer.w13_weight_scale.shape))
+        layer.w2_weight_scale.data.copy_(w2_scale.reshape(layer.w2_weight_scale.shape))
+        return w13, w13_scale, w2, w2_scale, None, None
+    # one scale per expert, the gate and up shards sharing it (so the load-time
+    # re-quantization to the larger shard scale changes no weight)
+    w13_scale = torch.rand(EXPERTS, 1, generator=generator, dtype=torch.float32) / 2000
+    w2_scale = torch.rand(EXPERTS, 1, generator=generator, dtype=torch.float32) / 2000
+    layer.w13_weight_scale.data.copy_(w13_scale.expand(layer.w13_weight_scale.shape))
+    layer.w2_weight_scale.data.copy_(w2_scale.reshape(layer.w2_weight_scale.shape))
+    # different per expert: the layer keeps the largest of each stage
+    a13_scales = torch.rand(EXPERTS, generator=generator, dtype=torch.float32) / 50 + 0.01
+    a2_scales = torch.rand(EXPERTS, generator=generator, dtype=torch.float32) / 50 + 0.01
+    layer.w13_input_scale.data.copy_(a13_scales.reshape(layer.w13_input_scale.shape))
+    layer.w2_input_scale.data.copy_(a2_scales.reshape(layer.w2_input_scale.shape))
+    return w13, w13_scale, w2, w2_scale, a13_scales.max().reshape(1), a2_scales.max().reshape(1)
+
+
+@pytest.mark.parametrize("name", sorted(FP8_CHECKPOINTS))
+def test_our_experts_compute_the_reference_fp8_moe(emulated_reference: None, name: str) -> None:
+    layer = _experts_layer(_fp8_quant_config(name), intermediate=PADDED_INTERMEDIATE)
+    w13, w13_scale, w2, w2_scale, a13_scale, a2_scale = _load_random_fp8_experts(
+        layer, per_tensor=FP8_CHECKPOINTS[name][1] == "tensor")
+    layer.quant_method.process_weights_after_loading(layer)
+    assert type(layer.quant_method.moe_kernel.fused_experts).__name__ == "RdnaW8A8Fp8Experts"
+    got, x, weights, ids = _apply_to_random_tokens(layer, tokens=7, seed=22)
+    want = moe_reference.fp8_moe(x, w13, w13_scale, w2, w2_scale, weights, ids, a13_scale, a2_scale)
+    assert torch.isfinite(want.float()).all() and want.abs().max() > 0
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["ct-fp8-static", "quark-fp8"])
+def test_per_tensor_fp8_shards_are_requantized_to_the_larger_scale(emulated_reference: None, name: str) -> None:
+    # gate scale s, up scale 2s: the experts take 2s, the gate rows become w / 2, the up rows
+    # stay as they are (weights of magnitude >= 1: halving them is exact in e4m3fn, where a
+    # subnormal would round)
+    layer = _experts_layer(_fp8_quant_config(name), intermediate=PADDED_INTERMEDIATE)
+    _, _, w2, w2_scale, a13_scale, a2_scale = _load_random_fp8_experts(layer, per_tensor=True)
+    values = layer.w13_weight.data.float()
+    w13 = torch.where(values.abs() < 1, 1.0, values).to(torch.float8_e4m3fn)
+    layer.w13_weight.data.copy_(w13)
+    gate_scale = torch.full((EXPERTS, 1), 1e-4, dtype=torch.float32)
+    layer.w13_weight_scale.data.copy_(torch.cat([gate_scale, 2 * gate_scale], dim=1))
+    layer.quant_method.process_weights_after_loading(layer)
+    requantized = w13.clone()
+    requantized[:, :PADDED_INTERMEDIATE] = (w13[:, :PADDED_INTERMEDIATE].float() / 2).to(torch.float8_e4m3fn)
+    assert torch.equal(layer.w13_weight.view(torch.uint8), requantized.view(torch.uint8))
+    assert torch.equal(layer.w13_weight_scale, 2 * gate_scale)
+    got, x, weights, ids = _apply_to_random_tokens(layer, tokens=5, seed=23)
+    assert torch.equal(got, moe_reference.fp8_moe(x, requantized, 2 * gate_scale, w2, w2_scale, weights, ids,
+                                                   a13_scale, a2_scale))

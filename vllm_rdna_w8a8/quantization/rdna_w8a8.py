@@ -9,10 +9,13 @@
   scaled-mm kernel, which on gfx11 is ours. Other schemes (W4A16, block fp8, MXFP4, ...)
   stay on upstream's kernels; each such scheme is named once in the log.
 - MoE expert layers: int8 W8A8 ones (per-channel weights, dynamic per-token
-  activations) get our experts (`moe/methods.py`: upstream's int8 MoE method of the
-  format with `RdnaW8A8Int8Experts` in its modular kernel) where they can serve (gfx11,
-  the op implemented, a layer they compute); all others keep upstream's MoE method (fp8
-  experts of ours are not written yet). The log names the experts class once.
+  activations) and fp8 W8A8 ones (per-channel weights with dynamic per-token
+  activations, or per-tensor weights with static per-tensor activations) get our experts
+  (`moe/methods.py`: upstream's int8 / fp8 MoE method of the format with
+  `RdnaW8A8Int8Experts` / `RdnaW8A8Fp8Experts` in its modular kernel) where they can serve
+  (gfx11, the op implemented, a layer they compute); all others (block fp8, dynamic
+  per-tensor fp8, W4A16, ...) keep upstream's MoE method. The log names the experts class
+  once, with the reason when it is not ours.
 - no quantization_config (fp16/bf16 checkpoint; vLLM calls the class with no
   arguments): every linear layer is quantized at load time to int8 W8A8, symmetric
   per-channel weights and dynamic per-token activations, through the same int8 kernel
@@ -20,8 +23,8 @@
   MoE experts stay in the model dtype (logged).
 
 vLLM's default compressed-tensors and Quark methods are left alone for MoE layers: their
-int8 MoE backend comes from a fixed list in `fused_moe/oracle/int8.py` with no
-registration hook, so our experts serve only under `--quantization rdna_w8a8`.
+int8 and fp8 MoE backends come from fixed lists in `fused_moe/oracle/int8.py` and
+`oracle/fp8.py` with no registration hook, so our experts serve only under `--quantization rdna_w8a8`.
 """
 
 from __future__ import annotations
@@ -48,6 +51,9 @@ from vllm.model_executor.layers.quantization.compressed_tensors.schemes import (
 from vllm.model_executor.layers.quantization.quark.quark import QuarkConfig
 from vllm.model_executor.layers.quantization.utils.quant_utils import (
     QuantKey,
+    kFp8DynamicTokenSym,
+    kFp8StaticChannelSym,
+    kFp8StaticTensorSym,
     kInt8DynamicTokenSym,
     kInt8StaticChannelSym,
 )
@@ -82,9 +88,6 @@ def why_upstream(scheme: CompressedTensorsScheme | QuarkScheme) -> str | None:
     return "are not W8A8 int8 or fp8"
 
 
-OUR_MOE_SCHEME = (kInt8StaticChannelSym, kInt8DynamicTokenSym)
-
-
 def moe_route(method: QuantizeMethodBase | None, why_not_ours: str | None) -> str:
     """What serves a MoE expert layer under rdna_w8a8, for the log: the experts class
     (ours, or upstream's with the reason ours do not serve)."""
@@ -94,36 +97,61 @@ def moe_route(method: QuantizeMethodBase | None, why_not_ours: str | None) -> st
     with_experts = f" with {experts.__name__}" if experts is not None else ""
     if why_not_ours is None:
         return f"are served by our {experts.__name__} ({type(method).__name__})"
-    return f"are served by upstream's {type(method).__name__}{with_experts}; not our int8 experts: {why_not_ours}"
+    return f"are served by upstream's {type(method).__name__}{with_experts}; not our experts: {why_not_ours}"
+
+
+def our_experts_class(scheme: tuple[QuantKey | None, QuantKey | None]) -> type | None:
+    """Our experts class that computes the checkpoint's `scheme` (weight key, activation
+    key), or None."""
+    from vllm_rdna_w8a8.moe.experts import RdnaW8A8Fp8Experts, RdnaW8A8Int8Experts
+
+    for experts in (RdnaW8A8Int8Experts, RdnaW8A8Fp8Experts):
+        if scheme in experts.schemes:
+            return experts
+    return None
 
 
 def why_not_our_experts(layer: RoutedExperts, scheme: tuple[QuantKey | None, QuantKey | None]) -> str | None:
-    """None when our int8 experts can serve `layer` with the checkpoint's `scheme`
-    (weight key, activation key); otherwise why not, for the log."""
-    from vllm_rdna_w8a8.moe.experts import RdnaW8A8Int8Experts, experts_usable
+    """None when our experts can serve `layer` with the checkpoint's `scheme` (weight key,
+    activation key); otherwise why not, for the log."""
+    from vllm_rdna_w8a8.moe.experts import experts_usable
 
-    if scheme != OUR_MOE_SCHEME:
-        return ("they take int8 W8A8 with per-channel weights and dynamic per-token activations only "
-                "(our fp8 experts are not written yet)")
+    experts = our_experts_class(scheme)
+    if experts is None:
+        return ("they take int8 W8A8 with per-channel weights and dynamic per-token activations, or fp8 W8A8 "
+                "with per-channel weights and dynamic per-token activations or per-tensor weights and static "
+                "per-tensor activations")
     usable, reason = experts_usable()
     if not usable:
         return reason
-    supported, reason = RdnaW8A8Int8Experts.is_supported_config(
-        RdnaW8A8Int8Experts, layer.moe_config, *scheme, RdnaW8A8Int8Experts.activation_format()
-    )
+    supported, reason = experts.is_supported_config(experts, layer.moe_config, *scheme, experts.activation_format())
     return None if supported else reason
 
 
-def compressed_tensors_int8_keys(weights: QuantizationArgs | None,
-                                 inputs: QuantizationArgs | None) -> tuple[QuantKey | None, QuantKey | None]:
-    """The int8 keys of a compressed-tensors scheme our experts compute (None elsewhere)."""
-    def is_int8(args: QuantizationArgs | None) -> bool:
-        return args is not None and args.type == QuantizationType.INT and args.num_bits == 8 and args.symmetric
+# compressed-tensors (type, strategy) -> the keys of the schemes our experts compute
+_CT_WEIGHT_KEYS = {
+    (QuantizationType.INT, QuantizationStrategy.CHANNEL): kInt8StaticChannelSym,
+    (QuantizationType.FLOAT, QuantizationStrategy.CHANNEL): kFp8StaticChannelSym,
+    (QuantizationType.FLOAT, QuantizationStrategy.TENSOR): kFp8StaticTensorSym,
+}
+_CT_INPUT_KEYS = {  # (type, strategy, dynamic)
+    (QuantizationType.INT, QuantizationStrategy.TOKEN, True): kInt8DynamicTokenSym,
+    (QuantizationType.FLOAT, QuantizationStrategy.TOKEN, True): kFp8DynamicTokenSym,
+    (QuantizationType.FLOAT, QuantizationStrategy.TENSOR, False): kFp8StaticTensorSym,
+}
 
-    weight_key = kInt8StaticChannelSym if (
-        is_int8(weights) and weights.strategy == QuantizationStrategy.CHANNEL and not weights.dynamic) else None
-    input_key = kInt8DynamicTokenSym if (
-        is_int8(inputs) and inputs.strategy == QuantizationStrategy.TOKEN and inputs.dynamic) else None
+
+def compressed_tensors_keys(weights: QuantizationArgs | None,
+                            inputs: QuantizationArgs | None) -> tuple[QuantKey | None, QuantKey | None]:
+    """The keys of a compressed-tensors scheme's weights and inputs where our experts
+    compute them (symmetric 8-bit, static weights), None elsewhere."""
+    def symmetric_8_bit(args: QuantizationArgs | None) -> bool:
+        return args is not None and args.num_bits == 8 and args.symmetric
+
+    weight_key = _CT_WEIGHT_KEYS.get((weights.type, weights.strategy)) if (
+        symmetric_8_bit(weights) and not weights.dynamic) else None
+    input_key = _CT_INPUT_KEYS.get((inputs.type, inputs.strategy, bool(inputs.dynamic))) if (
+        symmetric_8_bit(inputs)) else None
     return weight_key, input_key
 
 
@@ -215,7 +243,7 @@ class RdnaW8A8Routing:
         scheme = self._moe_scheme(layer, prefix)
         why_not = why_not_our_experts(layer, scheme) if scheme is not None else "the layer is not quantized"
         if why_not is None:
-            method = self._our_experts_method(layer, prefix)
+            method = self._our_experts_method(layer, prefix, scheme)
         else:
             method = super().get_quant_method(layer, prefix)  # type: ignore[misc]
         self._log_once("MoE expert", moe_route(method, why_not), prefix)
@@ -225,7 +253,9 @@ class RdnaW8A8Routing:
         """The checkpoint's (weight key, activation key) for the experts; None: unquantized."""
         raise NotImplementedError
 
-    def _our_experts_method(self, layer: RoutedExperts, prefix: str) -> QuantizeMethodBase:
+    def _our_experts_method(self, layer: RoutedExperts, prefix: str,
+                            scheme: tuple[QuantKey, QuantKey]) -> QuantizeMethodBase:
+        """The method of our experts for `scheme` (one `our_experts_class` serves)."""
         raise NotImplementedError
 
     def _log_linear_route(self, layer: torch.nn.Module, prefix: str) -> None:
@@ -268,14 +298,22 @@ class RdnaW8A8Config(RdnaW8A8Routing, CompressedTensorsConfig):
             return None
         if any(scheme != schemes[0] for scheme in schemes):
             return (None, None)
-        return compressed_tensors_int8_keys(schemes[0].get("weights"), schemes[0].get("input_activations"))
+        return compressed_tensors_keys(schemes[0].get("weights"), schemes[0].get("input_activations"))
 
-    def _our_experts_method(self, layer: RoutedExperts, prefix: str) -> QuantizeMethodBase:
-        from vllm_rdna_w8a8.moe.methods import RdnaW8A8CompressedTensorsInt8MoEMethod
+    def _our_experts_method(self, layer: RoutedExperts, prefix: str,
+                            scheme: tuple[QuantKey, QuantKey]) -> QuantizeMethodBase:
+        from vllm_rdna_w8a8.moe.experts import RdnaW8A8Int8Experts
+        from vllm_rdna_w8a8.moe.methods import (
+            RdnaW8A8CompressedTensorsFp8MoEMethod,
+            RdnaW8A8CompressedTensorsInt8MoEMethod,
+        )
 
-        scheme = self.get_scheme_dict(layer, f"{prefix}.0.{layer.ckpt_gate_proj_name}")
-        return RdnaW8A8CompressedTensorsInt8MoEMethod(scheme["weights"], scheme["input_activations"],
-                                                      layer.moe_config)
+        args = self.get_scheme_dict(layer, f"{prefix}.0.{layer.ckpt_gate_proj_name}")
+        if our_experts_class(scheme) is RdnaW8A8Int8Experts:
+            return RdnaW8A8CompressedTensorsInt8MoEMethod(args["weights"], args["input_activations"],
+                                                          layer.moe_config)
+        return RdnaW8A8CompressedTensorsFp8MoEMethod(args["weights"], args["input_activations"],
+                                                     layer.moe_config, scheme)
 
 
 class RdnaW8A8QuarkConfig(RdnaW8A8Routing, QuarkConfig):
@@ -286,7 +324,11 @@ class RdnaW8A8QuarkConfig(RdnaW8A8Routing, QuarkConfig):
         weight_key, activation_key, _ = self.get_quant_method_target(prefix, type(layer))
         return None if weight_key is None else (weight_key, activation_key)
 
-    def _our_experts_method(self, layer: RoutedExperts, prefix: str) -> QuantizeMethodBase:
-        from vllm_rdna_w8a8.moe.methods import RdnaW8A8QuarkInt8MoEMethod
+    def _our_experts_method(self, layer: RoutedExperts, prefix: str,
+                            scheme: tuple[QuantKey, QuantKey]) -> QuantizeMethodBase:
+        from vllm_rdna_w8a8.moe.experts import RdnaW8A8Int8Experts
+        from vllm_rdna_w8a8.moe.methods import RdnaW8A8QuarkFp8MoEMethod, RdnaW8A8QuarkInt8MoEMethod
 
-        return RdnaW8A8QuarkInt8MoEMethod(layer.moe_config)
+        if our_experts_class(scheme) is RdnaW8A8Int8Experts:
+            return RdnaW8A8QuarkInt8MoEMethod(layer.moe_config)
+        return RdnaW8A8QuarkFp8MoEMethod(layer.moe_config, scheme)
