@@ -288,3 +288,36 @@ def test_per_tensor_fp8_shards_are_requantized_to_the_larger_scale(emulated_refe
     got, x, weights, ids = _apply_to_random_tokens(layer, tokens=5, seed=23)
     assert torch.equal(got, moe_reference.fp8_moe(x, requantized, 2 * gate_scale, w2, w2_scale, weights, ids,
                                                    a13_scale, a2_scale))
+
+
+@pytest.mark.parametrize("name", sorted(FP8_CHECKPOINTS))
+def test_our_fp8_experts_on_the_emulated_hip_kernels_give_the_reference(monkeypatch: pytest.MonkeyPatch,
+                                                                        name: str) -> None:
+    # weights in {0, +-1}: the kernels' float32 sums are exact, so they equal the reference's
+    # float64 ones (moe/hip_backend.py)
+    from vllm_rdna_w8a8.runtime import launcher
+
+    monkeypatch.setenv(settings.EMULATE_ENV, "gfx1100")
+    monkeypatch.delenv(settings.OPS_ENV, raising=False)
+    layer = _experts_layer(_fp8_quant_config(name), intermediate=PADDED_INTERMEDIATE)
+    generator = torch.Generator().manual_seed(24)
+    w13, w2 = (torch.randint(-1, 2, tuple(weight.shape), generator=generator).to(torch.float8_e4m3fn)
+               for weight in (layer.w13_weight, layer.w2_weight))
+    layer.w13_weight.data.copy_(w13)
+    layer.w2_weight.data.copy_(w2)
+    layer.w13_weight_scale.data.fill_(0.25)
+    layer.w2_weight_scale.data.fill_(0.5)
+    static = FP8_CHECKPOINTS[name][1] == "tensor"
+    static_scales = (torch.tensor([0.01], dtype=torch.float32), torch.tensor([0.02], dtype=torch.float32))
+    if static:
+        layer.w13_input_scale.data.copy_(static_scales[0].expand(layer.w13_input_scale.shape))
+        layer.w2_input_scale.data.copy_(static_scales[1].expand(layer.w2_input_scale.shape))
+    layer.quant_method.process_weights_after_loading(layer)
+    got, x, weights, ids = _apply_to_random_tokens(layer, tokens=5, seed=25)
+    scale_columns = (1, 1) if static else (w13.shape[1], HIDDEN)
+    want = moe_reference.fp8_moe(x, w13, torch.full((EXPERTS, scale_columns[0]), 0.25, dtype=torch.float32),
+                                 w2, torch.full((EXPERTS, scale_columns[1]), 0.5, dtype=torch.float32), weights, ids,
+                                 *(static_scales if static else (None, None)))
+    assert torch.isfinite(want.float()).all() and want.abs().max() > 0
+    assert torch.equal(got, want)
+    assert any(kernel.startswith("w8a8_f8_moe_bf16_gemm_") for kernel in launcher.loaded_kernels())
