@@ -3,8 +3,9 @@ machine's gfx11 devices, and how fast is each GEMM tile config there?
 
 For every gfx11 device (or `--device N`):
 - every kernel of the device's code objects, discovered from the code-object index
-  (quantization, each int8 and fp8 GEMM config, the fused decode GEMMs; a kernel this module
-  has no cases for is a failure, never silently left out), through the production ops with
+  (quantization, each int8 and fp8 GEMM config, the fused decode GEMMs, the int8 and fp8 MoE
+  grouped GEMMs as a whole small MoE layer; a kernel this module has no cases for is a failure,
+  never silently left out), through the production ops with
   the tile config forced, on fixed shapes with edges (M = 1, 16, 17, 4096; N and K not
   multiples of the tile; strided rows; every epilogue variant on the edge shape) against
   ops/reference.py: the int8 paths bit-exact, fp8 within FP8_BOUND;
@@ -367,6 +368,7 @@ class PlannedCase:
 def recorded_launches() -> Iterator[list[str]]:
     """The names of the kernels the ops look up (once per launch) inside the block: proves a
     case reached the kernel it tests instead of another path."""
+    from vllm_rdna_w8a8.moe import hip_backend as moe_hip_backend
     from vllm_rdna_w8a8.ops import hip_backend
 
     launched: list[str] = []
@@ -376,7 +378,9 @@ def recorded_launches() -> Iterator[list[str]]:
         launched.append(name)
         return original(device_index, name)
 
-    with mock.patch.object(hip_backend, "_kernel", recording):
+    # the MoE binding holds its own reference to the lookup
+    with mock.patch.object(hip_backend, "_kernel", recording), \
+            mock.patch.object(moe_hip_backend, "_kernel", recording):
         yield launched
 
 
@@ -471,9 +475,47 @@ def _fused_case(placement: Placement, kernel: str, dtype: torch.dtype, config: A
     return PlannedCase("fused decode GEMM", kernel, label, run)
 
 
+# A small MoE layer: K = 40 and 24 (padded to 48 and 32), 4 experts, top-2; at 1 token two
+# experts receive none.
+MOE_TOKENS = (1, 5)
+MOE_HIDDEN, MOE_INTERMEDIATE, MOE_EXPERTS, MOE_TOP_K = 40, 24, 4, 2
+
+
+def _moe_case(placement: Placement, kernel: str, kind: str, dtype: torch.dtype, config: Any, tokens: int,
+              seed: int) -> PlannedCase:
+    from vllm_rdna_w8a8 import dispatch
+    from vllm_rdna_w8a8.moe import hip_backend as moe_hip_backend
+    from vllm_rdna_w8a8.moe import reference as moe_reference
+
+    def run() -> str | None:
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(tokens, MOE_HIDDEN, generator=generator).to(dtype)
+        shapes = ((MOE_EXPERTS, 2 * MOE_INTERMEDIATE, MOE_HIDDEN), (MOE_EXPERTS, MOE_HIDDEN, MOE_INTERMEDIATE))
+        if kind == "i8":
+            w13, w2 = (torch.randint(-127, 128, shape, dtype=torch.int8, generator=generator) for shape in shapes)
+        else:  # weights in {0, +-1}: at K <= 48 the kernels' float32 sums are exact, as the reference's
+            w13, w2 = (torch.randint(-1, 2, shape, generator=generator).to(torch.float8_e4m3fn) for shape in shapes)
+        w13_scale = torch.rand(MOE_EXPERTS, 2 * MOE_INTERMEDIATE, generator=generator) / 200
+        w2_scale = torch.rand(MOE_EXPERTS, MOE_HIDDEN, generator=generator) / 200
+        topk_weights, topk_ids = moe_reference.route(torch.randn(tokens, MOE_EXPERTS, generator=generator),
+                                                     MOE_TOP_K, True)
+        layer = (x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
+        hip_layer, reference_layer = ((moe_hip_backend.int8_moe, moe_reference.int8_moe) if kind == "i8"
+                                      else (moe_hip_backend.fp8_moe, moe_reference.fp8_moe))
+        with dispatch.forced_gemm_config(config):
+            got = hip_layer(*(tensor.to(placement.device) for tensor in layer))
+        return bit_difference("out", got.cpu(), reference_layer(*layer))
+
+    precision = "int8" if kind == "i8" else "fp8"
+    label = (f"{tokens} token(s), H={MOE_HIDDEN} I={MOE_INTERMEDIATE}, {MOE_EXPERTS} experts, "
+             f"top-{MOE_TOP_K}, {precision}")
+    return PlannedCase("MoE grouped GEMM", kernel, label, run)
+
+
 _KERNEL_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16}
 _GEMM_KERNEL = re.compile(r"w8a8_(i8|f8)_gemm_(\w+)")
 _FUSED_KERNEL = re.compile(r"w8a8_i8q_(f16|bf16)_gemm_(\w+)")
+_MOE_KERNEL = re.compile(r"w8a8_(i8|f8)_moe_(f16|bf16)_gemm_(\w+)")
 _QUANT_KERNEL = re.compile(r"w8a8_quant_i8_(f16|bf16)")
 
 
@@ -487,13 +529,16 @@ def kernel_cases(placement: Placement, kernel: str, quick: bool) -> list[Planned
         shapes = QUICK_QUANT_SHAPES if quick else QUANT_SHAPES + (HARDWARE_QUANT_SHAPES if hardware else ())
         return [_quant_case(placement, kernel, _KERNEL_DTYPES[match[1]], shape, static, symmetric, next(seeds))
                 for shape in shapes for static in (False, True) for symmetric in (True, False)]
-    gemm, fused = _GEMM_KERNEL.fullmatch(kernel), _FUSED_KERNEL.fullmatch(kernel)
-    match = gemm or fused
-    config = configs_by_tag(load_tile_configs()).get(match[2]) if match else None
+    gemm, fused, moe = _GEMM_KERNEL.fullmatch(kernel), _FUSED_KERNEL.fullmatch(kernel), _MOE_KERNEL.fullmatch(kernel)
+    match = gemm or fused or moe
+    config = configs_by_tag(load_tile_configs()).get(match.groups()[-1]) if match else None
     if config is None:
-        why = (f"its tile config {match[2]!r} is not a row of gemm_configs.def" if match
+        why = (f"its tile config {match.groups()[-1]!r} is not a row of gemm_configs.def" if match
                else "selftest has no cases for this kind of kernel: add them to vllm_rdna_w8a8/tools/selftest.py")
         return [PlannedCase("kernel discovery", kernel, "shipped kernel", lambda why=why: why)]
+    if moe:
+        return [_moe_case(placement, kernel, moe[1], _KERNEL_DTYPES[moe[2]], config, tokens, next(seeds))
+                for tokens in MOE_TOKENS]
     if gemm:
         kind = match[1]
         variants = ALL_VARIANTS if kind == "i8" else FP8_VARIANTS
