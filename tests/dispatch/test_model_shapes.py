@@ -9,10 +9,15 @@ from vllm_rdna_w8a8.dispatch.model_shapes import (
     KNOWN_MODELS,
     KNOWN_MOE_MODELS,
     LinearShape,
+    MoeDims,
+    RoutedLoad,
     expected_active_experts,
     expert_shapes,
     linear_shapes,
+    moe_table_shapes,
     resolve_model,
+    routed_load,
+    shared_expert_shapes,
     table_shapes,
 )
 
@@ -124,10 +129,49 @@ def test_moe_expert_shapes_shard_the_intermediate_size() -> None:
     assert expert_shapes(gpt_oss, 2) == [LinearShape("experts.w13", 2880, 2880), LinearShape("experts.w2", 2880, 1440)]
     with pytest.raises(ValueError, match="moe_intermediate_size=768 is not divisible by tp=5"):
         expert_shapes(qwen, 5)
-    # every expert shape is a key of the shipped tables (M: the tokens routed to one expert)
+    # every expert shape is a MoE key of the shipped tables (M: the tokens per expert), with its
+    # model's routing
     for dims in KNOWN_MOE_MODELS.values():
         for tp in (1, 2):
-            assert {(s.n, s.k) for s in expert_shapes(dims, tp)} <= set(table_shapes())
+            for shape in expert_shapes(dims, tp):
+                found = moe_table_shapes()[(shape.n, shape.k)]
+                assert (found.num_experts, found.experts_per_token) == (dims.num_experts, dims.experts_per_token)
+
+
+def test_qwen3_6_experts_and_shared_expert() -> None:
+    """256 experts, top-8, expert intermediate 512, hidden 2048; the shared expert (intermediate
+    512) is a dense MLP: its gate_up [1024, 2048] and down [2048, 512] are dense table keys."""
+    qwen36 = KNOWN_MOE_MODELS["Qwen/Qwen3.6-35B-A3B"]
+    assert (qwen36.hidden_size, qwen36.num_experts, qwen36.experts_per_token) == (2048, 256, 8)
+    assert expert_shapes(qwen36, 1) == [LinearShape("experts.w13", 1024, 2048), LinearShape("experts.w2", 2048, 512)]
+    assert shared_expert_shapes(qwen36, 1) == [LinearShape("shared_expert.gate_up_proj", 1024, 2048),
+                                               LinearShape("shared_expert.down_proj", 2048, 512)]
+    assert shared_expert_shapes(qwen36, 2) == [LinearShape("shared_expert.gate_up_proj", 512, 2048),
+                                               LinearShape("shared_expert.down_proj", 2048, 256)]
+    assert shared_expert_shapes(KNOWN_MOE_MODELS["Qwen/Qwen3-30B-A3B"], 1) == []
+    for tp in (1, 2):
+        assert {(s.n, s.k) for s in shared_expert_shapes(qwen36, tp)} <= set(table_shapes())
+
+
+def test_moe_table_shapes_refuse_one_shape_with_two_routings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vllm_rdna_w8a8.dispatch import model_shapes
+
+    clash = MoeDims("clash", 2048, 768, 64, 4)  # Qwen3-30B-A3B's expert shapes, another routing
+    monkeypatch.setitem(model_shapes.KNOWN_MOE_MODELS, clash.name, clash)
+    with pytest.raises(ValueError, match="has two routings"):
+        moe_table_shapes()
+
+
+def test_routed_load_spreads_the_slots_over_the_expected_active_experts() -> None:
+    assert routed_load(128, 8, 1) == RoutedLoad(8, 1)  # one token: its 8 experts, one row each
+    assert routed_load(128, 8, 16) == RoutedLoad(82, 2)  # 128 slots over round(82.4) experts
+    assert routed_load(128, 8, 4096) == RoutedLoad(128, 256)
+    assert routed_load(8, 2, 1) == RoutedLoad(2, 1)
+    for bad, message in (((128, 8, 0), "token count must be a positive int"),
+                         ((4, 8, 1), "experts_per_token=8 exceeds num_experts=4"),
+                         ((128, True, 1), "experts_per_token must be a positive int")):
+        with pytest.raises(ValueError, match=message):
+            routed_load(*bad)
 
 
 def test_expected_active_experts_under_uniform_routing() -> None:

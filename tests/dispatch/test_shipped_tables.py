@@ -6,8 +6,8 @@ import pytest
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.dispatch import perf_model, tables
-from vllm_rdna_w8a8.dispatch.model_shapes import table_shapes
-from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, load_tile_configs
+from vllm_rdna_w8a8.dispatch.model_shapes import moe_table_shapes, table_shapes
+from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, MOE_KINDS, load_tile_configs
 from vllm_rdna_w8a8.tune import generate_tables
 
 
@@ -20,11 +20,27 @@ def kernel_table_tags() -> frozenset[str]:
 def test_shipped_table_loads_and_covers_the_model_list(target: str, kernel_table_tags: frozenset[str]) -> None:
     table = tables.load_table(tables.shipped_table_path(target), target, kernel_table_tags)
     assert table is not None, f"shipped table for {target} missing or invalid"
-    for n, k in table_shapes():
-        for kind in tables.TABLE_KINDS:
+    for kind in tables.TABLE_KINDS:
+        for n, k in moe_table_shapes() if kind in MOE_KINDS else table_shapes():
             for bucket in tables.FUSED_M_BUCKETS if kind == FUSED_KIND else tables.M_BUCKETS:
                 entry = table.lookup(kind, n, k, bucket)
                 assert entry is not None and entry.source == "model", (target, kind, n, k, bucket)
+
+
+@pytest.mark.parametrize("target", ["gfx1100", "gfx1151"])
+def test_shipped_moe_entries_are_the_grouped_models_picks(target: str) -> None:
+    """Every MoE entry names the config the grouped model ranks first for the launch its bucket
+    stands for (the expert shape's own model's routing), with that prediction's time."""
+    configs = load_tile_configs()
+    table_data = tables.read_table_data(tables.shipped_table_path(target))["configs"]
+    for kind in MOE_KINDS:
+        for (n, k), dims in moe_table_shapes().items():
+            for bucket in tables.M_BUCKETS:
+                load = generate_tables.moe_bucket_load(dims, bucket)
+                best = perf_model.rank_grouped_configs(target, configs, load.active_experts, bucket, n, k, kind)[0]
+                entry = table_data[kind][tables.shape_key(n, k)][str(bucket)]
+                assert (entry["tag"], entry["predicted_us"]) == (best.config.tag, round(best.time_us, 3)), (
+                    kind, n, k, bucket)
 
 
 @pytest.mark.parametrize("target", sorted(GFX11_TARGETS))

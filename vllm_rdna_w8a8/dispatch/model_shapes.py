@@ -137,7 +137,10 @@ class MoeDims:
     hidden_size: int
     moe_intermediate_size: int  # one expert's intermediate size
     num_experts: int
-    experts_per_token: int  # top-k
+    experts_per_token: int  # top-k (routed experts per token)
+    # A shared expert every token passes through (Qwen2-MoE style): a dense MLP on the dense
+    # kernels, not part of the grouped launch; 0 where the model has none.
+    shared_expert_intermediate_size: int = 0
 
 
 # Sources (text of public config.json files and model cards, found with the project's search
@@ -154,15 +157,21 @@ class MoeDims:
 # - openai/gpt-oss-20b config.json: hidden_size 2880, intermediate_size 2880 (per expert),
 #   num_local_experts 32, num_experts_per_tok 4 (the checkpoint stores experts in MXFP4; a W8A8
 #   version has these shapes). Its w13 rows interleave gate and up and carry a bias.
-# - Qwen3.6-35B-A3B: NOT included. No config.json text for it was found; a third-party card of
-#   Qwen3.5-35B-A3B gives hidden size 2048, 256 experts and top-8 but no expert intermediate size,
-#   and the two need not match. Add it from its config.json (`moe_intermediate_size`).
+# - Qwen/Qwen3.6-35B-A3B: its config.json text was NOT found (searched the stored pages and code
+#   for `moe_intermediate_size` / `shared_expert_intermediate_size` with the model's name). The
+#   values come from its model card text as mirrored by third parties that agree with each other
+#   (MERA's submission page quoting the card, chaobro.com, nebelwolfi.xyz): hidden dimension 2048,
+#   40 layers (10 x (3 x (Gated DeltaNet -> MoE) + 1 x (Gated Attention -> MoE))), 256 experts,
+#   8 routed + 1 shared expert activated, expert intermediate dimension 512; and from radixark's
+#   miles recipe for it (--moe-shared-expert-intermediate-size 512). Its attention (Gated DeltaNet
+#   and gated attention) has no ModelDims form here, so only its MLP shapes are in the tables.
 KNOWN_MOE_MODELS: dict[str, MoeDims] = {
     dims.name: dims
     for dims in (
         MoeDims("Qwen/Qwen3-30B-A3B", 2048, 768, 128, 8),
         MoeDims("mistralai/Mixtral-8x7B-v0.1", 4096, 14336, 8, 2),
         MoeDims("openai/gpt-oss-20b", 2880, 2880, 32, 4),
+        MoeDims("Qwen/Qwen3.6-35B-A3B", 2048, 512, 256, 8, shared_expert_intermediate_size=512),
     )
 }
 MOE_TABLE_TP_SIZES = (1, 2)
@@ -181,20 +190,80 @@ def expert_shapes(dims: MoeDims, tp: int) -> list[LinearShape]:
             LinearShape("experts.w2", dims.hidden_size, per_rank)]
 
 
+def shared_expert_shapes(dims: MoeDims, tp: int) -> list[LinearShape]:
+    """The shared expert's dense GEMM shapes on one rank (vLLM builds it as a dense MLP:
+    gate_up column-parallel [2S/tp, H], down row-parallel [H, S/tp]); [] without one."""
+    size = dims.shared_expert_intermediate_size
+    if not size:
+        return []
+    if size % tp:
+        raise ValueError(f"{dims.name}: shared_expert_intermediate_size={size} is not divisible by tp={tp}")
+    return [LinearShape("shared_expert.gate_up_proj", 2 * size // tp, dims.hidden_size),
+            LinearShape("shared_expert.down_proj", dims.hidden_size, size // tp)]
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _expected_active(num_experts: int, experts_per_token: int, tokens: int) -> float:
+    return num_experts * (1 - (1 - experts_per_token / num_experts) ** tokens)
+
+
 def expected_active_experts(dims: MoeDims, tokens: int) -> float:
     """Experts that receive at least one of `tokens` tokens, expected under uniform routing:
     E (1 - (1 - k/E)^T). An assumption about the router, not a property of the model."""
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-        raise ValueError(f"token count must be a positive int, got {tokens!r}")
-    share = dims.experts_per_token / dims.num_experts
-    return dims.num_experts * (1 - (1 - share) ** tokens)
+    _check_positive("token count", tokens)
+    return _expected_active(dims.num_experts, dims.experts_per_token, tokens)
+
+
+@dataclass(frozen=True)
+class RoutedLoad:
+    """The work of one grouped expert GEMM launch as the dispatch sees it before the routing is
+    read: `active_experts` experts with `tokens_per_expert` rows each."""
+
+    active_experts: int
+    tokens_per_expert: int
+
+
+def routed_load(num_experts: int, experts_per_token: int, tokens: int) -> RoutedLoad:
+    """The launch of `tokens` tokens, each routed to `experts_per_token` of `num_experts` experts,
+    under uniform routing (`expected_active_experts`, rounded to whole experts): the slots
+    T x top_k spread evenly over the active experts, rounded up. The dispatch keys its MoE pick
+    by `tokens_per_expert` (a grouped launch knows T, top_k and E, not the routing: reading
+    the routing back would synchronise with the GPU)."""
+    for name, value in (("num_experts", num_experts), ("experts_per_token", experts_per_token),
+                        ("token count", tokens)):
+        _check_positive(name, value)
+    if experts_per_token > num_experts:
+        raise ValueError(f"experts_per_token={experts_per_token} exceeds num_experts={num_experts}")
+    slots = tokens * experts_per_token
+    active = min(num_experts, slots, max(1, round(_expected_active(num_experts, experts_per_token, tokens))))
+    return RoutedLoad(active, -(-slots // active))
 
 
 def table_shapes() -> list[tuple[int, int]]:
-    """Every distinct (N, K) of the known models at TP 1, 2 and 4 and of the known MoE models'
-    experts at TP 1 and 2 (their M is the tokens routed to one expert): the shipped tables' keys."""
+    """Every distinct (N, K) of the dense GEMMs: the known models' linear layers at TP 1, 2 and 4
+    and the known MoE models' shared experts at TP 1 and 2 (the dense kinds' table keys)."""
     shapes = {(shape.n, shape.k) for dims in KNOWN_MODELS.values()
               for tp in TABLE_TP_SIZES for shape in linear_shapes(dims, tp)}
     shapes |= {(shape.n, shape.k) for dims in KNOWN_MOE_MODELS.values()
-               for tp in MOE_TABLE_TP_SIZES for shape in expert_shapes(dims, tp)}
+               for tp in MOE_TABLE_TP_SIZES for shape in shared_expert_shapes(dims, tp)}
     return sorted(shapes)
+
+
+def moe_table_shapes() -> dict[tuple[int, int], MoeDims]:
+    """Every distinct expert GEMM (N, K) of the known MoE models at TP 1 and 2 (the MoE kinds'
+    table keys, M being the tokens per expert) with the model it comes from: its routing
+    (E, top-k) fixes how many experts a launch at a given tokens per expert touches. Raises if
+    two models with different routing share an (N, K): one table entry could not serve both."""
+    shapes: dict[tuple[int, int], MoeDims] = {}
+    for dims in KNOWN_MOE_MODELS.values():
+        for tp in MOE_TABLE_TP_SIZES:
+            for shape in expert_shapes(dims, tp):
+                other = shapes.setdefault((shape.n, shape.k), dims)
+                if (other.num_experts, other.experts_per_token) != (dims.num_experts, dims.experts_per_token):
+                    raise ValueError(f"expert shape N={shape.n}, K={shape.k} of {dims.name} and {other.name} "
+                                     f"has two routings; the MoE table keys cannot tell them apart")
+    return dict(sorted(shapes.items()))

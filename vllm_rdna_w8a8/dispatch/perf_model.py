@@ -32,6 +32,9 @@ Wave quantization enters through the tiles on the busiest CU, tile padding throu
 the padded ops, occupancy through resident workgroups per CU (estimated from the tile
 geometry, `assumed_occupancy`, unless the caller passes measured figures: table
 generation can read them from the ISA report, `tune.generate_tables.occupancies_for`).
+A grouped MoE launch (`predict_grouped`, kinds MOE_KINDS) gets the same three terms over its own
+grid: every active expert's weights read, each expert's rows padded to BLOCK_M, active experts x
+row blocks x N tiles spread over the CUs, the MoE kernel's compiled main loop.
 This module runs in serving processes and never starts a tool.
 """
 
@@ -51,6 +54,8 @@ from vllm_rdna_w8a8.dispatch.tile_configs import (
     FUSED_QUANT_MAX_M,
     KERNEL_KINDS,
     LDS_BYTES_PER_WORKGROUP,
+    MOE_ACTIVATION_DTYPES,
+    MOE_KINDS,
     WMMA_TILE,
     TileConfig,
 )
@@ -132,7 +137,8 @@ ASSUMED_ALIASED_B_BANDWIDTH_FRACTION = 0.87
 OUTPUT_BYTES = 2  # fp16 / bf16
 SCALE_BYTES = 4
 ACTIVATION_BYTES = 2  # the fp16 / bf16 rows the fused decode kernel reads and quantizes itself
-# What the model predicts: the int8 and fp8 GEMMs, and the fused quantize + int8 GEMM launch.
+# What `predict` models: the int8 and fp8 GEMMs, and the fused quantize + int8 GEMM launch;
+# `predict_grouped` the grouped MoE GEMM launches (MOE_KINDS).
 MODEL_KINDS = (*KERNEL_KINDS, FUSED_KIND)
 
 
@@ -248,18 +254,33 @@ def resident_workgroups_per_cu(occupancy: Occupancy, config: TileConfig) -> int:
     return min(by_waves, by_lds)
 
 
+def moe_operand_kind(kind: str) -> str:
+    """"i8" or "f8" of a MoE kind ("i8_moe" -> "i8")."""
+    if kind not in MOE_KINDS:
+        raise ValueError(f"MoE kernel kind must be one of {MOE_KINDS}, got {kind!r}")
+    return kind.removesuffix("_moe")
+
+
+def _activation_variants(config: TileConfig, kind: str) -> list[str]:
+    """The kernels one launch of `kind` may run, one per activation dtype (a single kernel for
+    the plain GEMMs, which read int8 / fp8 A whatever the model's dtype)."""
+    if kind == FUSED_KIND:
+        return [config.fused_kernel_name(dtype) for dtype in FUSED_INPUT_DTYPES]
+    if kind in MOE_KINDS:
+        return [config.moe_kernel_name(dtype, moe_operand_kind(kind)) for dtype in MOE_ACTIVATION_DTYPES]
+    return [config.kernel_name(kind)]
+
+
 def model_kernel_name(config: TileConfig, kind: str) -> str:
-    """The kernel a prediction of `kind` stands for (the f16 one of the fused pair)."""
-    return config.fused_kernel_name(FUSED_INPUT_DTYPES[0]) if kind == FUSED_KIND else config.kernel_name(kind)
+    """The kernel a prediction of `kind` stands for (the f16 one of a fused or MoE pair)."""
+    return _activation_variants(config, kind)[0]
 
 
 def kernel_mix(target_name: str, config: TileConfig, kind: str) -> MainLoopMix | None:
-    """The shipped main-loop mix of `config`'s kernel of `kind` on the target (for the fused
-    launch, the costlier per WMMA of its f16 and bf16 kernels); None when not recorded."""
+    """The shipped main-loop mix of `config`'s kernel of `kind` on the target (for the fused and
+    MoE launches, the costlier per WMMA of the f16 and bf16 kernels); None when not recorded."""
     mixes = shipped_main_loop_mixes()
-    if kind != FUSED_KIND:
-        return mixes.get((target_name, config.kernel_name(kind)))
-    found = [mixes.get((target_name, config.fused_kernel_name(dtype))) for dtype in FUSED_INPUT_DTYPES]
+    found = [mixes.get((target_name, name)) for name in _activation_variants(config, kind)]
     if any(mix is None or mix.wmma == 0 for mix in found):
         return None
     return max(found, key=lambda mix: mix.issue_clk() / mix.wmma)
@@ -275,7 +296,8 @@ def wmma_issue_share(config: TileConfig, kind: str, mix: MainLoopMix | None = No
     fragments_m = config.wave_tile_m // WMMA_TILE
     fragments_n = config.wave_tile_n // WMMA_TILE
     wmma_clk = fragments_m * fragments_n * WMMA_ISSUE_CLK
-    fragment_clk = ASSUMED_FRAGMENT_LOAD_CLK + (ASSUMED_F8_CONVERT_CLK if kind == "f8" else 0)
+    fp8 = kind in ("f8", MOE_KINDS[1])  # the MoE kinds' order follows KERNEL_KINDS
+    fragment_clk = ASSUMED_FRAGMENT_LOAD_CLK + (ASSUMED_F8_CONVERT_CLK if fp8 else 0)
     return wmma_clk / (wmma_clk + (fragments_m + fragments_n) * fragment_clk)
 
 
@@ -317,6 +339,13 @@ def fused_gemm_bytes(m: int, n: int, k: int) -> int:
     return ACTIVATION_BYTES * m * k + n * k + OUTPUT_BYTES * m * n + SCALE_BYTES * n
 
 
+def grouped_gemm_bytes(active_experts: float, slots: int, n: int, k: int) -> float:
+    """Bytes a grouped W8A8 expert GEMM launch must move at least: the int8 weights and
+    per-channel scales of every expert that receives a row, and per routed slot its int8 A row,
+    per-token scale and fp16/bf16 output row (a row gathered by several slots is counted per slot)."""
+    return active_experts * (n * k + SCALE_BYTES * n) + slots * (k + SCALE_BYTES + OUTPUT_BYTES * n)
+
+
 def two_launch_bytes(m: int, n: int, k: int) -> int:
     """Bytes of the same int8 layer in two launches: the quantization kernel reads the
     fp16/bf16 rows and writes int8 rows and per-token scales, the GEMM reads them back."""
@@ -333,19 +362,24 @@ def reread_level(target_name: str, working_set_bytes: float) -> str:
 
 
 def reread_bytes(target_name: str, config: TileConfig, m: int, n: int, k: int, a_element_bytes: int = 1,
-                 b_cost: float = 1.0) -> dict[str, float]:
+                 b_cost: float = 1.0, experts: int = 1) -> dict[str, float]:
     """Bytes `config` reads again beyond each operand's first read, by the level serving them
     (REREAD_LEVELS): each of the tiles_m row tiles reads all of B's N x K (a stream_weights tile,
     BLOCK_M = 16, streams B once per 16 rows), each of the tiles_n column tiles all of A's M x K.
     The working set of a re-read is what the kernel's tile order touches between two reads of one
     panel: for B all of it (one group of TILE_GROUP_M row tiles sweeps every column before the next
     group reads B again), for A the rows of one such group. Concurrent tiles of a group sharing a B
-    panel in L2 are not credited (conservative). `b_cost` weighs B's bytes (cache aliasing)."""
+    panel in L2 are not credited (conservative). `b_cost` weighs B's bytes (cache aliasing).
+    A grouped launch (`experts` > 1) is `experts` such GEMMs of M rows each, one B per expert,
+    laid out one after another in one tile order: a group of row tiles then spans the weights of
+    up to ceil(TILE_GROUP_M / tiles_m) experts."""
     tiles_m, tiles_n = -(-m // config.block_m), -(-n // config.block_n)
-    a_group_rows = min(m, TILE_GROUP_M * config.block_m)
+    rows = experts * m
+    a_group_rows = min(rows, TILE_GROUP_M * config.block_m)
+    b_group_experts = min(experts, -(-TILE_GROUP_M // tiles_m))
     charges = dict.fromkeys(REREAD_LEVELS, 0.0)
-    for working_set, again in ((n * k, (tiles_m - 1) * n * k * b_cost),
-                               (a_group_rows * k * a_element_bytes, (tiles_n - 1) * m * k * a_element_bytes)):
+    for working_set, again in ((b_group_experts * n * k, experts * (tiles_m - 1) * n * k * b_cost),
+                               (a_group_rows * k * a_element_bytes, (tiles_n - 1) * rows * k * a_element_bytes)):
         charges[reread_level(target_name, working_set)] += again
     return charges
 
@@ -368,10 +402,9 @@ def moe_expert_floors(target_name: str, dims: MoeDims, tp: int, tokens: int) -> 
     routed = tokens * dims.experts_per_token
     shapes = expert_shapes(dims, tp)
     active = expected_active_experts(dims, tokens)
-    weight_bytes = active * sum(shape.n * shape.k + SCALE_BYTES * shape.n for shape in shapes)
-    row_bytes = sum(routed * shape.k + SCALE_BYTES * routed + OUTPUT_BYTES * routed * shape.n for shape in shapes)
+    moved = sum(grouped_gemm_bytes(active, routed, shape.n, shape.k) for shape in shapes)
     ops = sum(gemm_ops(routed, shape.n, shape.k) for shape in shapes)
-    return _floors(target_name, ops, round(weight_bytes) + row_bytes)
+    return _floors(target_name, ops, round(moved))
 
 
 @dataclass(frozen=True)
@@ -420,12 +453,59 @@ def predict(
         raise ValueError(f"the fused decode launch serves M <= {FUSED_QUANT_MAX_M}, got M={m}")
     if fused and not config.is_decode:
         return None
+    b_cost = _b_cost(k, b_row_bytes)
+    a_element_bytes = ACTIVATION_BYTES if fused else 1
+    rereads = reread_bytes(get_target(target_name).name, config, m, n, k, a_element_bytes, b_cost)
+    first_reads = (fused_gemm_bytes if fused else gemm_bytes)(m, n, k) + (b_cost - 1) * n * k
+    return _predict_launch(target_name, config, kind, occupancy, tiles=config.tiles(m, n), k=k,
+                           useful_ops=gemm_ops(m, n, k), first_read_bytes=first_reads, rereads=rereads,
+                           a_element_bytes=a_element_bytes, b_cost=b_cost)
+
+
+def _b_cost(k: int, b_row_bytes: int | None) -> float:
+    """Time weight of B's bytes at row stride `b_row_bytes` (default: ours, K plus
+    `cache_aliasing_pad(K)`): where the stride aliases, each byte costs 1 / fraction as much."""
     if b_row_bytes is None:
         b_row_bytes = k + cache_aliasing_pad(k)
     if isinstance(b_row_bytes, bool) or not isinstance(b_row_bytes, int) or b_row_bytes < k:
         raise ValueError(f"B's row stride must be an int >= K={k} bytes, got {b_row_bytes!r}")
-    # Where B's stride aliases, each of its bytes costs 1 / fraction as much time.
-    b_cost = 1 / ASSUMED_ALIASED_B_BANDWIDTH_FRACTION if aliases(b_row_bytes) else 1.0
+    return 1 / ASSUMED_ALIASED_B_BANDWIDTH_FRACTION if aliases(b_row_bytes) else 1.0
+
+
+def predict_grouped(
+    target_name: str, config: TileConfig, active_experts: int, tokens_per_expert: int, n: int, k: int,
+    kind: str = MOE_KINDS[0], occupancy: Occupancy | None = None, b_row_bytes: int | None = None,
+) -> Prediction | None:
+    """Predicted time of one grouped expert GEMM launch (kernels/moe_gemm.hip, `kind` in
+    MOE_KINDS) in which `active_experts` experts receive `tokens_per_expert` rows each, every
+    expert's weight [N, K]; None when the config cannot be resident. Unlike one [M, N, K] GEMM:
+    every active expert's weights are read (`grouped_gemm_bytes`); each expert's rows are padded
+    to BLOCK_M (the padding is executed); the grid is active_experts x row blocks per expert x
+    N tiles, spread over the target's CUs as one launch; B's re-reads are per expert
+    (`reread_bytes` with `experts`). The issue time comes from the MoE kernel's own compiled
+    main loop (`kernel_mix`). Not modelled: the launch's surplus workgroups (its grid is the
+    bound min(E, slots) x (BLOCK_M - 1) padding rows allows; the surplus exits at once), and
+    the per-slot gather of A rows (charged as contiguous reads)."""
+    _check_shape(tokens_per_expert, n, k)
+    if isinstance(active_experts, bool) or not isinstance(active_experts, int) or active_experts < 1:
+        raise ValueError(f"active experts must be a positive int, got {active_experts!r}")
+    moe_operand_kind(kind)
+    b_cost = _b_cost(k, b_row_bytes)
+    slots = active_experts * tokens_per_expert
+    row_blocks = active_experts * -(-tokens_per_expert // config.block_m)
+    rereads = reread_bytes(get_target(target_name).name, config, tokens_per_expert, n, k, 1, b_cost, active_experts)
+    first_reads = grouped_gemm_bytes(active_experts, slots, n, k) + (b_cost - 1) * active_experts * n * k
+    return _predict_launch(target_name, config, kind, occupancy, tiles=row_blocks * -(-n // config.block_n), k=k,
+                           useful_ops=gemm_ops(slots, n, k), first_read_bytes=first_reads, rereads=rereads,
+                           a_element_bytes=1, b_cost=b_cost)
+
+
+def _predict_launch(
+    target_name: str, config: TileConfig, kind: str, occupancy: Occupancy | None, *, tiles: int, k: int,
+    useful_ops: int, first_read_bytes: float, rereads: dict[str, float], a_element_bytes: int, b_cost: float,
+) -> Prediction | None:
+    """The three terms of the module docstring for a launch of `tiles` workgroups of `config`
+    over depth K that must move `first_read_bytes` plus `rereads` and does `useful_ops`."""
     target = get_target(target_name)
     peaks = DEVICE_PEAKS[target.name]
     occupancy = occupancy or assumed_occupancy(target, config, kind)
@@ -436,7 +516,6 @@ def predict(
     clock_hz = peaks.boost_clock_ghz * 1e9
 
     k_padded = -(-k // config.block_k) * config.block_k
-    tiles = config.tiles(m, n)
     tile_ops = 2 * config.block_m * config.block_n * k_padded
     tiles_on_busiest_cu = -(-tiles // target.cu_count)
     concurrent_workgroups = min(tiles_on_busiest_cu, resident)
@@ -449,10 +528,8 @@ def predict(
     bytes_in_flight = active_cus * concurrent_workgroups * config.waves * occupancy.global_bytes_per_wave_iteration
     bytes_needed_in_flight = peaks.dram_gb_per_s * ASSUMED_DRAM_LATENCY_NS  # GB/s x ns = bytes
     latency_cover = min(1.0, bytes_in_flight / bytes_needed_in_flight)
-    a_element_bytes = ACTIVATION_BYTES if fused else 1
-    rereads = reread_bytes(target.name, config, m, n, k, a_element_bytes, b_cost)
     beyond_l2 = rereads["mall"] + rereads["dram"]
-    dram_bytes = (fused_gemm_bytes if fused else gemm_bytes)(m, n, k) + (b_cost - 1) * n * k + beyond_l2
+    dram_bytes = first_read_bytes + beyond_l2
     dram_s = dram_bytes / (peaks.dram_gb_per_s * 1e9 * ASSUMED_SUSTAINED_DRAM_FRACTION * latency_cover)
 
     l2_bytes_busiest_cu = tiles_on_busiest_cu * (a_element_bytes * config.block_m + b_cost * config.block_n) * k_padded
@@ -463,7 +540,7 @@ def predict(
     return Prediction(
         config=config, time_us=time_s * 1e6, bound=bound,
         compute_us=compute_s * 1e6, dram_us=dram_s * 1e6, l2_us=l2_s * 1e6,
-        reread_beyond_l2_bytes=beyond_l2, tiles=tiles, padding_waste=1.0 - gemm_ops(m, n, k) / executed_ops,
+        reread_beyond_l2_bytes=beyond_l2, tiles=tiles, padding_waste=1.0 - useful_ops / executed_ops,
         resident_workgroups=resident, occupancy_source=occupancy.source,
         issue_source="assumed" if mix is None else "isa_mix",
     )
@@ -485,6 +562,24 @@ def rank_configs(
         if (kind != FUSED_KIND or config.is_decode) and (prediction := predict(target_name, config, m, n, k, kind,
                                   (occupancies or {}).get(model_kernel_name(config, kind)))) is not None
     ]
+    return _best_first(target_name, ordered, predictions)
+
+
+def rank_grouped_configs(
+    target_name: str, configs: Iterable[TileConfig], active_experts: int, tokens_per_expert: int, n: int, k: int,
+    kind: str = MOE_KINDS[0], occupancies: Mapping[str, Occupancy] | None = None,
+) -> list[Prediction]:
+    """`predict_grouped` for every residentable config, best first (ties as `rank_configs`)."""
+    ordered = list(configs)
+    predictions = [
+        prediction for config in ordered
+        if (prediction := predict_grouped(target_name, config, active_experts, tokens_per_expert, n, k, kind,
+                                          (occupancies or {}).get(model_kernel_name(config, kind)))) is not None
+    ]
+    return _best_first(target_name, ordered, predictions)
+
+
+def _best_first(target_name: str, ordered: list[TileConfig], predictions: list[Prediction]) -> list[Prediction]:
     if not predictions:
         raise ValueError(f"no tile config can be resident on {target_name}: check the kernel table")
     best_time = min(prediction.time_us for prediction in predictions)

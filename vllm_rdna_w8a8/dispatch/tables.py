@@ -15,8 +15,9 @@ Format (docs/performance.md has the full description):
           }
         },
         "f8": { ... },
-        "i8q": { ... }                        # the fused quantize + int8 GEMM launch
-      }
+        "i8q": { ... },                       # the fused quantize + int8 GEMM launch
+        "i8_moe": { ... }, "f8_moe": { ... }  # the grouped expert GEMM launches, keyed by one
+      }                                       # expert's weight [N, K], M = tokens per expert
     }
 
 The M bucket of M is the smallest power of two >= M, up to 4096; "8192" holds every
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, FUSED_QUANT_MAX_M, KERNEL_KINDS
+from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, FUSED_QUANT_MAX_M, KERNEL_KINDS, MOE_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,10 @@ FORMAT_VERSION = 1
 TUNING_DIR_ENV = "VLLM_RDNA_W8A8_TUNING_DIR"
 SHIPPED_TABLES_DIR = Path(__file__).resolve().parent.parent / "tables"
 M_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-# Kinds of the table: the int8 and fp8 GEMMs, and the fused quantize + int8 GEMM launch
-# (decode rows only, M buckets up to FUSED_QUANT_MAX_M).
-TABLE_KINDS = (*KERNEL_KINDS, FUSED_KIND)
+# Kinds of the table: the int8 and fp8 GEMMs, the fused quantize + int8 GEMM launch
+# (decode rows only, M buckets up to FUSED_QUANT_MAX_M), and the grouped MoE GEMM launches
+# (M = tokens per expert, `model_shapes.routed_load`).
+TABLE_KINDS = (*KERNEL_KINDS, FUSED_KIND, *MOE_KINDS)
 FUSED_M_BUCKETS = tuple(bucket for bucket in M_BUCKETS if bucket <= FUSED_QUANT_MAX_M)
 SOURCES = ("model", "measured")
 # ASCII digits only, at most 9 (int() takes other Unicode digits and refuses huge literals).

@@ -51,6 +51,10 @@ FUSED_QUANT_MAX_M = WMMA_TILE
 # Kind of the fused quantize + int8 GEMM launch in the tables and the performance model
 # (its kernels are w8a8_i8q_<f16|bf16>_gemm_<tag>, `TileConfig.fused_kernel_name`).
 FUSED_KIND = "i8q"
+# Kinds of the grouped MoE GEMM launch over all experts in the tables and the performance model,
+# by operand kind (its kernels are w8a8_<i8|f8>_moe_<f16|bf16>_gemm_<tag>, `TileConfig.moe_kernel_name`).
+MOE_KIND_OF_OPERAND = {"i8": "i8_moe", "f8": "f8_moe"}
+MOE_KINDS = tuple(MOE_KIND_OF_OPERAND.values())
 
 # The build copies the table beside the code objects; a source checkout has it in kernels/.
 DEFAULT_DEF_PATHS = kernel_data_paths(TILE_TABLE_NAME)

@@ -14,8 +14,11 @@ Per call, without reading anything back to the host (no synchronisation):
    fp8 layers leave it to vLLM's QuantFP8 too), zero-padded to K_pad;
 3. gate_up [M * top_k, 2I] = one grouped GEMM launch (w8a8_{i8,f8}_moe_<dtype>_gemm_<tag>,
    kernels/moe_gemm.hip) over all experts, one output row per slot;
-4. act = reference.silu_and_mul(gate_up) (torch; float32, one rounding), quantized per
-   slot (or with the second stage's static scale) as in step 2;
+4. act = silu(gate) * up in float32, rounded once to the activation dtype, quantized per
+   slot: int8 in one launch (`silu_and_mul_quant`, w8a8_silu_mul_quant_i8_*: the bits of
+   reference.silu_and_mul then w8a8_quant_i8_*, without writing act); fp8 as
+   reference.silu_and_mul (torch) then quantized as in step 2 (or with the second stage's
+   static scale);
 5. down [M * top_k, H] = the second grouped GEMM launch;
 6. reference.combine: the top-k weighted sum in float32 in slot order (torch).
 Each step is the reference's arithmetic on the same values (the fp8 GEMM sums in float32).
@@ -41,7 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vllm_rdna_w8a8.dispatch import pick_gemm_config
+from vllm_rdna_w8a8.dispatch import pick_moe_config
 from vllm_rdna_w8a8.dispatch.perf_model import cache_aliasing_pad
 from vllm_rdna_w8a8.dispatch.tile_configs import TileConfig
 from vllm_rdna_w8a8.moe import reference as moe_reference
@@ -49,6 +52,7 @@ from vllm_rdna_w8a8.ops.hip_backend import (
     A_SCALE_PER_TOKEN,
     ALIGNMENT_BYTES,
     B_SCALE_PER_CHANNEL,
+    QUANT_BLOCK_THREADS,
     _check_aligned,
     _check_rows,
     _device_and_stream,
@@ -57,9 +61,11 @@ from vllm_rdna_w8a8.ops.hip_backend import (
     scaled_int8_quant,
 )
 from vllm_rdna_w8a8.ops.validation import K_ALIGNMENT, MAX_INT8_K, padded_k
-from vllm_rdna_w8a8.runtime.kernel_args import MOE_GEMM_KERNEL_ARGS, kinds
+from vllm_rdna_w8a8.runtime.kernel_args import MOE_GEMM_KERNEL_ARGS, SILU_MUL_QUANT_KERNEL_ARGS, kinds
 
 _MOE_ARG_KINDS = kinds(MOE_GEMM_KERNEL_ARGS)
+_SILU_MUL_QUANT_ARG_KINDS = kinds(SILU_MUL_QUANT_KERNEL_ARGS)
+_SILU_MUL_QUANT_KERNELS = {torch.float16: "w8a8_silu_mul_quant_i8_f16", torch.bfloat16: "w8a8_silu_mul_quant_i8_bf16"}
 _KIND_OF_OPERAND = {torch.int8: "i8", torch.float8_e4m3fn: "f8"}  # the kernels' operand kinds
 PADDING_SLOT = -1  # sorted_slots entry of a padding row
 NO_EXPERT = -1  # block_experts entry of a row block past the last expert's rows
@@ -156,11 +162,33 @@ def int8_moe(
     moe_reference.check_int8_moe_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
     _check_hip_args(x, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids)
 
-    def quantize(rows: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
-        q, scale, _ = scaled_int8_quant(rows, None, None, True, padded_k(rows.shape[1]))
-        return q, scale
+    q, x_scale, _ = scaled_int8_quant(x, None, None, True, padded_k(x.shape[1]))
+    return _swiglu_moe(x, (q, x_scale), (w13, w2), (w13_scale, w2_scale), topk_weights, topk_ids,
+                       silu_and_mul_quant)
 
-    return _swiglu_moe(x, (w13, w2), (w13_scale, w2_scale), topk_weights, topk_ids, quantize)
+
+def silu_and_mul_quant(gate_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """gate_up [rows, 2I] fp16/bf16 (rows 16-bit aligned) -> (q [rows, I_pad] int8, zero past I;
+    scale [rows] float32): the bits of scaled_int8_quant(reference.silu_and_mul(gate_up), dynamic
+    symmetric) in one launch of w8a8_silu_mul_quant_i8_<dtype> (kernels/quant_int8.hip)."""
+    if gate_up.dim() != 2 or gate_up.dtype not in _SILU_MUL_QUANT_KERNELS or gate_up.shape[1] % 2:
+        raise ValueError(f"gate_up must be a [rows, 2I] float16/bfloat16 tensor with an even number of "
+                         f"columns, got {_describe(gate_up)}")
+    rows, intermediate = gate_up.shape[0], gate_up.shape[1] // 2
+    ld_gate_up = _check_rows("gate_up", gate_up)
+    q = torch.empty((rows, padded_k(intermediate)), dtype=torch.int8, device=gate_up.device)
+    scale = torch.empty((rows,), dtype=torch.float32, device=gate_up.device)
+    if rows == 0:
+        return q, scale
+    device_index, stream = _device_and_stream(gate_up)
+    _kernel(device_index, _SILU_MUL_QUANT_KERNELS[gate_up.dtype]).launch_values(
+        (rows, 1, 1),
+        (QUANT_BLOCK_THREADS, 1, 1),
+        _SILU_MUL_QUANT_ARG_KINDS,
+        (gate_up.data_ptr(), q.data_ptr(), scale.data_ptr(), rows, intermediate, ld_gate_up, q.shape[1]),
+        stream,
+    )
+    return q, scale
 
 
 def fp8_moe(
@@ -188,21 +216,24 @@ def fp8_moe(
         k = rows.shape[1]
         return torch.nn.functional.pad(q, (0, padded_k(k) - k)), scale
 
-    return _swiglu_moe(x, (w13, w2), (w13_scale, w2_scale), topk_weights, topk_ids, quantize)
+    return _swiglu_moe(x, quantize(x, 0), (w13, w2), (w13_scale, w2_scale), topk_weights, topk_ids,
+                       lambda gate_up: quantize(moe_reference.silu_and_mul(gate_up), 1))
 
 
-def _swiglu_moe(x: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor],
-                scales: tuple[torch.Tensor, torch.Tensor], topk_weights: torch.Tensor, topk_ids: torch.Tensor,
-                quantize: Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Steps 2-6 of the module docstring for checked arguments; `quantize(rows, stage)` (stage
-    0: x, 1: act) -> (rows quantized and zero-padded to K_pad, their scales [rows] or [1])."""
+def _swiglu_moe(x: torch.Tensor, quantized_x: tuple[torch.Tensor, torch.Tensor],
+                weights: tuple[torch.Tensor, torch.Tensor], scales: tuple[torch.Tensor, torch.Tensor],
+                topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                activation: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Steps 3-6 of the module docstring for checked arguments: `quantized_x` (step 2: x
+    quantized and zero-padded to K_pad, its scales [M] or [1]); `activation(gate_up)` (step 4)
+    -> act quantized and zero-padded to K_pad, its scales [slots] or [1]."""
     tokens, hidden = x.shape
     if tokens == 0:
         return x.new_empty((0, hidden))
     routings: dict[int, ExpertBlocks] = {}  # by BLOCK_M, shared by the two GEMMs
-    q, x_scale = quantize(x, 0)
+    q, x_scale = quantized_x
     gate_up = grouped_gemm(q, x_scale, weights[0], scales[0], topk_ids, topk_ids.shape[1], x.dtype, routings)
-    q_act, act_scale = quantize(moe_reference.silu_and_mul(gate_up), 1)
+    q_act, act_scale = activation(gate_up)
     down = grouped_gemm(q_act, act_scale, weights[1], scales[1], topk_ids, 1, x.dtype, routings)
     return moe_reference.combine(down, topk_weights)
 
@@ -244,8 +275,8 @@ def grouped_gemm(
         return out
     weight = weight if _readable_in_place(weight) else store_expert_weight(weight)
     weight_scale, a_scale = weight_scale.contiguous(), a_scale.contiguous()  # alive through the launch
-    # Tokens per expert if the router spread them evenly: the table's M for the tile.
-    config = pick_gemm_config(_target(device_index), -(-slots // num_experts), n, k_pad, kind)
+    # Picked per tokens per expert under uniform routing (the routing itself stays on the GPU).
+    config = pick_moe_config(_target(device_index), topk_ids.shape[0], topk_ids.shape[1], num_experts, n, k_pad, kind)
     routings = {} if routings is None else routings
     if config.block_m not in routings:
         routings[config.block_m] = expert_blocks(topk_ids, num_experts, config.block_m)

@@ -5,8 +5,10 @@
 
 Every entry is `"source": "model"`: a prediction, replaced by `"measured"` entries
 once someone runs the tuner on the hardware. Keys: every (N, K) of the known
-models at TP 1, 2 and 4 (dispatch/model_shapes.py), every M bucket of the int8 and
-fp8 GEMMs, and M buckets 1-16 of the fused quantize + int8 GEMM launch (i8q).
+models at TP 1, 2 and 4 and of the known MoE models' shared experts (dispatch/model_shapes.py),
+every M bucket of the int8 and fp8 GEMMs, and M buckets 1-16 of the fused quantize + int8
+GEMM launch (i8q); for the grouped MoE launches (i8_moe, f8_moe) every expert (N, K) of the
+known MoE models at TP 1 and 2, with every M bucket as tokens per expert (`moe_bucket_load`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from vllm_rdna_w8a8.build.targets import GFX11_TARGETS
 from vllm_rdna_w8a8.dispatch import perf_model, tables
-from vllm_rdna_w8a8.dispatch.model_shapes import table_shapes
-from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, WAVE_SIZE, TileConfig
+from vllm_rdna_w8a8.dispatch.model_shapes import MoeDims, RoutedLoad, moe_table_shapes, routed_load, table_shapes
+from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_KIND, MOE_KINDS, WAVE_SIZE, TileConfig
 
 if TYPE_CHECKING:
     from vllm_rdna_w8a8.tools.isa_report import KernelReport
@@ -101,18 +103,58 @@ def model_table(
     shapes = list(shapes)
     result: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     for kind in tables.TABLE_KINDS:
+        if kind in MOE_KINDS:
+            continue
         for n, k in shapes:
             buckets = result.setdefault(kind, {}).setdefault(tables.shape_key(n, k), {})
             for bucket in tables.FUSED_M_BUCKETS if kind == FUSED_KIND else tables.M_BUCKETS:
-                best = perf_model.rank_configs(target, configs, bucket, n, k, kind, occupancies)[0]
-                buckets[str(bucket)] = {"tag": best.config.tag, "source": "model",
-                                        "predicted_us": round(best.time_us, 3)}
+                buckets[str(bucket)] = _model_entry(perf_model.rank_configs(target, configs, bucket, n, k, kind,
+                                                                            occupancies))
     return result
+
+
+def moe_bucket_load(dims: MoeDims, bucket: int) -> RoutedLoad:
+    """The launch a MoE table bucket is chosen for: `bucket` tokens per expert (its upper bound,
+    as the dense buckets' upper M) over the experts active at the largest token count whose
+    `routed_load` still falls in the bucket (found by bisection: tokens per expert grows with
+    the token count)."""
+    def fits(tokens: int) -> bool:
+        return routed_load(dims.num_experts, dims.experts_per_token, tokens).tokens_per_expert <= bucket
+
+    low, high = 1, -(-bucket * dims.num_experts // dims.experts_per_token) + 1  # fits(low), not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    active = routed_load(dims.num_experts, dims.experts_per_token, low).active_experts
+    return RoutedLoad(active, bucket)
+
+
+def moe_model_table(
+    target: str, configs: tuple[TileConfig, ...], occupancies: Mapping[str, perf_model.Occupancy],
+    shapes: Mapping[tuple[int, int], MoeDims],
+) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """{MoE kind: {"N=..,K=..": {bucket: entry}}}: the grouped model's pick per expert shape at
+    each bucket's launch (`moe_bucket_load`, with the shape's model's routing)."""
+    result: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    for kind in MOE_KINDS:
+        for (n, k), dims in shapes.items():
+            buckets = result.setdefault(kind, {}).setdefault(tables.shape_key(n, k), {})
+            for bucket in tables.M_BUCKETS:
+                load = moe_bucket_load(dims, bucket)
+                buckets[str(bucket)] = _model_entry(perf_model.rank_grouped_configs(
+                    target, configs, load.active_experts, load.tokens_per_expert, n, k, kind, occupancies))
+    return result
+
+
+def _model_entry(ranked: list[perf_model.Prediction]) -> dict[str, Any]:
+    return {"tag": ranked[0].config.tag, "source": "model", "predicted_us": round(ranked[0].time_us, 3)}
 
 
 def render_table(target: str, configs: tuple[TileConfig, ...], occupancy_mode: str = "assumed") -> str:
     mode, occupancies = occupancies_for(target, occupancy_mode)
-    return tables.dump_table(target, model_table(target, configs, occupancies, table_shapes()), occupancy=mode)
+    configs_by_kind = model_table(target, configs, occupancies, table_shapes())
+    configs_by_kind.update(moe_model_table(target, configs, occupancies, moe_table_shapes()))
+    return tables.dump_table(target, configs_by_kind, occupancy=mode)
 
 
 def recorded_occupancy_mode(path: Path) -> str:
