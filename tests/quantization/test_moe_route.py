@@ -321,3 +321,48 @@ def test_our_fp8_experts_on_the_emulated_hip_kernels_give_the_reference(monkeypa
     assert torch.isfinite(want.float()).all() and want.abs().max() > 0
     assert torch.equal(got, want)
     assert any(kernel.startswith("w8a8_f8_moe_bf16_gemm_") for kernel in launcher.loaded_kernels())
+
+
+# Checkpoint scales that would make NaN or inf outputs are refused at load, naming the layer
+# and the value (scaled_mm.weights.check_scales, as for the dense layers).
+
+@pytest.mark.parametrize(("value", "shown"), [(0.0, "0"), (-0.5, "-0.5"), (float("nan"), "nan"), (float("inf"), "inf")])
+@pytest.mark.parametrize("name", ["ct-fp8-static", "quark-fp8"])
+def test_fp8_static_input_scale_that_is_not_finite_and_positive_is_refused(emulated_reference: None, name: str,
+                                                                           value: float, shown: str) -> None:
+    layer = _experts_layer(_fp8_quant_config(name), intermediate=PADDED_INTERMEDIATE)
+    _load_random_fp8_experts(layer, per_tensor=True)
+    layer.w2_input_scale.data.fill_(value)
+    with pytest.raises(ValueError, match=rf"^layer {PREFIX}: the checkpoint's w2_input_scale \(the experts' largest\) "
+                                         rf"is {shown}; it must be finite and > 0"):
+        layer.quant_method.process_weights_after_loading(layer)
+
+
+def test_per_tensor_fp8_expert_whose_weight_scales_are_zero_is_refused(emulated_reference: None) -> None:
+    # the gate and up shards are re-quantized to the larger of their scales, dividing by it: 0 / 0
+    layer = _experts_layer(_fp8_quant_config("ct-fp8-static"), intermediate=PADDED_INTERMEDIATE)
+    _load_random_fp8_experts(layer, per_tensor=True)
+    layer.w13_weight_scale.data[1] = 0.0
+    with pytest.raises(ValueError, match=rf"^layer {PREFIX}: the checkpoint's w13_weight_scale \(each expert's larger "
+                                         rf"shard scale\)\[1\] is 0; it must be finite and > 0"):
+        layer.quant_method.process_weights_after_loading(layer)
+
+
+@pytest.mark.parametrize("checkpoint", ["compressed-tensors", "quark"])
+def test_int8_weight_scale_that_is_not_finite_is_refused(emulated_reference: None, w8a8_int8: dict,
+                                                         checkpoint: str) -> None:
+    layer = _experts_layer(_quant_config(checkpoint, w8a8_int8), intermediate=PADDED_INTERMEDIATE)
+    _load_random_int8_experts(layer, checkpoint)
+    layer.w2_weight_scale.data.view(EXPERTS, HIDDEN)[2, 7] = float("nan")
+    with pytest.raises(ValueError, match=rf"^layer {PREFIX}: the checkpoint's w2_weight_scale\[2, 7\] is nan; "
+                                         rf"it must be finite$"):
+        layer.quant_method.process_weights_after_loading(layer)
+
+
+def test_a_zero_per_channel_weight_scale_loads_and_gives_a_zero_channel(emulated_reference: None) -> None:
+    layer = _experts_layer(_fp8_quant_config("ct-fp8-dynamic"), intermediate=PADDED_INTERMEDIATE)
+    w13, w13_scale, w2, w2_scale, _, _ = _load_random_fp8_experts(layer, per_tensor=False)
+    layer.w2_weight_scale.data.view(EXPERTS, HIDDEN)[:, 3] = 0.0
+    layer.quant_method.process_weights_after_loading(layer)
+    got, *_ = _apply_to_random_tokens(layer, tokens=5, seed=26)
+    assert torch.isfinite(got.float()).all() and not got[:, 3].any() and got[:, 4].any()

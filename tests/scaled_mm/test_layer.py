@@ -153,9 +153,11 @@ def test_apply_weights_matches_vllms_cpu_kernel(monkeypatch) -> None:
                                rtol=2e-3, atol=2e-3)
 
 
-def _fp8_layer(monkeypatch, strategy: str, static_input: bool, widths: list[int], k: int):
-    """A compressed-tensors W8A8 fp8 layer with random checkpoint tensors, through vLLM's
-    scheme (and so our fp8 class's process_weights_after_loading)."""
+def _fp8_layer(monkeypatch, strategy: str, static_input: bool, widths: list[int], k: int, input_scale: float = 0.02,
+               weight_scale: float | None = None):
+    """A compressed-tensors W8A8 fp8 layer with random checkpoint tensors (or the weight scale
+    `weight_scale` everywhere), through vLLM's scheme (and so our fp8 class's
+    process_weights_after_loading)."""
     from compressed_tensors.quantization import QuantizationArgs
     from vllm.model_executor.layers.quantization.compressed_tensors.schemes import compressed_tensors_w8a8_fp8
 
@@ -180,8 +182,10 @@ def _fp8_layer(monkeypatch, strategy: str, static_input: bool, widths: list[int]
     generator = torch.Generator().manual_seed(9)
     layer.weight.data.copy_((torch.randn(n, k, generator=generator) * 60).clamp(-448, 448).to(torch.float8_e4m3fn))
     layer.weight_scale.data.copy_(torch.rand(layer.weight_scale.shape, generator=generator) * 0.01 + 1e-3)
+    if weight_scale is not None:
+        layer.weight_scale.data.fill_(weight_scale)
     if static_input:
-        layer.input_scale.data.fill_(0.02)
+        layer.input_scale.data.fill_(input_scale)
     scheme.process_weights_after_loading(layer)
     return scheme, layer
 
@@ -319,3 +323,60 @@ def test_a_layer_handed_to_upstream_computes_through_upstreams_class(monkeypatch
     want = _float64_reference(x, checkpoint, layer, "channel", False, True, [16], None)
     torch.testing.assert_close(out.double(), want, rtol=2e-3, atol=2e-3 * want.abs().max().item())
     assert type(ours.upstream).__name__ == "CPUInt8ScaledMMLinearKernel"
+
+
+# Checkpoint scales that would make NaN or inf outputs are refused at load, naming the layer
+# and the value; a zero weight scale (an all-zero channel) is loaded, as upstream does.
+
+BAD_INPUT_SCALES = [(0.0, "0"), (-0.05, "-0.05"), (float("nan"), "nan"), (float("inf"), "inf")]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize(("value", "shown"), BAD_INPUT_SCALES)
+def test_int8_static_input_scale_that_is_not_finite_and_positive_is_refused(simulate, symmetric, value,
+                                                                             shown) -> None:
+    simulate("rocm", "gfx1100")
+    scheme, layer = _build_layer("channel", True, symmetric, [16], 32, seed=11)
+    layer.prefix = "model.layers.3.mlp.down_proj"
+    layer.input_scale.data.fill_(value)
+    with pytest.raises(ValueError, match=rf"^layer model\.layers\.3\.mlp\.down_proj: the checkpoint's static "
+                                         rf"input scale is {shown}; it must be finite and > 0"):
+        scheme.process_weights_after_loading(layer)
+
+
+@pytest.mark.parametrize(("value", "shown"), [(float("nan"), "nan"), (float("-inf"), "-inf")])
+def test_int8_weight_scale_that_is_not_finite_is_refused(simulate, value, shown) -> None:
+    simulate("rocm", "gfx1100")
+    scheme, layer = _build_layer("channel", False, True, [16], 32, seed=12)
+    layer.weight_scale.data[5] = value
+    with pytest.raises(ValueError, match=rf"^the checkpoint's weight scale\[5\] is {shown}; it must be finite$"):
+        scheme.process_weights_after_loading(layer)
+
+
+def test_int8_zero_weight_scale_gives_a_zero_channel(simulate) -> None:
+    simulate("rocm", "gfx1100")
+    scheme, layer = _build_layer("channel", True, True, [16], 32, seed=13)
+    layer.weight_scale.data[2] = 0.0
+    scheme.process_weights_after_loading(layer)
+    out = scheme.apply_weights(layer, torch.randn(3, 32, generator=torch.Generator().manual_seed(3)).half(), None)
+    assert torch.isfinite(out).all() and not out[:, 2].any() and out[:, 3].any()
+
+
+@pytest.mark.parametrize(("value", "shown"), BAD_INPUT_SCALES)
+def test_fp8_static_input_scale_that_is_not_finite_and_positive_is_refused(simulate, current_vllm_config,
+                                                                           monkeypatch, value, shown) -> None:
+    simulate("rocm", "gfx1100")
+    with pytest.raises(ValueError, match=rf"^the checkpoint's static input scale is {shown}; it must be finite and > 0"):
+        _fp8_layer(monkeypatch, "channel", True, [16], 32, input_scale=value)
+
+
+@pytest.mark.parametrize(("strategy", "value", "shown", "rule"), [
+    ("channel", float("nan"), r"\[0\] is nan", "finite$"),
+    ("tensor", float("inf"), " is inf", "finite and > 0"),
+    ("tensor", 0.0, " is 0", "finite and > 0"),  # vLLM re-quantized the shards dividing by it: NaN weights
+])
+def test_fp8_weight_scale_that_makes_nan_outputs_is_refused(simulate, current_vllm_config, monkeypatch, strategy,
+                                                             value, shown, rule) -> None:
+    simulate("rocm", "gfx1100")
+    with pytest.raises(ValueError, match=rf"^the checkpoint's weight scale{shown}; it must be {rule}"):
+        _fp8_layer(monkeypatch, strategy, False, [16], 32, weight_scale=value)

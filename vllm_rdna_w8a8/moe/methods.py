@@ -49,6 +49,7 @@ from vllm.model_executor.utils import replace_parameter
 
 from vllm_rdna_w8a8.moe import reference as moe_reference
 from vllm_rdna_w8a8.moe.experts import FP8_SCHEMES, RdnaW8A8Experts, RdnaW8A8Fp8Experts, RdnaW8A8Int8Experts
+from vllm_rdna_w8a8.scaled_mm.weights import check_scales, layer_name
 
 # Quark loads these for asymmetric schemes; symmetric int8 has none to apply.
 QUARK_ZERO_POINTS = ("w13_input_zero_point", "w2_input_zero_point", "w13_weight_zero_point", "w2_weight_zero_point")
@@ -85,9 +86,10 @@ class RdnaW8A8MoEMixin:
 
 def _scales_per_expert(layer: torch.nn.Module) -> None:
     """Weight scales as [E, N] (per channel) or [E, 1] (per tensor) float32: compressed-tensors
-    keeps per-channel ones as [E, N, 1], Quark as [E, N]."""
+    keeps per-channel ones as [E, N, 1], Quark as [E, N]. NaN or inf ones are refused."""
     for name in ("w13_weight_scale", "w2_weight_scale"):
         scale = getattr(layer, name).data
+        check_scales(name, scale, layer_name(layer), divided_by=False)
         replace_parameter(layer, name, scale.reshape(scale.shape[0], -1).float().contiguous())
 
 
@@ -158,7 +160,9 @@ class RdnaW8A8Fp8MoEMixin(RdnaW8A8MoEMixin):
                 scale = getattr(layer, name)
                 if scale is None:
                     raise ValueError(f"the checkpoint's fp8 scheme has static activation scales, but {name} is None")
-                replace_parameter(layer, name, scale.data.max().reshape(1).float())
+                largest = scale.data.max().reshape(1).float()
+                check_scales(f"{name} (the experts' largest)", largest, layer_name(layer), divided_by=True)
+                replace_parameter(layer, name, largest)
         if self.scheme[0] == kFp8StaticTensorSym:
             _one_w13_scale_per_expert(layer)
         _scales_per_expert(layer)
@@ -182,6 +186,8 @@ def _one_w13_scale_per_expert(layer: torch.nn.Module) -> None:
     experts, rows = w13.shape[0], w13.shape[1]
     shard_scales = shard_scales.reshape(experts, -1)
     expert_scales = shard_scales.max(dim=1).values
+    check_scales("w13_weight_scale (each expert's larger shard scale)", expert_scales, layer_name(layer),
+                 divided_by=True)
     row_scales = shard_scales.repeat_interleave(rows // shard_scales.shape[1], dim=1)  # [E, 2I]
     dequantized = w13.float() * row_scales.unsqueeze(-1)
     requantized = torch.stack([moe_reference.quantize_fp8(dequantized[e], expert_scales[e])[0]

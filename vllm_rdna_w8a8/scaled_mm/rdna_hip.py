@@ -83,18 +83,19 @@ class RdnaHipInt8ScaledMMLinearKernel(Int8ScaledMMLinearKernel):
             self._log_upstream(too_long, type(self.upstream).__name__)
             self.upstream.process_weights_after_loading(layer)
             return
+        name = weights.layer_name(layer)
+        weight_scale = getattr(layer, w_scale_name).data
+        weights.check_scales("weight scale", weight_scale, name, divided_by=False)
         replace_parameter(layer, w_name, weights.store_weight(weight))
         replace_parameter(
-            layer,
-            w_scale_name,
-            weights.channel_scales(
-                getattr(layer, w_scale_name).data, layer.logical_widths, self.config.is_channelwise
-            ),
+            layer, w_scale_name, weights.channel_scales(weight_scale, layer.logical_widths, self.config.is_channelwise)
         )
         static_zero_point = None
         if self.config.is_static_input_scheme:
+            input_scale = getattr(layer, i_scale_name).data
+            weights.check_scales("static input scale", input_scale, name, divided_by=True)
             zero_point = None if self.config.input_symmetric else getattr(layer, i_zp_name).data
-            scale, static_zero_point = weights.static_input_params(getattr(layer, i_scale_name).data, zero_point)
+            scale, static_zero_point = weights.static_input_params(input_scale, zero_point)
             replace_parameter(layer, i_scale_name, scale)
             replace_parameter(layer, i_zp_name, static_zero_point)
         else:
@@ -151,7 +152,15 @@ class RdnaHipFp8ScaledMMLinearKernel(FP8ScaledMMLinearKernel):
         return True, None
 
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
-        w_name = self.layer_param_names[0]
+        # vLLM's scheme has prepared the parameters: a static input scale is now one value (the
+        # shards' largest), a per-tensor weight scale too, the shards re-quantized by dividing by it.
+        w_name, w_scale_name, i_scale_name, _ = self.layer_param_names
+        name = weights.layer_name(layer)
+        per_tensor_weights = self.config.weight_quant_key.scale.group_shape.is_per_tensor()
+        weights.check_scales("weight scale", getattr(layer, w_scale_name).data, name, divided_by=per_tensor_weights)
+        input_scale = getattr(layer, i_scale_name, None)
+        if self.config.activation_quant_key.scale.static and input_scale is not None:
+            weights.check_scales("static input scale", input_scale.data, name, divided_by=True)
         weight_kn = getattr(layer, w_name)
         weight_nk = weight_kn.data.t()
         stored = weights.store_weight(weight_nk)

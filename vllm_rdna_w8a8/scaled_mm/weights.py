@@ -99,6 +99,30 @@ def channel_scales(weight_scale: torch.Tensor, logical_widths: list[int], is_cha
     return shard_scales.repeat_interleave(widths).contiguous()
 
 
+def layer_name(layer: torch.nn.Module) -> str | None:
+    """The layer's name in the checkpoint, where vLLM keeps it: `prefix` (linear layers),
+    `layer_name` (MoE expert layers)."""
+    return getattr(layer, "prefix", None) or getattr(layer, "layer_name", None)
+
+
+def check_scales(what: str, scale: torch.Tensor, layer: str | None, *, divided_by: bool) -> None:
+    """Refuse checkpoint scales that would make NaN or inf outputs, naming the layer and the
+    first bad value: NaN or inf anywhere, and zero or negative where a value is divided by the
+    scale (`divided_by`: a static activation scale quantizes x / scale; a per-tensor fp8 weight
+    scale re-quantizes merged shards). Elsewhere zero is allowed, as upstream loads it: a zero
+    weight scale multiplies its channel's sums, which gives 0 (an all-zero channel)."""
+    values = scale.detach().float().squeeze()  # [N, 1] or [E, N, 1] scales: named by channel (and expert)
+    bad = ~torch.isfinite(values)
+    if divided_by:
+        bad |= values <= 0
+    if bad.any():
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        position = f"[{', '.join(map(str, index))}]" if index else ""
+        rule = "finite and > 0 (values are divided by it)" if divided_by else "finite"
+        where = f"layer {layer}: " if layer else ""
+        raise ValueError(f"{where}the checkpoint's {what}{position} is {values[index].item():.7g}; it must be {rule}")
+
+
 def static_input_params(
     input_scale: torch.Tensor, input_zero_point: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
