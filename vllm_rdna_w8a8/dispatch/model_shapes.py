@@ -177,6 +177,15 @@ KNOWN_MOE_MODELS: dict[str, MoeDims] = {
 MOE_TABLE_TP_SIZES = (1, 2)
 
 
+def resolve_moe_model(spec: str) -> MoeDims:
+    """A known MoE model by full or short name (e.g. 'Qwen3-30B-A3B')."""
+    for dims in KNOWN_MOE_MODELS.values():
+        if spec.lower() in (dims.name.lower(), _short_name(dims.name)):
+            return dims
+    known = ", ".join(_short_name(name) for name in KNOWN_MOE_MODELS)
+    raise ValueError(f"model {spec!r} is not a known MoE model ({known})")
+
+
 def expert_shapes(dims: MoeDims, tp: int) -> list[LinearShape]:
     """One expert's GEMM shapes on one rank at tensor-parallel size `tp`, as vLLM's FusedMoE
     shards them (every rank holds every expert, the intermediate size split over the ranks):
