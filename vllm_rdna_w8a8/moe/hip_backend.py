@@ -33,8 +33,13 @@ experts are contiguous, rows 16-byte aligned and readable up to K_pad in place (
 quantized activations are zero past K, so whatever the padding holds adds nothing); other
 weights are re-stored so on every call (a copy).
 
-Routing ids are checked (range, no expert twice per token) on CPU tensors only: on a GPU
-that check would read them back to the host on every layer call.
+Routing ids are checked (range, no expert twice per token) on CPU tensors only
+(`HOST_CHECKED_DEVICES`): on a GPU that check would read them back to the host on every layer
+call. There a bad id is harmless instead of an error: no buffer is indexed out of bounds
+(`expert_blocks` computes an id outside [0, E) as the nearest expert, so every expert and slot
+the kernels read lies in range), and an id outside [0, E) adds nothing to its token (its
+top-k weight is taken as 0, as upstream's fused MoE writes zeros for expert -1, an expert on
+another rank). A token routed twice to one expert gets that expert's output once per slot.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ _SILU_MUL_QUANT_KERNELS = {torch.float16: "w8a8_silu_mul_quant_i8_f16", torch.bf
 _KIND_OF_OPERAND = {torch.int8: "i8", torch.float8_e4m3fn: "f8"}  # the kernels' operand kinds
 PADDING_SLOT = -1  # sorted_slots entry of a padding row
 NO_EXPERT = -1  # block_experts entry of a row block past the last expert's rows
+# Where the routing ids are checked on the host: reading them back costs nothing there.
+HOST_CHECKED_DEVICES = ("cpu",)
 
 
 def moe_kernel_name(config: TileConfig, activation_dtype: torch.dtype, kind: str = "i8") -> str:
@@ -128,8 +135,10 @@ def expert_blocks(topk_ids: torch.Tensor, num_experts: int, block_m: int) -> Exp
     """The slots sorted by expert as moe.reference.sort_by_expert (stable: token order within
     an expert), each expert's run padded to a multiple of `block_m`, in torch ops that read
     nothing back to the host. The number of blocks is the bound the shapes give: at most
-    min(E, slots) experts have slots, each wastes at most block_m - 1 padding rows."""
-    flat = topk_ids.reshape(-1).to(torch.int64)
+    min(E, slots) experts have slots, each wastes at most block_m - 1 padding rows. An id
+    outside [0, E) counts as the nearest expert: nothing indexes past the buffers (unchecked
+    on a GPU: see the module docstring)."""
+    flat = topk_ids.reshape(-1).to(torch.int64).clamp(0, num_experts - 1)
     slots = flat.numel()
     device = flat.device
     counts = torch.zeros(num_experts, dtype=torch.int64, device=device).index_add_(0, flat, torch.ones_like(flat))
@@ -230,6 +239,9 @@ def _swiglu_moe(x: torch.Tensor, quantized_x: tuple[torch.Tensor, torch.Tensor],
     tokens, hidden = x.shape
     if tokens == 0:
         return x.new_empty((0, hidden))
+    # Ids outside [0, E), unchecked on a GPU, add nothing (expert_blocks computes them as the
+    # nearest expert; the module docstring).
+    topk_weights = torch.where((topk_ids >= 0) & (topk_ids < weights[0].shape[0]), topk_weights, 0)
     routings: dict[int, ExpertBlocks] = {}  # by BLOCK_M, shared by the two GEMMs
     q, x_scale = quantized_x
     gate_up = grouped_gemm(q, x_scale, weights[0], scales[0], topk_ids, topk_ids.shape[1], x.dtype, routings)
@@ -326,7 +338,7 @@ def _check_hip_args(x: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Tensor,
         if w13.dtype == torch.int8 and padded_k(k) > MAX_INT8_K:
             raise ValueError(f"{name} = {k} exceeds {MAX_INT8_K}, the largest K whose int8 sums always fit "
                              f"the int32 accumulator")
-    if topk_ids.device.type == "cpu":
+    if topk_ids.device.type in HOST_CHECKED_DEVICES:
         moe_reference.sort_by_expert(topk_ids, w13.shape[0])  # raises on ids out of range or repeated
 
 
