@@ -56,7 +56,8 @@ def test_shipped_table_matches_the_model(target: str) -> None:
 @pytest.mark.parametrize("target", sorted(GFX11_TARGETS))
 def test_isa_report_occupancy_agrees_with_shipped_choices(target: str) -> None:
     """Shipped tables estimate occupancy from the tile rows (so they depend on gemm_configs.def
-    only); with the compiled objects' real occupancy the model must pick the same tiles."""
+    only); with the compiled objects' real occupancy the model must pick the same tiles (int8
+    GEMMs and the grouped MoE launches)."""
     mode, occupancies = generate_tables.occupancies_for(target, "auto")
     if mode != "isa_report":
         pytest.skip(f"no code objects / ISA report for {target}")
@@ -67,10 +68,12 @@ def test_isa_report_occupancy_agrees_with_shipped_choices(target: str) -> None:
     shipped = tables.load_table(tables.shipped_table_path(target), target, frozenset(c.tag for c in configs))
     assert shipped is not None
     measured_view = generate_tables.model_table(target, configs, occupancies, table_shapes())
-    for key, buckets in measured_view["i8"].items():
-        n, k = (int(part.split("=")[1]) for part in key.split(","))
-        for bucket, entry in buckets.items():
-            assert shipped.lookup("i8", n, k, int(bucket)).tag == entry["tag"], (target, key, bucket)
+    measured_view.update(generate_tables.moe_model_table(target, configs, occupancies, moe_table_shapes()))
+    for kind in ("i8", *MOE_KINDS):
+        for key, buckets in measured_view[kind].items():
+            n, k = (int(part.split("=")[1]) for part in key.split(","))
+            for bucket, entry in buckets.items():
+                assert shipped.lookup(kind, n, k, int(bucket)).tag == entry["tag"], (target, kind, key, bucket)
 
 
 @pytest.mark.parametrize("target", sorted(GFX11_TARGETS))
