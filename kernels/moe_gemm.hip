@@ -16,8 +16,9 @@
 // Row r of a block reads A row sorted_slots[r] / slots_per_a_row (top_k for gate_up: every
 // slot of a token shares its quantized x row; 1 for down: one act row per slot) and writes
 // output row sorted_slots[r]: c has one row per slot, in slot order, for the host's top-k
-// combine. The epilogue is the dense GEMMs': a_scale [A rows] per token (flag) or [1],
-// b_scale [E, N] per channel (flag) or [E, 1], no zero point, no bias:
+// combine. The epilogue is the dense GEMMs' (16-byte row-chunk stores where c is 16-byte
+// aligned and ldc % 8 == 0, element stores elsewhere): a_scale [A rows] per token (flag) or
+// [1], b_scale [E, N] per channel (flag) or [E, 1], no zero point, no bias:
 //   c[slot][n] = a_scale[a_row] * (b_scale[e][n] * float(sum_k a[a_row][k] * b[e][n][k])).
 // (fp8: a_scale [1] is the static per-tensor scale of the GEMM stage.)
 // Arguments (in order): a [A rows, lda] int8 / e4m3fn bytes; b [E, N, ldb] the same, experts
@@ -52,26 +53,20 @@ struct MoeRouting {
 };
 
 // The dense epilogue on gathered rows: padded row m of the tile stores to row sorted_slots[m]
-// with the scale of its A row; padding rows store nothing.
-struct MoeEpilogue {
-  struct Row {
-    RowTerms terms;
-    int32_t slot;  // -1: a padding row, never stored
-  };
-  using Column = ColumnTerms;
-
-  Epilogue slots_out;  // c [slots, ldc], a_scale by A row, b_scale of the tile's expert
+// of c with the scale of its A row; padding rows store nothing. Each slot's row is contiguous
+// in N, so store_fragments writes 16-byte row chunks as for the dense GEMMs: only the row
+// address differs (row_output).
+struct MoeEpilogue : Epilogue {  // c [slots, ldc], a_scale by A row, b_scale of the tile's expert
   MoeRouting routing;
 
-  __device__ __forceinline__ Column column(int n) const { return slots_out.column(n); }
-  __device__ __forceinline__ Row row(int m) const {
+  __device__ __forceinline__ RowTerms row(int m) const {
     const int32_t slot = routing.sorted_slots[m];
-    if (slot < 0) return Row{RowTerms{1.f, 1}, -1};
-    return Row{slots_out.row(routing.a_row(slot)), slot};
+    return slot < 0 ? RowTerms{1.f, 1} : Epilogue::row(routing.a_row(slot));
   }
-  template <class AccElem>
-  __device__ __forceinline__ void store(int, int n, AccElem acc, Row r, Column col) const {
-    if (r.slot >= 0) slots_out.store(r.slot, n, acc, r.terms, col);
+  __device__ __forceinline__ bool row_stored(int m) const { return routing.sorted_slots[m] >= 0; }
+  // The slot's row of c, where row_stored(m).
+  __device__ __forceinline__ uint16_t* row_output(int m) const {
+    return Epilogue::row_output(routing.sorted_slots[m]);
   }
 };
 

@@ -101,22 +101,18 @@ struct Epilogue {
     return (flags & kFlagOutputBf16) ? fp32_to_bf16_bits(value) : fp32_to_fp16_bits(value);
   }
 
-  // Output row m, or null for a padding row (m >= M).
+  // Whether tile row m has an output row (padding rows m >= M have none).
+  __device__ __forceinline__ bool row_stored(int m) const { return m < M; }
+
+  // Output row m, where row_stored(m). Not null elsewhere: a pointer that may be null is a
+  // generic one, and the stores through it become flat stores.
   __device__ __forceinline__ uint16_t* row_output(int m) const {
-    return m < M ? static_cast<uint16_t*>(c) + static_cast<int64_t>(m) * ldc : nullptr;
+    return static_cast<uint16_t*>(c) + static_cast<int64_t>(m) * ldc;
   }
 
   // Every 8-column chunk of every row starts 16-byte aligned (c aligned, ldc % 8 == 0).
   __device__ __forceinline__ bool chunks_aligned() const {
     return reinterpret_cast<uintptr_t>(c) % 16 == 0 && ldc % kChunkValues == 0;
-  }
-
-  // Finishes, converts and stores one element; elements outside [M, N) are dropped.
-  template <class AccElem>
-  __device__ __forceinline__ void store(int m, int n, AccElem acc, RowTerms r,
-                                        ColumnTerms col) const {
-    if (m >= M || n >= N) return;
-    row_output(m)[n] = convert(acc, r, col);
   }
 };
 
@@ -127,8 +123,8 @@ template <class Out>
 __device__ __forceinline__ void store_row_chunk(const Out& out, const uint32_t (&words)[4], int m,
                                                 int n, bool aligned) {
   typedef uint32_t v4u32_chunk __attribute__((ext_vector_type(4)));
+  if (!out.row_stored(m)) return;
   uint16_t* row = out.row_output(m);
-  if (row == nullptr) return;
   if (aligned && n + kChunkValues <= out.N) {
     *reinterpret_cast<v4u32_chunk*>(row + n) = v4u32_chunk{words[0], words[1], words[2], words[3]};
     return;
@@ -141,13 +137,15 @@ __device__ __forceinline__ void store_row_chunk(const Out& out, const uint32_t (
 // The output loop of every main loop: finishes and stores a wave's WMMA accumulator tiles,
 // tile (i, j) at rows row0 + 16 i .., columns col0 + 16 j .. (wmma.h's positions). Column
 // terms are loaded once per tile column, row terms once per tile row. An output with 16-bit
-// rows in memory (row_output / convert / chunks_aligned: Epilogue and what derives from it)
-// is regrouped into row chunks and written 16 bytes per lane; any other (the raw int32 test
-// probe, MoE's scattered rows) gets one store(m, n, ...) per element.
+// rows in memory (row_stored / row_output / convert / chunks_aligned: Epilogue and what derives from it)
+// is regrouped into row chunks and written 16 bytes per lane; row_output(m) maps a tile row
+// to its row in memory (Epilogue: row m of c; MoE: the row of the slot the tile row holds),
+// so rows need not be adjacent, only each row contiguous in N. Any other output (the raw
+// int32 test probe) gets one store(m, n, ...) per element.
 template <class Out, class Acc, int FragsM, int FragsN>
 __device__ __forceinline__ void store_fragments(const Out& out, const Acc (&acc)[FragsM][FragsN],
                                                 int row0, int col0) {
-  constexpr bool kRowChunks = requires(const Out& o) { o.row_output(0); o.chunks_aligned(); };
+  constexpr bool kRowChunks = requires(const Out& o) { o.row_stored(0); o.row_output(0); o.chunks_aligned(); };
   const int lane = lane_id();
   typename Out::Column columns[FragsN];
 #pragma unroll

@@ -7,7 +7,8 @@ on the CPU tensors of the production path:
   (top_k == E), H and I not multiples of 16 (K padded to 48 and 32), weights as the checkpoint
   gives them and as prepare_int8_moe_weights stores them;
 - the grouped GEMM's int32 sums exactly: small operands and unit scales make every output the
-  sum itself (|sum| <= 160, exact in bf16 and fp16);
+  sum itself (|sum| <= 160, exact in bf16 and fp16), with N = 32 (the epilogue's 16-byte row
+  chunks, each to its slot's row) and N = 20 (rows not 16-byte aligned: element stores);
 in both thread orders of the emulator (a missing barrier shows as a difference).
 
 The fp8 grouped GEMMs `w8a8_f8_moe_{f16,bf16}_gemm_<tag>` the same way (`fp8_moe` against
@@ -96,21 +97,23 @@ SCRIPT = LAYER_CASES + textwrap.dedent(
                         assert torch.equal(got.view(torch.int16), want.view(torch.int16)), what
                         checked += 1
 
-                # int32 sums: operands in [-2, 2] over K = 40, unit scales -> out == sum exactly
+                # int32 sums: operands in [-2, 2] over K = 40, unit scales -> out == sum exactly;
+                # N = 32 (16-byte row-chunk stores) and N = 20 (ldc % 8 != 0: element stores)
                 weights, ids = ids_routed(7, 2)
                 a = torch.zeros(7, 48, dtype=torch.int8)
                 a[:, :HIDDEN] = torch.randint(-2, 3, (7, HIDDEN), dtype=torch.int8, generator=generator)
-                weight = torch.randint(-2, 3, (EXPERTS, 32, HIDDEN), dtype=torch.int8, generator=generator)
-                out = moe_hip.grouped_gemm(a, torch.ones(7), weight, torch.ones(EXPERTS, 32), ids, 2, dtype)
-                slots = torch.arange(14)
-                sums = (a[slots // 2, :HIDDEN].long().unsqueeze(1) * weight[ids.reshape(-1).long()].long()).sum(-1)
-                assert torch.equal(out.double(), sums.double()), (config.tag, str(dtype))
-                checked += 1
+                for n in (32, 20):
+                    weight = torch.randint(-2, 3, (EXPERTS, n, HIDDEN), dtype=torch.int8, generator=generator)
+                    out = moe_hip.grouped_gemm(a, torch.ones(7), weight, torch.ones(EXPERTS, n), ids, 2, dtype)
+                    slots = torch.arange(14)
+                    sums = (a[slots // 2, :HIDDEN].long().unsqueeze(1) * weight[ids.reshape(-1).long()].long()).sum(-1)
+                    assert torch.equal(out.double(), sums.double()), (config.tag, str(dtype), n)
+                    checked += 1
     print("CHECKED", checked)
     """
 )
-# per config and dtype: 4 layer cases, one of them in a second weight layout, the int32 sums
-EXPECTED = len(tile_configs()) * 2 * (4 + 1 + 1)
+# per config and dtype: 4 layer cases, one of them in a second weight layout, the int32 sums at two N
+EXPECTED = len(tile_configs()) * 2 * (4 + 1 + 2)
 RUN_TIMEOUT_S = 1800
 
 

@@ -143,6 +143,7 @@ def test_probe_reports_match_metadata(probe_reports: Reports, tmp_path_factory) 
     assert good.main_loop_loads == {"ds_load_b128": 1, "global_load_b128": 2}
     assert good.lds_bytes == 64 * 16 and good.workgroup_size == 64
     assert good.scratch_bytes == 0 and good.vgpr_spills == 0
+    assert good.stores and all(m.startswith("global_store_") for m in good.stores)  # its output c
     assert set(probe_reports) == {(kernel, target) for kernel in (
         "w8a8_i8_gemm_probe_good", "w8a8_i8_gemm_probe_narrow", "w8a8_f8_gemm_probe_scratch")
         for target in ("gfx1100", "gfx1102")}
@@ -187,6 +188,7 @@ def test_table_and_cli(probe_reports: Reports, tmp_path, capsys: pytest.CaptureF
     table = format_table(list(probe_reports.values()))
     assert table.splitlines()[0].split()[:3] == ["target", "kernel", "vgpr"]
     assert "global_load_b128: 2" in table and "no loop" in table
+    assert table.splitlines()[0].split()[-1] == "stores" and "global_store_" in table
     mix = format_mix_table(list(probe_reports.values())).splitlines()
     assert mix[0].split()[:4] == ["target", "kernel", "loops", "loop"]
     good = next(line.split() for line in mix if "probe_good" in line)

@@ -1,5 +1,5 @@
-"""ISA report: per kernel and target, register and LDS use, occupancy, WMMA count and the
-load widths of the main loop, read from the shipped code objects.
+"""ISA report: per kernel and target, register and LDS use, occupancy, WMMA count, the
+load widths of the main loop and the kernel's stores, read from the shipped code objects.
 
 `python -m vllm_rdna_w8a8.tools.isa_report [OBJECTS_DIR]` prints a table;
 `isa_report(objects_dir)` returns the rows (the performance model and the compile-policy
@@ -41,6 +41,8 @@ OBJDUMP_CANDIDATES = ("llvm-objdump-19", "llvm-objdump-20", "llvm-objdump-18", "
 GLOBAL_LOAD_PREFIXES = ("global_load_", "buffer_load_")
 LOAD_PREFIXES = (*GLOBAL_LOAD_PREFIXES, "ds_load_")
 VMEM_PREFIXES = ("global_", "buffer_", "scratch_", "flat_")
+# Memory stores counted over the whole kernel (the epilogue's output stores), by mnemonic prefix.
+STORE_PREFIXES = ("global_store_", "buffer_store_", "flat_store_")
 # Scheduling hints the sequencer consumes (not issued to an ALU), counted apart from SALU.
 HINT_MNEMONICS = ("s_delay_alu", "s_clause", "s_set_inst_prefetch_distance")
 
@@ -87,6 +89,7 @@ class KernelReport:
     main_loop_loads: dict[str, int] = field(default_factory=dict)
     main_loop_found: bool = False
     main_loop_mixes: list[MainLoopMix] = field(default_factory=list)  # one per copy of the main loop
+    stores: dict[str, int] = field(default_factory=dict)  # the whole kernel's stores, each branch once
 
 
 def occupancy(target: GfxTarget, vgprs: int, lds_bytes: int, workgroup_size: int) -> Occupancy:
@@ -257,6 +260,7 @@ def report_kernel(metadata: KernelMetadata, instructions: list[Instruction], tar
             i.mnemonic for i in loop_instructions if i.mnemonic.startswith(LOAD_PREFIXES)).items())),
         main_loop_found=loop is not None,
         main_loop_mixes=[loop_counts(copy) for copy in copies],
+        stores=dict(sorted(Counter(i.mnemonic for i in instructions if i.mnemonic.startswith(STORE_PREFIXES)).items())),
     )
 
 
@@ -325,7 +329,7 @@ def gemm_policy_violations(report: KernelReport) -> list[str]:
 
 def format_table(reports: list[KernelReport]) -> str:
     header = ("target", "kernel", "vgpr", "sgpr", "spill", "scratch", "lds", "wg",
-              "waves/simd", "limit", "wmma", "loop wmma", "main loop loads")
+              "waves/simd", "limit", "wmma", "loop wmma", "main loop loads", "stores")
     rows = [header]
     for r in reports:
         loads = ", ".join(f"{k}: {v}" for k, v in r.main_loop_loads.items())
@@ -333,7 +337,8 @@ def format_table(reports: list[KernelReport]) -> str:
                      str(r.vgpr_spills + r.sgpr_spills), str(r.scratch_bytes), str(r.lds_bytes),
                      str(r.workgroup_size), f"{r.waves_per_simd:g}", r.occupancy_limited_by,
                      str(r.wmma_count), str(r.main_loop_wmma_count) if r.main_loop_found else "-",
-                     loads if r.main_loop_found else "no loop"))
+                     loads if r.main_loop_found else "no loop",
+                     ", ".join(f"{k}: {v}" for k, v in r.stores.items()) or "none"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
