@@ -185,7 +185,8 @@ def test_vllm_cpus_static_fp8_quant_is_a_stub_and_per_tensor_fp8_layers_load_wit
     max_scale, requantized = requantize_with_max_scale(weight.clone(), scales, [16, 16])
     assert torch.equal(max_scale, scales[1])
     # the same values within the fp8 rounding of the larger scale (3 mantissa bits)
-    torch.testing.assert_close(requantized.float()[:16] * scales[1], weight.float()[:16] * scales[0], rtol=1 / 16, atol=1e-4)
+    torch.testing.assert_close(requantized.float()[:16] * scales[1], weight.float()[:16] * scales[0],
+                               rtol=1 / 16, atol=1e-4)
     assert torch.equal(requantized[16:].view(torch.uint8), weight[16:].view(torch.uint8))
 
 
