@@ -261,3 +261,59 @@ def test_each_thread_launches_from_its_own_plan(launches, fused_pick) -> None:
     thread.join()
     assert len(launches) == 2
     assert launches.prepared == ["w8a8_i8q_f16_gemm_m16n32k256_w1x1x4"] * 2
+
+
+def test_gemm_plan_serves_new_rows_and_scales_and_never_a_stale_weight(launches, pick) -> None:
+    """The fp8 layers' GEMM (and the bare int8 GEMM): the weight side prepared once per plan and
+    tile, each call's a, output, a_scale, M, lda and per-token flag launched."""
+    _, answer_with = pick
+    answer_with("m64n64k64_w2x2x1")
+    b, b_scale, bias = torch.zeros((20, 64), dtype=torch.float8_e4m3fn), torch.ones(20), torch.zeros(20)
+    bias = bias.to(torch.bfloat16)
+    for m, lda in [(9, 64), (1, 64), (5, 80)]:  # per-token scales (flag 1) only where M > 1
+        a = torch.zeros((m, lda), dtype=torch.float8_e4m3fn)[:, :64]
+        a_scale = torch.rand(m)
+        out = hip_backend.fp8_scaled_mm(a, b, a_scale, b_scale, torch.bfloat16, bias)
+        pointers = [a, b, out, a_scale, b_scale, None, None, bias]
+        assert launches[-1]["args"] == [("pointer", 0 if t is None else t.data_ptr()) for t in pointers] + [
+            ("int32", m), ("int32", 20), ("int32", 64), ("int32", lda), ("int32", 64), ("int32", 20),
+            ("uint32", (1 if m > 1 else 0) | 2 | 4)]
+    assert launches.prepared == ["w8a8_f8_gemm_m64n64k64_w2x2x1"]
+    # The same tensor objects with new storage or a new layout: a new plan, the new facts launched.
+    b.data = torch.zeros((20, 64), dtype=torch.float8_e4m3fn)
+    b_scale.resize_(1)
+    hip_backend.fp8_scaled_mm(a, b, a_scale, b_scale, torch.bfloat16, bias)
+    args = launches[-1]["args"]
+    assert args[1] == ("pointer", b.data_ptr()) and args[-1] == ("uint32", 1 | 4)  # per-tensor b_scale now
+    assert len(launches.prepared) == 2
+
+
+@pytest.mark.parametrize(("change", "error", "match"), [
+    (dict(a_scale=torch.ones(3)), ValueError, r"a_scale must have shape \[5\] or \[1\]"),
+    (dict(a_scale=torch.ones(5, dtype=torch.float64)), TypeError, "a_scale must be float32, got float64"),
+    (dict(a_scale=torch.ones(5, 2)[:, 0]), ValueError, "a_scale must be contiguous"),
+    (dict(a=torch.zeros((64, 5), dtype=torch.float8_e4m3fn).T), ValueError, r"a needs contiguous rows"),
+    (dict(a=torch.zeros(5 * 64 + 1, dtype=torch.float8_e4m3fn)[1:].view(5, 64)), ValueError,
+     "a must start on a 16-byte boundary"),
+    (dict(a=torch.zeros((5, 64), dtype=torch.int8)), TypeError, "a must be float8_e4m3fn, got int8"),
+    (dict(a=torch.zeros((5, 48), dtype=torch.float8_e4m3fn)), ValueError, "K differs"),
+])
+def test_a_planned_gemm_still_refuses_bad_per_call_arguments(launches, pick, change, error, match) -> None:
+    _, answer_with = pick
+    answer_with("m64n64k64_w2x2x1")
+    args = dict(a=torch.zeros((5, 64), dtype=torch.float8_e4m3fn), b=torch.zeros((20, 64), dtype=torch.float8_e4m3fn),
+                a_scale=torch.ones(5), b_scale=torch.ones(20), out_dtype=torch.float16, bias=None)
+    hip_backend.fp8_scaled_mm(**args)  # the plan exists
+    with pytest.raises(error, match=match):
+        hip_backend.fp8_scaled_mm(**{**args, **change})
+    assert len(launches) == 1
+
+
+def test_a_planned_int8_gemm_still_needs_azp_adj_for_a_zero_point(launches, pick) -> None:
+    _, answer_with = pick
+    answer_with("m64n64k64_w2x2x1")
+    a, b = torch.zeros((5, 64), dtype=torch.int8), torch.zeros((20, 64), dtype=torch.int8)
+    hip_backend.int8_scaled_mm(a, b, torch.ones(5), torch.ones(20), torch.float16)
+    with pytest.raises(ValueError, match="azp given without azp_adj"):
+        hip_backend.int8_scaled_mm(a, b, torch.ones(5), torch.ones(20), torch.float16, torch.zeros(5, dtype=torch.int32))
+    assert len(launches) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -80,6 +82,7 @@ def test_quant_rejects_bad_input(backend, changes, error, match) -> None:
 def recorded_launches(monkeypatch) -> list:
     """hip_backend launches recorded instead of run, device 0 an emulated gfx1100."""
     launches: list = []
+    hip_backend._thread_plans().clear()  # no plan of an earlier test's kernels
     monkeypatch.setattr(hip_backend, "_kernel", lambda device, name: _Recorder(launches))
     monkeypatch.setattr(hip_backend, "_target", lambda device: "gfx1100")
     return launches
@@ -118,6 +121,15 @@ class _Recorder:
 
     def launch_values(self, grid, block, kinds, values, stream) -> None:
         self.launches.append((grid, block, list(zip(kinds, values)), stream))
+
+    def prepare(self, block, kinds, values, variable) -> SimpleNamespace:
+        """A PreparedLaunch: the prepared values, the variable ones replaced per launch."""
+        def launch(grid, stream, *variable_values) -> None:
+            full = list(values)
+            for index, value in zip(variable, variable_values, strict=True):
+                full[index] = value
+            self.launch_values(grid, block, kinds, full, stream)
+        return SimpleNamespace(launch=launch)
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])

@@ -21,6 +21,7 @@ from vllm_rdna_w8a8.dispatch import fused_decode_config, pick_gemm_config
 from vllm_rdna_w8a8.ops.validation import (
     K_ALIGNMENT,
     check_gemm_args,
+    check_gemm_row_terms,
     check_quant_args,
     check_quant_gemm_args,
 )
@@ -331,37 +332,84 @@ def _scaled_mm(
     azp_adj: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One launch of w8a8_<kind>_gemm_<tag>; kind "i8" (int8) or "f8" (fp8 e4m3fn)."""
-    operand_dtype = torch.int8 if kind == "i8" else torch.float8_e4m3fn
-    m, n, k = check_gemm_args(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias, operand_dtype)
-    if k % K_ALIGNMENT:
-        raise ValueError(f"K={k} must be a multiple of {K_ALIGNMENT}: pad the weight and activations")
+    """One launch of w8a8_<kind>_gemm_<tag>; kind "i8" (int8) or "f8" (fp8 e4m3fn). The weight
+    side is checked once per `_GemmPlan` (see there); a call checks a's rows and its per-row terms
+    (a_scale, azp)."""
+    plans = _thread_plans()
+    try:
+        device_index, stream = _device_and_stream(a)
+        m, k = a.shape
+        key = (kind, device_index, a.dtype, a.device, k, out_dtype, _facts(b), _facts(b_scale), _facts(azp_adj),
+               _facts(bias))
+        plan = plans.get(key)
+    except (AttributeError, TypeError, ValueError):  # not tensors, a not 2-D, ...: the checks say why
+        key = plan = None
+    if plan is None:
+        operand_dtype = torch.int8 if kind == "i8" else torch.float8_e4m3fn
+        m, _, k = check_gemm_args(a, b, a_scale, b_scale, out_dtype, azp, azp_adj, bias, operand_dtype)
+        device_index, stream = _device_and_stream(a)
+        plan = _GemmPlan(kind, device_index, b, b_scale, out_dtype, azp_adj, bias)
+        if key is not None:
+            if len(plans) >= _MAX_PLANS_PER_THREAD:
+                plans.clear()
+            plans[key] = plan
+    else:
+        check_gemm_row_terms(a, a_scale, azp, azp_adj)
     lda = _check_rows("a", a, K_ALIGNMENT)
-    ldb = _check_rows("b", b, K_ALIGNMENT)
     _check_aligned("a", a)
-    _check_aligned("b", b)
-    for name, tensor in (("a_scale", a_scale), ("b_scale", b_scale), ("azp", azp),
-                         ("azp_adj", azp_adj), ("bias", bias)):
-        _check_vector(name, tensor)
-    out = torch.empty((m, n), dtype=out_dtype, device=a.device)
-    if m == 0 or n == 0:
+    _check_vector("a_scale", a_scale)
+    _check_vector("azp", azp)
+    out = torch.empty((m, plan.n), dtype=out_dtype, device=a.device)
+    if m == 0 or plan.n == 0:
         return out
-    device_index, stream = _device_and_stream(a)
-    config = pick_gemm_config(_target(device_index), m, n, k, kind)
-    flags = (
-        (A_SCALE_PER_TOKEN if a_scale.numel() == m and m > 1 else 0)
-        | (B_SCALE_PER_CHANNEL if b_scale.numel() == n and n > 1 else 0)
-        | (OUTPUT_BF16 if out_dtype == torch.bfloat16 else 0)
-    )
-    _kernel(device_index, config.kernel_name(kind)).launch_values(
-        config.grid(m, n),
-        (config.threads, 1, 1),
-        _GEMM_ARG_KINDS,
-        (a.data_ptr(), b.data_ptr(), out.data_ptr(), a_scale.data_ptr(), b_scale.data_ptr(),
-         _address(azp), _address(azp_adj), _address(bias), m, n, k, lda, ldb, n, flags),
-        stream,
-    )
+    plan.launch(m, a.data_ptr(), lda, a_scale, _address(azp), out.data_ptr(), stream)
     return out
+
+
+class _GemmPlan:
+    """The GEMM launch of one weight side (an fp8 layer's, or the bare int8 GEMM's) for every M,
+    prepared once for the facts in its key: the kind, the device, a's dtype, device and K,
+    `out_dtype`, and of b, b_scale, azp_adj and bias the address, dtype, device, shape and strides
+    (`_facts`). What `check_gemm_args` checks of the weight side and the kernels' layout rules for
+    b depend only on these; a call checks a's rows and its per-row terms. The weight-side
+    pointers are packed once per tile (`PreparedLaunch`); a call writes a, c, a_scale, azp, M, lda
+    and the flags. The tile is asked per call (`pick_gemm_config`: cached), as `_LayerPlan` does."""
+
+    def __init__(self, kind: str, device_index: int, b: torch.Tensor, b_scale: torch.Tensor, out_dtype: torch.dtype,
+                 azp_adj: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        self.n, self.k = b.shape
+        if self.k % K_ALIGNMENT:
+            raise ValueError(f"K={self.k} must be a multiple of {K_ALIGNMENT}: pad the weight and activations")
+        self.ldb = _check_rows("b", b, K_ALIGNMENT)
+        _check_aligned("b", b)
+        for name, tensor in (("b_scale", b_scale), ("azp_adj", azp_adj), ("bias", bias)):
+            _check_vector(name, tensor)
+        self.kind = kind
+        self.device_index = device_index
+        self.target = _target(device_index)
+        self.flags = ((B_SCALE_PER_CHANNEL if b_scale.numel() == self.n and self.n > 1 else 0)
+                      | (OUTPUT_BF16 if out_dtype == torch.bfloat16 else 0))
+        self.pointers = (b.data_ptr(), b_scale.data_ptr(), _address(azp_adj), _address(bias))
+        self._launches: dict[str, PreparedLaunch] = {}
+
+    def launch(self, m: int, a_address: int, lda: int, a_scale: torch.Tensor, azp_address: int, out_address: int,
+               stream: int) -> None:
+        config = pick_gemm_config(self.target, m, self.n, self.k, self.kind)
+        prepared = self._launches.get(config.tag)
+        if prepared is None:
+            b, b_scale, azp_adj, bias = self.pointers
+            kernel = _kernel(self.device_index, config.kernel_name(self.kind))
+            prepared = self._launches[config.tag] = kernel.prepare(
+                (config.threads, 1, 1), _GEMM_ARG_KINDS,
+                (0, b, 0, 0, b_scale, 0, azp_adj, bias, 1, self.n, self.k, self.k, self.ldb, self.n, 0),
+                _SCALED_MM_VARIABLE)
+        per_token = A_SCALE_PER_TOKEN if a_scale.numel() == m and m > 1 else 0
+        prepared.launch(config.grid(m, self.n), stream, a_address, out_address, a_scale.data_ptr(), azp_address, m,
+                        lda, self.flags | per_token)
+
+
+# The GEMM's per-call arguments in `_GemmPlan`: a, c, a_scale, azp, M, lda, flags.
+_SCALED_MM_VARIABLE = (0, 2, 3, 5, 8, 11, 14)
 
 
 # Same contract as `reference.int8_scaled_mm`, one launch of w8a8_i8_gemm_<tag>.

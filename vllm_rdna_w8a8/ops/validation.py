@@ -120,6 +120,16 @@ def check_gemm_args(
     if k != k_b:
         raise ValueError(f"a is [M, K] = {list(a.shape)} but b is [N, K] = {list(b.shape)}: K differs")
     _check_weight_side(a, b, b_scale, out_dtype, azp_adj, bias, operand_dtype)
+    check_gemm_row_terms(a, a_scale, azp, azp_adj)
+    return m, n, k
+
+
+def check_gemm_row_terms(a: torch.Tensor, a_scale: torch.Tensor, azp: torch.Tensor | None,
+                         azp_adj: torch.Tensor | None) -> None:
+    """What the GEMMs check of the per-row terms of a 2-D `a` [M, K]: a_scale, and azp (which
+    needs azp_adj)."""
+    m = a.shape[0]
+    _tensor("a_scale", a_scale)
     _dtype("a_scale", a_scale, (torch.float32,))
     _vector("a_scale", a_scale, (m, 1), "per token or per tensor")
     if azp is not None:
@@ -129,7 +139,6 @@ def check_gemm_args(
         _dtype("azp", azp, (torch.int32,))
         _vector("azp", azp, (m,), "one zero point per token")
     _same_device(a, a_scale=a_scale, azp=azp)
-    return m, n, k
 
 
 def check_quant_gemm_args(
