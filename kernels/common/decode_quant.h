@@ -103,8 +103,8 @@ __device__ __forceinline__ QuantizingRows<In, Mode> quantize_tile_rows(const Fus
     terms.a_scale = args.x_scale[0];  // a static zero point is folded into azp_adj
   } else {
     for (int r = 0; r < rows_valid; ++r) {  // uniform: every lane reaches the shuffles
-      const Range part = scan_row<In>(row_ptr(r), K, true, Mode::kAsymmetric,
-                                      static_cast<int>(threadIdx.x), Cfg::kThreads);
+      const Range part = scan_row(StoredRow<In>{row_ptr(r)}, K, true, Mode::kAsymmetric,
+                                  static_cast<int>(threadIdx.x), Cfg::kThreads);
       const Range range = wave_range(part);
       if (lane == 0) lds.per_wave[wave][r] = range;
     }

@@ -189,30 +189,40 @@ __device__ __forceinline__ void load_vector(const uint16_t* p, float (&v)[kQuant
   unpack_vector<In>(*reinterpret_cast<const v4u32*>(p), v);
 }
 
-// Walks a row with `threads` threads from `first_thread`: visit_vector(i, v[8]) for elements
-// i..i+7 read with one 16-byte load (up to vector_end, 0 when the row is not 16-byte
-// aligned), visit_element(i, v) for the rest.
-template <class In, class VisitVector, class VisitElement>
-__device__ __forceinline__ void for_each_in_row(const uint16_t* row, int K, int vector_end,
-                                                int thread, int threads,
-                                                VisitVector&& visit_vector,
+// A row of fp16/bf16 values in memory: eight per 16-byte load, or one at a time.
+template <class In>
+struct StoredRow {
+  const uint16_t* values;
+  __device__ __forceinline__ void vector(int i, float (&v)[kQuantElementsPerVector]) const {
+    load_vector<In>(values + i, v);
+  }
+  __device__ __forceinline__ float element(int i) const { return In::to_float(values[i]); }
+};
+
+// Walks the K values of a row (StoredRow, or values computed on the fly: the same vector(i, v)
+// and element(i)) with `threads` threads from `thread`: visit_vector(i, v[8]) for elements
+// i..i+7 taken as one vector (up to vector_end, 0 when the row cannot be read in vectors),
+// visit_element(i, v) for the rest.
+template <class Row, class VisitVector, class VisitElement>
+__device__ __forceinline__ void for_each_in_row(const Row& row, int K, int vector_end, int thread,
+                                                int threads, VisitVector&& visit_vector,
                                                 VisitElement&& visit_element) {
   for (int i = thread * kQuantElementsPerVector; i < vector_end;
        i += threads * kQuantElementsPerVector) {
     float v[kQuantElementsPerVector];
-    load_vector<In>(row + i, v);
+    row.vector(i, v);
     visit_vector(i, v);
   }
-  for (int i = vector_end + thread; i < K; i += threads) visit_element(i, In::to_float(row[i]));
+  for (int i = vector_end + thread; i < K; i += threads) visit_element(i, row.element(i));
 }
 
 // The range of a row scanned by `threads` threads (this one is `thread`): this thread's part.
-template <class In>
-__device__ __forceinline__ Range scan_row(const uint16_t* row, int K, bool vectorized,
-                                         bool asymmetric, int thread, int threads) {
+template <class Row>
+__device__ __forceinline__ Range scan_row(const Row& row, int K, bool vectorized, bool asymmetric,
+                                         int thread, int threads) {
   Range range = empty_range(asymmetric);
   const int vector_end = vectorized ? K - K % kQuantElementsPerVector : 0;
-  for_each_in_row<In>(
+  for_each_in_row(
       row, K, vector_end, thread, threads,
       [&](int, const float(&v)[kQuantElementsPerVector]) {
 #pragma unroll

@@ -169,3 +169,10 @@ def test_bad_fp8_arguments_are_named_before_any_launch(position: int, value: tor
     args[position] = value
     with pytest.raises(error, match=message):
         moe_hip.fp8_moe(*args)
+
+
+@pytest.mark.parametrize("gate_up", [torch.zeros(3, 7, dtype=torch.float16), torch.zeros(3, 8),
+                                     torch.zeros(8, dtype=torch.bfloat16)])
+def test_silu_and_mul_quant_names_a_gate_up_it_cannot_read(gate_up: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=r"gate_up must be a \[rows, 2I\] float16/bfloat16 tensor"):
+        moe_hip.silu_and_mul_quant(gate_up)

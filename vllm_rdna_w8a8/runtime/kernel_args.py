@@ -37,10 +37,17 @@ MOE_GEMM_KERNEL_ARGS: KernelArgs = (
     ("blocks", "int32"), ("slots", "int32"), ("slots_per_a_row", "int32"), ("N", "int32"),
     ("K", "int32"), ("lda", "int32"), ("ldb", "int32"), ("ldc", "int32"), ("flags", "uint32"),
 )
+# SiLU-and-mul of the MoE gate_up rows fused with their dynamic per-row int8 quantization
+# (kernels/quant_int8.hip).
+SILU_MUL_QUANT_KERNEL_ARGS: KernelArgs = (
+    ("gate_up", "pointer"), ("q", "pointer"), ("scale", "pointer"),
+    ("rows", "int32"), ("I", "int32"), ("ld_gate_up", "int32"), ("ldq", "int32"),
+)
 # Kernel name prefix -> its argument list (kernels/quant_int8.hip, kernels/common/gemm.h,
 # kernels/common/decode_quant.h, kernels/moe_gemm.hip).
 _BY_PREFIX: tuple[tuple[str, KernelArgs], ...] = (
     ("w8a8_quant_i8_", QUANT_KERNEL_ARGS),
+    ("w8a8_silu_mul_quant_i8_", SILU_MUL_QUANT_KERNEL_ARGS),
     ("w8a8_i8_gemm_", GEMM_KERNEL_ARGS),
     ("w8a8_f8_gemm_", GEMM_KERNEL_ARGS),
     ("w8a8_i8q_", FUSED_DECODE_GEMM_KERNEL_ARGS),

@@ -512,11 +512,34 @@ def _moe_case(placement: Placement, kernel: str, kind: str, dtype: torch.dtype, 
     return PlannedCase("MoE grouped GEMM", kernel, label, run)
 
 
+def _silu_mul_quant_case(placement: Placement, kernel: str, dtype: torch.dtype, rows: int, intermediate: int,
+                         seed: int) -> PlannedCase:
+    from vllm_rdna_w8a8.moe import hip_backend as moe_hip_backend
+    from vllm_rdna_w8a8.moe import reference as moe_reference
+    from vllm_rdna_w8a8.ops import reference
+    from vllm_rdna_w8a8.ops.validation import padded_k
+
+    def run() -> str | None:
+        generator = torch.Generator().manual_seed(seed)
+        gate_up = (torch.randn(rows, 2 * intermediate, generator=generator) * 4).to(dtype)
+        gate_up[0] = 0  # a zero row: scale 0, q 0
+        got = moe_hip_backend.silu_and_mul_quant(gate_up.to(placement.device))
+        expected = reference.scaled_int8_quant(moe_reference.silu_and_mul(gate_up), None, None, True,
+                                               padded_k(intermediate))[:2]
+        return next(filter(None, (bit_difference(name, g.cpu(), e) for name, g, e in
+                                  zip(("q", "scale"), got, expected))), None)
+
+    return PlannedCase("SiLU-and-mul quantization", kernel, f"{rows} rows, I={intermediate}", run)
+
+
+# (rows, I) of the fused SiLU-and-mul quantization cases: whole 16-byte vectors, then I % 8 != 0
+SILU_MUL_QUANT_SHAPES = ((5, 64), (17, 37))
 _KERNEL_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16}
 _GEMM_KERNEL = re.compile(r"w8a8_(i8|f8)_gemm_(\w+)")
 _FUSED_KERNEL = re.compile(r"w8a8_i8q_(f16|bf16)_gemm_(\w+)")
 _MOE_KERNEL = re.compile(r"w8a8_(i8|f8)_moe_(f16|bf16)_gemm_(\w+)")
 _QUANT_KERNEL = re.compile(r"w8a8_quant_i8_(f16|bf16)")
+_SILU_MUL_QUANT_KERNEL = re.compile(r"w8a8_silu_mul_quant_i8_(f16|bf16)")
 
 
 def kernel_cases(placement: Placement, kernel: str, quick: bool) -> list[PlannedCase]:
@@ -529,6 +552,9 @@ def kernel_cases(placement: Placement, kernel: str, quick: bool) -> list[Planned
         shapes = QUICK_QUANT_SHAPES if quick else QUANT_SHAPES + (HARDWARE_QUANT_SHAPES if hardware else ())
         return [_quant_case(placement, kernel, _KERNEL_DTYPES[match[1]], shape, static, symmetric, next(seeds))
                 for shape in shapes for static in (False, True) for symmetric in (True, False)]
+    if match := _SILU_MUL_QUANT_KERNEL.fullmatch(kernel):
+        return [_silu_mul_quant_case(placement, kernel, _KERNEL_DTYPES[match[1]], rows, intermediate, next(seeds))
+                for rows, intermediate in SILU_MUL_QUANT_SHAPES]
     gemm, fused, moe = _GEMM_KERNEL.fullmatch(kernel), _FUSED_KERNEL.fullmatch(kernel), _MOE_KERNEL.fullmatch(kernel)
     match = gemm or fused or moe
     config = configs_by_tag(load_tile_configs()).get(match.groups()[-1]) if match else None
