@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import PROMPTS, SCORED_TEXT, SCORED_TOP_LOGPROBS, EngineGroup, run_engine_group, run_spec
+from e2e_support import (
+    MOE_SCHEMES,
+    MOE_TP2_KERNEL_SCHEMES,
+    MOE_TP2_REFERENCE_SCHEMES,
+    PROMPTS,
+    SCORED_TEXT,
+    SCORED_TOP_LOGPROBS,
+    EngineGroup,
+    run_engine_group,
+    run_spec,
+)
 from vllm_rdna_w8a8.testing.tiny_model import TinyMoESpec, build_tiny_model
 
 EMULATED_TARGET = "gfx1100"
@@ -28,9 +38,6 @@ TP2_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}
 TP2 = {"tensor_parallel_size": 2}
 RDNA = {"quantization": "rdna_w8a8"}
 EMULATED_REFERENCE_OPS = {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET, "VLLM_RDNA_W8A8_OPS": "reference"}
-# The tiny Qwen3-MoE's int8 W8A8 checkpoints: compressed-tensors (written by tiny_model with the
-# compressed-tensors library) and AMD Quark (per-channel weights, dynamic per-token inputs).
-MOE_SCHEMES = ("int8", "quark-int8-dynamic")
 
 
 @pytest.fixture(scope="session")
@@ -108,20 +115,23 @@ def tiny_moe_checkpoints() -> dict[str, Path]:
     return {scheme: build_tiny_model(scheme, spec=TinyMoESpec()) for scheme in MOE_SCHEMES}
 
 
+def _moe_runs(checkpoints: dict[str, Path], schemes: tuple[str, ...], llm: dict) -> list:
+    return [run_spec(scheme, checkpoints[scheme], llm) for scheme in schemes]
+
+
 @pytest.fixture(scope="session")
 def cpu_moe_engines(tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> EngineGroup:
     """Plain CPU platform, default compressed-tensors method: vLLM-CPU's int8 MoE experts
     (they exist on AMX machines only)."""
-    return _group(tmp_path_factory, "cpu-moe", [run_spec("moe_int8", tiny_moe_checkpoints["int8"])], {})
+    return _group(tmp_path_factory, "cpu-moe", _moe_runs(tiny_moe_checkpoints, ("int8",), {}), {})
 
 
 @pytest.fixture(scope="session")
 def emulated_moe_reference_engines(
     tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> EngineGroup:
-    """gfx1100 emulated, ops on the reference: our experts under rdna_w8a8, both formats."""
-    runs = [run_spec("moe_int8_rdna", tiny_moe_checkpoints["int8"], RDNA),
-            run_spec("moe_quark_int8_rdna", tiny_moe_checkpoints["quark-int8-dynamic"], RDNA)]
+    """gfx1100 emulated, ops on the reference: our experts under rdna_w8a8, every scheme."""
+    runs = _moe_runs(tiny_moe_checkpoints, MOE_SCHEMES, RDNA)
     return _group(tmp_path_factory, "emulated-moe-reference", runs, EMULATED_REFERENCE_OPS)
 
 
@@ -129,7 +139,7 @@ def emulated_moe_reference_engines(
 def emulated_moe_reference_tp2_engines(
     tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> EngineGroup:
-    runs = [run_spec("moe_int8_rdna_tp2", tiny_moe_checkpoints["int8"], {**RDNA, **TP2})]
+    runs = _moe_runs(tiny_moe_checkpoints, MOE_TP2_REFERENCE_SCHEMES, {**RDNA, **TP2})
     return _group(tmp_path_factory, "emulated-moe-reference-tp2", runs, {**EMULATED_REFERENCE_OPS, **TP2_ENV})
 
 
@@ -137,9 +147,8 @@ def emulated_moe_reference_tp2_engines(
 def emulated_moe_kernel_engines(
     tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> EngineGroup:
-    """gfx1100 emulated with our HIP kernels (dense and MoE) running in the emulator."""
-    runs = [run_spec("moe_int8_rdna", tiny_moe_checkpoints["int8"], RDNA),
-            run_spec("moe_quark_int8_rdna", tiny_moe_checkpoints["quark-int8-dynamic"], RDNA)]
+    """gfx1100 emulated with our HIP kernels (dense and MoE) running in the emulator, every scheme."""
+    runs = _moe_runs(tiny_moe_checkpoints, MOE_SCHEMES, RDNA)
     return _group(tmp_path_factory, "emulated-moe-kernels", runs, {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET})
 
 
@@ -147,6 +156,6 @@ def emulated_moe_kernel_engines(
 def emulated_moe_kernel_tp2_engines(
     tiny_moe_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> EngineGroup:
-    runs = [run_spec("moe_int8_rdna_tp2", tiny_moe_checkpoints["int8"], {**RDNA, **TP2})]
+    runs = _moe_runs(tiny_moe_checkpoints, MOE_TP2_KERNEL_SCHEMES, {**RDNA, **TP2})
     env = {"VLLM_RDNA_W8A8_EMULATE": EMULATED_TARGET, **TP2_ENV}
     return _group(tmp_path_factory, "emulated-moe-kernels-tp2", runs, env)

@@ -38,6 +38,15 @@ TOP_LOGPROBS = 5
 # sequences legitimately diverge and are not compared further.
 NEAR_TIE_NATS = 0.15
 
+# The tiny Qwen3-MoE's W8A8 checkpoints: compressed-tensors (written by tiny_model with the
+# compressed-tensors library: int8, and fp8 FP8-Dynamic) and AMD Quark (int8 per-channel weights
+# with dynamic per-token inputs; fp8 per-tensor static, `fp8`; fp8 per-channel / per-token,
+# `ptpc_fp8`). The MoE engine groups (conftest) name each run by its scheme.
+MOE_SCHEMES = ("int8", "quark-int8-dynamic", "fp8", "quark-fp8", "quark-ptpc-fp8")
+# At TP=2 (a TP=2 engine starts in 60-100 s here) each scheme runs on one op backend (int8 on both).
+MOE_TP2_REFERENCE_SCHEMES = ("int8", "quark-fp8", "quark-ptpc-fp8")
+MOE_TP2_KERNEL_SCHEMES = ("int8", "quark-int8-dynamic", "fp8")
+
 # Log prefix of the plugin's one line per process.
 PLUGIN_LOG_PREFIX = "rdna_w8a8:"
 
