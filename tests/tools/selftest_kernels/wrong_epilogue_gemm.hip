@@ -23,7 +23,7 @@ __device__ void wrong_epilogue_gemm(const int8_t* a, const int8_t* b, void* c, c
     for (int k = 0; k < K; ++k)
       acc += static_cast<int32_t>(a[static_cast<int64_t>(m) * lda + k]) *
              static_cast<int32_t>(b[static_cast<int64_t>(n) * ldb + k]);
-    out.store(m, n, acc, out.row(m), out.column(n));
+    out.row_output(m)[n] = out.convert(acc, out.row(m), out.column(n));
   }
 }
 
