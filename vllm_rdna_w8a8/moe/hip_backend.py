@@ -1,6 +1,6 @@
 """The W8A8 MoE layers on our HIP kernels: `int8_moe` and `fp8_moe`, with the signatures of
 moe/reference.int8_moe / fp8_moe (the HIP implementation of moe/op.py's op). int8 gives the
-reference's result bit for bit; fp8 agrees to the kernel's float32 sums (the reference sums
+reference's result bit for bit (but for the rare SiLU case `silu_and_mul_quant` names); fp8 agrees to the kernel's float32 sums (the reference sums
 exactly in float64), bit for bit wherever the float32 sums are exact. It lives in moe/, not
 ops/, because it builds on the MoE reference (moe -> ops, never back).
 
@@ -177,9 +177,12 @@ def int8_moe(
 
 
 def silu_and_mul_quant(gate_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """gate_up [rows, 2I] fp16/bf16 (rows 16-bit aligned) -> (q [rows, I_pad] int8, zero past I;
+    """gate_up [rows, 2I] fp16/bf16 with contiguous rows -> (q [rows, I_pad] int8, zero past I;
     scale [rows] float32): the bits of scaled_int8_quant(reference.silu_and_mul(gate_up), dynamic
-    symmetric) in one launch of w8a8_silu_mul_quant_i8_<dtype> (kernels/quant_int8.hip)."""
+    symmetric) in one launch of w8a8_silu_mul_quant_i8_<dtype> (kernels/quant_int8.hip). Its silu
+    is torch's vectorised CPU loop bit for bit; where the reference's torch silu takes its scalar
+    loop (a row's last I % 32 columns on AVX-512) the float32 silu can differ in the last bit,
+    which rarely moves act's rounding (kernels/common/silu_mul.h)."""
     if gate_up.dim() != 2 or gate_up.dtype not in _SILU_MUL_QUANT_KERNELS or gate_up.shape[1] % 2:
         raise ValueError(f"gate_up must be a [rows, 2I] float16/bfloat16 tensor with an even number of "
                          f"columns, got {_describe(gate_up)}")
