@@ -37,11 +37,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
-from unittest import mock
 
 import torch
 
 from vllm_rdna_w8a8.bench.run import EXIT_NO_GFX11
+from vllm_rdna_w8a8.testing.launch_counter import counted_launches
 
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
@@ -362,26 +362,6 @@ class PlannedCase:
     kernel: str | None
     case: str
     run: Callable[[], str | None]  # None: pass; text: what differs; raises SkipCase
-
-
-@contextlib.contextmanager
-def recorded_launches() -> Iterator[list[str]]:
-    """The names of the kernels the ops look up (once per launch) inside the block: proves a
-    case reached the kernel it tests instead of another path."""
-    from vllm_rdna_w8a8.moe import hip_backend as moe_hip_backend
-    from vllm_rdna_w8a8.ops import hip_backend
-
-    launched: list[str] = []
-    original = hip_backend._kernel
-
-    def recording(device_index: int, name: str) -> Any:
-        launched.append(name)
-        return original(device_index, name)
-
-    # the MoE binding holds its own reference to the lookup
-    with mock.patch.object(hip_backend, "_kernel", recording), \
-            mock.patch.object(moe_hip_backend, "_kernel", recording):
-        yield launched
 
 
 def _quant_case(placement: Placement, kernel: str, dtype: torch.dtype, shape: GemmShape,
@@ -758,7 +738,7 @@ class Progress:
 def run_case(placement: Placement, planned: PlannedCase) -> CaseResult:
     """Run one case on its device; an exception is a failure that names it."""
     result = CaseResult(planned.check, planned.kernel, planned.case, "pass")
-    with placement.active(), recorded_launches() as launched:
+    with placement.active(), counted_launches() as launched:
         try:
             difference = planned.run()
         except SkipCase as skip:
