@@ -16,21 +16,22 @@ from vllm_rdna_w8a8 import settings
 
 QUANT_KERNELS = ("w8a8_quant_i8_f16", "w8a8_quant_i8_bf16")
 SILU_MUL_QUANT_KERNELS = ("w8a8_silu_mul_quant_i8_f16", "w8a8_silu_mul_quant_i8_bf16")
-MOE_KIND = "i8_moe"  # int8 W8A8 expert layers (moe/hip_backend.py)
+MOE_KIND = "moe"  # W8A8 expert layers, int8 and fp8 (moe/hip_backend.py)
 
 
 def kernel_names(kind: str) -> list[str]:
     """Every kernel a layer of `kind` may launch: each GEMM tile config, and for int8
     ("i8") both quantizers and the fused decode GEMMs (fp8 ("f8") activations are quantized
-    by vLLM's QuantFP8); for int8 MoE expert layers (MOE_KIND) both quantizers, both fused
-    SiLU-and-mul quantizers and each tile config's grouped GEMMs."""
+    by vLLM's QuantFP8); for MoE expert layers (MOE_KIND) both quantizers, both fused
+    SiLU-and-mul quantizers and each tile config's int8 and fp8 grouped GEMMs."""
     from vllm_rdna_w8a8.dispatch import load_tile_configs
     from vllm_rdna_w8a8.dispatch.tile_configs import FUSED_INPUT_DTYPES, MOE_ACTIVATION_DTYPES
 
     configs = load_tile_configs()
     if kind == MOE_KIND:
-        return [*QUANT_KERNELS, *SILU_MUL_QUANT_KERNELS, *(config.moe_kernel_name(dtype) for config in configs
-                                  for dtype in MOE_ACTIVATION_DTYPES)]
+        return [*QUANT_KERNELS, *SILU_MUL_QUANT_KERNELS,
+                *(config.moe_kernel_name(dtype, operand) for config in configs
+                  for dtype in MOE_ACTIVATION_DTYPES for operand in ("i8", "f8"))]
     gemms = [config.kernel_name(kind) for config in configs]
     if kind != "i8":
         return gemms
