@@ -129,6 +129,13 @@ def kernel_counts(result: dict[str, Any]) -> dict[str, int]:
     return summarize(result["workers"])
 
 
+def launches(worker: dict[str, Any], prefix: str) -> int:
+    """Launches of our HIP kernels named `prefix`... in one worker while its engine generated
+    (engine_probe.count_hip_launches): each step runs every layer, so a kernel that serves a
+    layer launches at least MAX_TOKENS times."""
+    return sum(count for name, count in worker["hip_kernels_launched"].items() if name.startswith(prefix))
+
+
 def plugin_log_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if PLUGIN_LOG_PREFIX in line]
 

@@ -41,7 +41,7 @@ def _top_logprobs(step: dict[int, Any] | None) -> dict[str, float]:
 def run_one(run: dict[str, Any]) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
 
-    from vllm_rdna_w8a8.testing.engine_probe import describe_linear_kernels
+    from vllm_rdna_w8a8.testing.engine_probe import count_hip_launches, describe_linear_kernels
 
     started = time.monotonic()
     llm = LLM(run["model"], **{**ENGINE_DEFAULTS, **run.get("llm", {})})
@@ -53,6 +53,7 @@ def run_one(run: dict[str, Any]) -> dict[str, Any]:
         logprobs=run["logprobs"],
         prompt_logprobs=run.get("prompt_logprobs"),
     )
+    llm.apply_model(count_hip_launches)  # in every worker: what generating launches
     outputs = llm.generate(run["prompts"], params, use_tqdm=False)
     workers = llm.apply_model(describe_linear_kernels)
     finished = time.monotonic()

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from e2e_support import EngineGroup, assert_greedy_tokens_match, kernel_counts, plugin_log_lines
+from e2e_support import MAX_TOKENS, EngineGroup, assert_greedy_tokens_match, kernel_counts, launches, plugin_log_lines
 
 pytestmark = pytest.mark.slow
 
@@ -28,12 +28,14 @@ def _assert_ours_everywhere(group: EngineGroup, run_name: str, workers: int, hip
     assert len({worker["pid"] for worker in result["workers"]}) == workers
     for worker in result["workers"]:
         assert worker["plugin_loaded"], worker["pid"]
-        loaded = worker["hip_kernels_loaded"]
+        loaded, launched = worker["hip_kernels_loaded"], worker["hip_kernels_launched"]
         if hip_kernels:
             assert any(name.startswith("w8a8_i8_gemm_") for name in loaded), loaded
             assert any(name.startswith("w8a8_quant_i8_") for name in loaded), loaded
+            # w8a8_i8_gemm_* or the fused decode w8a8_i8q_*: one per layer and step at least
+            assert launches(worker, "w8a8_i8") >= LINEAR_LAYERS * MAX_TOKENS, launched
         else:
-            assert loaded == [], loaded
+            assert loaded == [] and launched == {}, (loaded, launched)
     assert kernel_counts(result).get(OUR_INT8) == LINEAR_LAYERS * workers, kernel_counts(result)
 
     log = group.run_log(run_name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_support import EngineGroup, assert_greedy_tokens_match, kernel_counts, plugin_log_lines
+from e2e_support import MAX_TOKENS, EngineGroup, assert_greedy_tokens_match, kernel_counts, launches, plugin_log_lines
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,7 @@ def test_emulated_fp8_kernels_match_upstream(
     assert sum(name.endswith("down_proj") for name in ours) == 2, layers
     loaded = result["workers"][0]["hip_kernels_loaded"]
     assert any(name.startswith("w8a8_f8_gemm_") for name in loaded), loaded
+    assert launches(result["workers"][0], "w8a8_f8_gemm_") >= FP8_LAYERS * MAX_TOKENS, result["workers"][0]
     assert f"Selected {OUR_FP8}" in emulated_kernel_engines.run_log(run_name)
     assert all("emulated gfx1100" in line for line in plugin_log_lines(emulated_kernel_engines.run_log(run_name)))
     assert_greedy_tokens_match(result, cpu_engines.run("fp8"))

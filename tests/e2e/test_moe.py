@@ -40,6 +40,7 @@ from e2e_support import (
     TOP_LOGPROBS,
     EngineGroup,
     assert_greedy_tokens_match,
+    launches,
     plugin_log_lines,
 )
 from moe_plain_torch import greedy_run
@@ -52,6 +53,7 @@ EXPERTS_MODULES = tuple(f"{layer}.routed_experts" for layer in MOE_LAYERS)  # wh
 # scheme -> (our experts class, the MoE method that holds it, the prefix of its HIP kernels)
 INT8 = ("RdnaW8A8Int8Experts", "w8a8_i8_moe_")
 FP8 = ("RdnaW8A8Fp8Experts", "w8a8_f8_moe_")
+SILU_MUL_QUANT_PREFIX = "w8a8_silu_mul_quant_i8_"  # the int8 layer's SiLU-and-mul + quantization
 SERVED_BY = {
     "int8": ("RdnaW8A8CompressedTensorsInt8MoEMethod", *INT8),
     "quark-int8-dynamic": ("RdnaW8A8QuarkInt8MoEMethod", *INT8),
@@ -78,17 +80,22 @@ def plain_torch(tiny_moe_checkpoints: dict[str, Path]) -> PlainTorch:
 
 def _assert_our_experts(group: EngineGroup, scheme: str, workers: int, hip_kernels: bool) -> None:
     """Our experts serve every MoE layer of every worker, the log line of each worker names
-    them; `hip_kernels`: the scheme's MoE HIP kernels ran (emulated), else none was loaded."""
+    them; `hip_kernels`: the scheme's MoE HIP kernels were launched while generating (emulated),
+    else no HIP kernel was loaded or launched."""
     method, experts, kernel_prefix = SERVED_BY[scheme]
     result = group.run(scheme)
     assert len({worker["pid"] for worker in result["workers"]}) == workers
     for worker in result["workers"]:
         assert worker["experts"] == dict.fromkeys(EXPERTS_MODULES, experts), worker["experts"]
-        loaded = worker["hip_kernels_loaded"]
+        loaded, launched = worker["hip_kernels_loaded"], worker["hip_kernels_launched"]
         if hip_kernels:
             assert any(name.startswith(kernel_prefix) for name in loaded), loaded
+            # two grouped GEMMs per MoE layer and step
+            assert launches(worker, kernel_prefix) >= 2 * len(MOE_LAYERS) * MAX_TOKENS, launched
+            if kernel_prefix == INT8[1]:
+                assert launches(worker, SILU_MUL_QUANT_PREFIX) >= len(MOE_LAYERS) * MAX_TOKENS, launched
         else:
-            assert loaded == [], loaded
+            assert loaded == [] and launched == {}, (loaded, launched)
     line = f"rdna_w8a8: MoE expert layers (first: {MOE_LAYERS[0]}) are served by our {experts} ({method})"
     lines = [entry for entry in plugin_log_lines(group.run_log(scheme)) if "MoE expert layers" in entry]
     assert lines and all(line in entry for entry in lines), lines

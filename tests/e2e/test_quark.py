@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_support import EngineGroup, assert_greedy_tokens_match, kernel_counts, plugin_log_lines
+from e2e_support import MAX_TOKENS, EngineGroup, assert_greedy_tokens_match, kernel_counts, launches, plugin_log_lines
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,7 @@ def test_quark_int8_under_rdna_w8a8_on_our_kernels(emulated_quark_engines: Engin
     assert kernel_counts(result).get(OUR_INT8) == LINEAR_LAYERS, kernel_counts(result)
     loaded = result["workers"][0]["hip_kernels_loaded"]
     assert any(name.startswith("w8a8_i8") and "gemm" in name for name in loaded), loaded
+    assert launches(result["workers"][0], "w8a8_i8") >= LINEAR_LAYERS * MAX_TOKENS, result["workers"][0]
     log = emulated_quark_engines.run_log("quark_int8_rdna")
     assert "does not match" not in log
     assert f"Selected {OUR_INT8}" in log

@@ -53,9 +53,9 @@ def describe_linear_kernels(model: Any) -> dict[str, Any]:
     """What serves the linear layers of `model` in this process.
 
     Returns ``{"pid", "plugin_loaded", "layers": {layer name: class name}, "experts":
-    {MoE layer name: experts class name}, "hip_kernels_loaded"}`` where a linear layer's
-    class is the scaled-mm kernel's when the layer has one, else the layer's quant
-    method's (e.g. ``UnquantizedEmbeddingMethod`` for an unquantized lm_head), and a MoE
+    {MoE layer name: experts class name}, "hip_kernels_loaded", "hip_kernels_launched"}``
+    where a linear layer's class is the scaled-mm kernel's when the layer has one, else the
+    layer's quant method's (e.g. ``UnquantizedEmbeddingMethod`` for an unquantized lm_head), and a MoE
     layer's is the experts class of its method's modular kernel.
     """
     from vllm.model_executor.layers.linear import LinearBase
@@ -79,7 +79,23 @@ def describe_linear_kernels(model: Any) -> dict[str, Any]:
         "layers": layers,
         "experts": experts,
         "hip_kernels_loaded": _loaded_hip_kernels(),
+        "hip_kernels_launched": _launch_counts(),
     }
+
+
+def count_hip_launches(model: Any) -> None:
+    """For `LLM.apply_model` before generating: from now on count, in every worker, the launches
+    of our HIP kernels per name (`describe_linear_kernels` reports them). Loading proves little:
+    readiness loads every kernel a layer kind may launch."""
+    from vllm_rdna_w8a8.testing.launch_counter import count_launches_from_now
+
+    count_launches_from_now()
+
+
+def _launch_counts() -> dict[str, int] | None:
+    """Launches per kernel name since `count_hip_launches`, None if it did not run here."""
+    counter = sys.modules.get("vllm_rdna_w8a8.testing.launch_counter")
+    return None if counter is None else counter.process_launch_counts()
 
 
 def _loaded_hip_kernels() -> list[str]:
