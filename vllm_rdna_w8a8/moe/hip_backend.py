@@ -1,8 +1,9 @@
 """The W8A8 MoE layers on our HIP kernels: `int8_moe` and `fp8_moe`, with the signatures of
 moe/reference.int8_moe / fp8_moe (the HIP implementation of moe/op.py's op). int8 gives the
-reference's result bit for bit (but for the rare SiLU case `silu_and_mul_quant` names); fp8 agrees to the kernel's float32 sums (the reference sums
-exactly in float64), bit for bit wherever the float32 sums are exact. It lives in moe/, not
-ops/, because it builds on the MoE reference (moe -> ops, never back).
+reference's result bit for bit (but for the rare SiLU case `silu_and_mul_quant` names); fp8
+agrees to the kernel's float32 sums (the reference sums exactly in float64), bit for bit
+wherever the float32 sums are exact. It lives in moe/, not ops/, because it builds on the
+MoE reference (moe -> ops, never back).
 
 Per call, without reading anything back to the host (no synchronisation):
 1. the (token, slot) pairs sorted by expert with torch ops, each expert's run padded to
@@ -24,10 +25,10 @@ Per call, without reading anything back to the host (no synchronisation):
 Each step is the reference's arithmetic on the same values (the fp8 GEMM sums in float32).
 
 Weight layout (`prepare_int8_moe_weights`, called once at load by the experts class;
-`store_expert_weight` for fp8 alike): each [E, N, K] int8 / float8_e4m3fn weight as a view of a buffer whose rows are padded with zeros to K_pad (K
-rounded up to 16; plus 128 bytes where K_pad is a multiple of 2048, as the dense layers'
-`scaled_mm.weights.weight_row_stride`, against cache-channel aliasing), experts one after
-another. The view keeps the logical shape [E, N, K], so the reference and the op's fake
+`store_expert_weight` for fp8 alike): each [E, N, K] int8 / float8_e4m3fn weight as a view of
+a buffer whose rows are padded with zeros to K_pad (K rounded up to 16; plus 128 bytes where
+K_pad is a multiple of 2048, as the dense layers' `scaled_mm.weights.weight_row_stride`,
+against cache-channel aliasing), experts one after another. The view keeps the logical shape [E, N, K], so the reference and the op's fake
 accept it as they accept the checkpoint's tensor. The layers read any weight whose
 experts are contiguous, rows 16-byte aligned and readable up to K_pad in place (the
 quantized activations are zero past K, so whatever the padding holds adds nothing); other
