@@ -25,14 +25,14 @@ Per call, without reading anything back to the host (no synchronisation):
 Each step is the reference's arithmetic on the same values (the fp8 GEMM sums in float32).
 
 Weight layout (`prepare_int8_moe_weights`, called once at load by the experts class;
-`store_expert_weight` for fp8 alike): each [E, N, K] int8 / float8_e4m3fn weight as a view of
-a buffer whose rows are padded with zeros to K_pad (K rounded up to 16; plus 128 bytes where
-K_pad is a multiple of 2048, as the dense layers' `scaled_mm.weights.weight_row_stride`,
-against cache-channel aliasing), experts one after another. The view keeps the logical shape
-[E, N, K], so the reference and the op's fake accept it as they accept the checkpoint's tensor. The layers read any weight whose
-experts are contiguous, rows 16-byte aligned and readable up to K_pad in place (the
-quantized activations are zero past K, so whatever the padding holds adds nothing); other
-weights are re-stored so on every call (a copy).
+`store_expert_weight` for fp8 alike): each [E, N, K] int8 / float8_e4m3fn weight as a view of a
+buffer whose rows are padded with zeros to K_pad (K rounded up to 16; plus 128 bytes where K_pad
+is a multiple of 2048, as the dense layers' `scaled_mm.weights.weight_row_stride`, against
+cache-channel aliasing), experts one after another. The view keeps the logical shape [E, N, K],
+so the reference and the op's fake accept it as they accept the checkpoint's tensor. The layers
+read any weight whose experts are contiguous, rows 16-byte aligned and readable up to K_pad in
+place (the quantized activations are zero past K, so whatever the padding holds adds nothing);
+other weights are re-stored so on every call (a copy).
 
 Routing ids are checked (range, no expert twice per token) on CPU tensors only
 (`HOST_CHECKED_DEVICES`): on a GPU that check would read them back to the host on every layer
